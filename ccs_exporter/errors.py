@@ -1,0 +1,86 @@
+"""The error hierarchy of ccs-exporter: one root for CCS failures, one for bad local input.
+
+Nothing above the client sees a ``requests`` exception: the client raises these, ``from`` the cause.
+No message here ever holds a token or a password: the client builds messages from the method, the
+path (job ids only, never a query string with credentials) and the server's own ``Message`` field.
+"""
+
+from __future__ import annotations
+
+
+class CcsError(Exception):
+    """A request to CCS failed: refused by the server, unreachable, or answered with a bad body."""
+
+    def __init__(self, message: str, *, method: str = "", path: str = "", status: int | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.method = method
+        self.path = path
+        self.status = status
+
+    def __str__(self) -> str:
+        where = f"{self.method} {self.path}".strip()
+        status = f" -> {self.status}" if self.status is not None else ""
+        prefix = f"{where}{status}: " if where else ""
+        return f"{prefix}{self.message}"
+
+
+class BadRequestError(CcsError):
+    """400: bad job id, bad body, duplicate job name or unsupported job type."""
+
+
+class AuthError(CcsError):
+    """401, or a failed login: missing, invalid or expired token, or wrong credentials."""
+
+
+class ForbiddenError(CcsError):
+    """403: the account may not do this (a system job, another owner's job, a missing permission)."""
+
+
+class NotFoundError(CcsError):
+    """404: the job does not exist."""
+
+
+class ServerError(CcsError):
+    """5xx: CCS failed while serving the request."""
+
+
+class UnavailableError(CcsError):
+    """CCS could not be reached or did not answer in time.
+
+    ``sent`` says whether the request may have reached the server: False for a refused connection or
+    a connect timeout (nothing was sent), True for a read timeout or a connection dropped mid-response,
+    where a mutation's outcome is unknown.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        method: str = "",
+        path: str = "",
+        status: int | None = None,
+        sent: bool = False,
+    ) -> None:
+        super().__init__(message, method=method, path=path, status=status)
+        self.sent = sent
+
+
+class CcsTimeoutError(UnavailableError):
+    """CCS did not answer within the request timeout."""
+
+
+class BadResponseError(CcsError):
+    """CCS answered with a status we accept but a body we cannot use (not JSON, wrong shape)."""
+
+
+class ConfigError(Exception):
+    """A setting, a command-line value or a job spec is invalid; the message names the field."""
+
+    def __init__(self, message: str, *, field: str = "") -> None:
+        super().__init__(message)
+        self.field = field
+
+
+class AuditError(Exception):
+    """The audit log could not be written; a mutation that needs the record must not go ahead."""
