@@ -1,0 +1,272 @@
+"""Settings: one model read from defaults, an optional YAML file, ``CCS_EXPORTER_*`` variables and CLI flags.
+
+Precedence, lowest to highest: defaults, the YAML file (``--config``; keys are the field names in lower
+case), environment variables, command-line flags. This is the only module that reads ``os.environ``.
+Every invalid value becomes a ``ConfigError`` whose one-line message names the setting and the value,
+except secrets, whose values are never shown.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from pathlib import Path
+from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
+
+import yaml
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, PydanticBaseSettingsSource, SettingsConfigDict
+
+from ccs_exporter.errors import ConfigError
+from ccs_exporter.models import normalize_guid
+
+ENV_PREFIX = "CCS_EXPORTER_"
+_SECRET_FIELDS = frozenset({"password"})
+_LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
+
+
+def env_name(field: str) -> str:
+    """The environment variable of a setting: ``job_ids`` -> ``CCS_EXPORTER_JOB_IDS``."""
+    return f"{ENV_PREFIX}{field.upper()}"
+
+
+def parse_job_ids(value: Any) -> list[str]:
+    """Job ids from a list, a YAML/JSON list string, or a comma- or space-separated string."""
+    if value is None:
+        return []
+    if isinstance(value, str):
+        text = value.strip()
+        if not text:
+            return []
+        if text.startswith("["):
+            try:
+                value = yaml.safe_load(text)
+            except yaml.YAMLError:
+                raise ValueError("is neither a comma-separated list nor a YAML/JSON list") from None
+        else:
+            value = [part for part in text.replace(",", " ").split() if part]
+    if not isinstance(value, list):
+        raise ValueError("must be a list of job GUIDs")
+    ids: list[str] = []
+    for item in value:
+        job_id = normalize_guid(str(item))
+        if job_id not in ids:
+            ids.append(job_id)
+    return ids
+
+
+def parse_listen_address(value: str) -> tuple[str, int]:
+    """Split ``host:port`` (``[::1]:9879`` for IPv6) and check both parts."""
+    text = value.strip()
+    host, sep, port_text = text.rpartition(":")
+    if not sep or not port_text.isdigit():
+        raise ValueError("must be host:port, e.g. 0.0.0.0:9879")
+    port = int(port_text)
+    if not 0 <= port <= 65535:
+        raise ValueError("port must be 0-65535")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+        ipaddress.IPv6Address(host)
+    return host or "0.0.0.0", port
+
+
+class _FileValuesSource(PydanticBaseSettingsSource):
+    """Values already read from the ``--config`` YAML file."""
+
+    def __init__(self, settings_cls: type[BaseSettings], values: dict[str, Any]) -> None:
+        super().__init__(settings_cls)
+        self._values = values
+
+    def get_field_value(self, field: Any, field_name: str) -> tuple[Any, str, bool]:
+        return self._values.get(field_name), field_name, False
+
+    def __call__(self) -> dict[str, Any]:
+        return dict(self._values)
+
+
+def _read_config_file(path: Path, known: set[str]) -> dict[str, Any]:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"config file {path}: cannot read it ({exc.strerror})", field="config") from None
+    try:
+        loaded = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark is not None else ""
+        raise ConfigError(f"config file {path}: not valid YAML{where}", field="config") from None
+    if loaded is None:
+        return {}
+    if not isinstance(loaded, dict):
+        raise ConfigError(f"config file {path}: must be a mapping of setting names to values", field="config")
+    values: dict[str, Any] = {}
+    for key, value in loaded.items():
+        name = str(key)
+        if name not in known:
+            raise ConfigError(
+                f"config file {path}: unknown key {name!r} (keys are the setting names in lower case, "
+                f"e.g. job_ids)",
+                field=name,
+            )
+        values[name] = value
+    return values
+
+
+class Settings(BaseSettings):
+    """Everything ccs-exporter can be told. Names are a public interface (``CCS_EXPORTER_<NAME>``)."""
+
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="forbid", validate_default=True)
+
+    url: str
+    username: str
+    password: SecretStr | None = None
+    password_file: Path | None = None
+    password_encoding: Literal["base64", "plain"] = "base64"
+    verify_tls: bool = True
+    ca_bundle: Path | None = None
+    request_timeout_seconds: float = Field(default=30.0, gt=0, le=3600)
+    job_ids: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    poll_interval_seconds: float = Field(default=60.0, gt=0, le=86400)
+    concurrency: int = Field(default=8, ge=1, le=256)
+    history_window: int = Field(default=10, ge=1, le=1000)
+    listen_address: str = "0.0.0.0:9879"
+    audit_log: Path | None = None
+    log_format: Literal["json", "console", "auto"] = "auto"
+    log_level: str = "info"
+
+    @field_validator("url")
+    @classmethod
+    def _url_has_scheme_and_host(cls, value: str) -> str:
+        parts = urlsplit(value.strip())
+        if parts.scheme not in ("http", "https"):
+            raise ValueError("must start with https:// (or http://), e.g. https://ccs.example.com:12431")
+        if not parts.hostname:
+            raise ValueError("has no host name")
+        if parts.query or parts.fragment:
+            raise ValueError("must not have a query or fragment")
+        return value.strip().rstrip("/")
+
+    @field_validator("username")
+    @classmethod
+    def _username_not_blank(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("must not be empty")
+        return value
+
+    @field_validator("job_ids", mode="before")
+    @classmethod
+    def _job_ids(cls, value: Any) -> list[str]:
+        return parse_job_ids(value)
+
+    @field_validator("listen_address")
+    @classmethod
+    def _listen_address(cls, value: str) -> str:
+        parse_listen_address(value)
+        return value.strip()
+
+    @field_validator("log_level")
+    @classmethod
+    def _log_level(cls, value: str) -> str:
+        level = value.strip().lower()
+        if level not in _LOG_LEVELS:
+            raise ValueError(f"must be one of {', '.join(_LOG_LEVELS)}")
+        return level
+
+    @field_validator("ca_bundle", "password_file")
+    @classmethod
+    def _readable_file(cls, value: Path | None) -> Path | None:
+        if value is not None and not value.is_file():
+            raise ValueError("is not a readable file")
+        return value
+
+    @model_validator(mode="after")
+    def _has_a_password(self) -> Settings:
+        if self.password is None and self.password_file is None:
+            raise ValueError(f"no password: set {env_name('password')} or {env_name('password_file')}")
+        return self
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return (init_settings, env_settings)
+
+    def password_value(self) -> str:
+        """The password, from ``password`` or else from ``password_file`` (a trailing newline is dropped)."""
+        if self.password is not None:
+            return self.password.get_secret_value()
+        assert self.password_file is not None
+        try:
+            return self.password_file.read_text(encoding="utf-8").rstrip("\r\n")
+        except OSError as exc:
+            raise ConfigError(
+                f"{env_name('password_file')}: cannot read {self.password_file} ({exc.strerror})",
+                field="password_file",
+            ) from None
+
+    @property
+    def tls_verify(self) -> bool | str:
+        """What ``requests`` takes as ``verify``: the CA bundle path, True, or False when disabled."""
+        if not self.verify_tls:
+            return False
+        return str(self.ca_bundle) if self.ca_bundle else True
+
+    @property
+    def listen(self) -> tuple[str, int]:
+        """The listen address as (host, port)."""
+        return parse_listen_address(self.listen_address)
+
+
+def load_settings(config_file: Path | None = None, overrides: dict[str, Any] | None = None) -> Settings:
+    """Build the settings from all sources; raise ``ConfigError`` with one line naming the bad setting."""
+    values = {key: value for key, value in (overrides or {}).items() if value is not None}
+    file_values = _read_config_file(config_file, set(Settings.model_fields)) if config_file else {}
+
+    class _SettingsWithFile(Settings):
+        @classmethod
+        def settings_customise_sources(
+            cls,
+            settings_cls: type[BaseSettings],
+            init_settings: PydanticBaseSettingsSource,
+            env_settings: PydanticBaseSettingsSource,
+            dotenv_settings: PydanticBaseSettingsSource,
+            file_secret_settings: PydanticBaseSettingsSource,
+        ) -> tuple[PydanticBaseSettingsSource, ...]:
+            return (init_settings, env_settings, _FileValuesSource(settings_cls, file_values))
+
+    try:
+        return _SettingsWithFile(**values)
+    except ValidationError as exc:
+        raise ConfigError(_describe_settings_error(exc), field=_first_field(exc)) from None
+
+
+def _first_field(exc: ValidationError) -> str:
+    errors = exc.errors(include_url=False, include_input=False)
+    loc = errors[0].get("loc", ()) if errors else ()
+    return str(loc[0]) if loc else ""
+
+
+def _describe_settings_error(exc: ValidationError) -> str:
+    errors = exc.errors(include_url=False)
+    first = errors[0]
+    loc = first.get("loc", ())
+    field = str(loc[0]) if loc else ""
+    message = str(first.get("msg", "invalid")).removeprefix("Value error, ")
+    if first.get("type") == "missing":
+        return f"missing setting {env_name(field)} ({field}): it is required"
+    if first.get("type") == "extra_forbidden":
+        return f"unknown setting {field!r}"
+    if not field:
+        return f"invalid settings: {message}"
+    shown = "" if field in _SECRET_FIELDS else f" = {_shown_value(first.get('input'))}"
+    return f"invalid setting {env_name(field)} ({field}){shown}: {message}"
+
+
+def _shown_value(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 200 else text[:197] + "..."
