@@ -1,0 +1,264 @@
+"""The ``ccs-exporter`` command line: the composition root that builds settings once and passes objects down.
+
+Exit codes for every command: 0 success, 1 CCS refused or failed (one line on stderr), 2 usage or
+configuration error (nothing was sent to CCS).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from ccs_exporter import __version__
+from ccs_exporter.errors import AuditError, CcsError, ConfigError
+
+EXIT_OK = 0
+EXIT_CCS = 1
+EXIT_USAGE = 2
+
+# CLI flag -> setting name, for the flags every CCS-talking command accepts.
+_CONNECTION_FLAGS = {
+    "url": "url",
+    "username": "username",
+    "password_file": "password_file",
+    "password_encoding": "password_encoding",
+    "ca_bundle": "ca_bundle",
+    "request_timeout": "request_timeout_seconds",
+    "log_level": "log_level",
+    "log_format": "log_format",
+}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run one command; return its exit code."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    handler: Callable[[argparse.Namespace], int] | None = getattr(args, "handler", None)
+    if handler is None:
+        parser.print_help(sys.stderr)
+        return EXIT_USAGE
+    try:
+        return handler(args)
+    except ConfigError as exc:
+        _fail(f"configuration error: {exc}")
+        return EXIT_USAGE
+    except CcsError as exc:
+        _fail(f"CCS request failed: {exc}")
+        return EXIT_CCS
+    except AuditError as exc:
+        _fail(f"audit error: {exc}")
+        return EXIT_CCS
+    except KeyboardInterrupt:
+        return 130
+
+
+def _fail(message: str) -> None:
+    print(f"ccs-exporter: {' '.join(message.split())}", file=sys.stderr)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser for all commands."""
+    parser = argparse.ArgumentParser(
+        prog="ccs-exporter",
+        description="Prometheus exporter and audited job mutations for the CCS jobs REST API.",
+    )
+    parser.add_argument("--version", action="version", version=f"ccs-exporter {__version__}")
+    commands = parser.add_subparsers(title="commands", metavar="COMMAND")
+
+    serve = commands.add_parser("serve", help="poll CCS jobs and serve Prometheus metrics")
+    _add_connection_options(serve)
+    serve.add_argument("--job-ids", help="job GUIDs, comma-separated (CCS_EXPORTER_JOB_IDS)")
+    serve.add_argument("--listen-address", help="host:port for /metrics (default 0.0.0.0:9879)")
+    serve.add_argument("--poll-interval", type=float, help="seconds between poll cycles (default 60)")
+    serve.add_argument("--concurrency", type=int, help="parallel job polls (default 8)")
+    serve.add_argument("--audit-log", type=Path, help="audit log for observed job changes")
+    serve.set_defaults(handler=_cmd_serve)
+
+    demo = commands.add_parser("demo", help="run the exporter against the built-in CCS simulator")
+    demo.add_argument("--listen-address", default="127.0.0.1:9879", help="exporter address (127.0.0.1:9879)")
+    demo.add_argument("--simulator-port", type=int, default=0, help="simulator port (default: any free port)")
+    demo.add_argument("--run-interval", type=float, default=15.0, help="seconds between simulated job runs")
+    demo.add_argument("--poll-interval", type=float, default=5.0, help="seconds between poll cycles")
+    demo.add_argument("--log-level", default="info")
+    demo.set_defaults(handler=_cmd_demo)
+
+    simulate = commands.add_parser("simulate", help="run the CCS simulator (a stand-in CCS jobs API)")
+    from ccs_exporter import simulator
+
+    simulator.add_arguments(simulate)
+    simulate.set_defaults(handler=simulator.run)
+
+    jobs = commands.add_parser("jobs", help="read and change CCS jobs").add_subparsers(
+        title="jobs commands", metavar="JOBS_COMMAND"
+    )
+    get = jobs.add_parser("get", help="print a job (search job by id) as JSON")
+    get.add_argument("job_id")
+    _add_connection_options(get)
+    get.set_defaults(handler=_cmd_jobs_get)
+
+    runs = jobs.add_parser("runs", help="print a job's latest runs as JSON")
+    runs.add_argument("job_id")
+    runs.add_argument("--count", type=_non_negative_int, default=1, help="runs to fetch, 0 for all (default 1)")
+    runs.add_argument("--messages", action="store_true", help="include run messages")
+    _add_connection_options(runs)
+    runs.set_defaults(handler=_cmd_jobs_runs)
+
+    create = jobs.add_parser("create", help="create a job from a JSON/YAML spec (audited)")
+    create.add_argument("-f", "--file", dest="spec", type=Path, required=True, help="Create Job body")
+    _add_mutation_options(create)
+    create.set_defaults(handler=_cmd_jobs_create)
+
+    update = jobs.add_parser("update", help="change fields of a job (audited)")
+    update.add_argument("job_id")
+    update.add_argument("-f", "--file", dest="spec", type=Path, required=True, help="JobDetails to change")
+    _add_mutation_options(update)
+    update.set_defaults(handler=_cmd_jobs_update)
+
+    delete = jobs.add_parser("delete", help="delete a job (audited)")
+    delete.add_argument("job_id")
+    delete.add_argument(
+        "--keep-job", action="store_true", help="delete only the run history (DeleteJob=False)"
+    )
+    _add_mutation_options(delete)
+    delete.set_defaults(handler=_cmd_jobs_delete)
+
+    audit = commands.add_parser("audit", help="work with the audit log").add_subparsers(
+        title="audit commands", metavar="AUDIT_COMMAND"
+    )
+    verify = audit.add_parser("verify", help="check an audit log's hash chain and sequence")
+    verify.add_argument("file", type=Path)
+    verify.set_defaults(handler=_cmd_audit_verify)
+    return parser
+
+
+def _non_negative_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError("must be 0 or more")
+    return value
+
+
+def _add_connection_options(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("connection (flags override CCS_EXPORTER_* variables and --config)")
+    group.add_argument("--config", type=Path, help="YAML settings file")
+    group.add_argument("--url", help="CCS base URL, e.g. https://ccs.example.com:12431")
+    group.add_argument("--username", help="CCS account, DOMAIN\\user")
+    group.add_argument("--password-file", type=Path, help="file holding the CCS password")
+    group.add_argument("--password-encoding", choices=("base64", "plain"))
+    group.add_argument("--ca-bundle", type=Path, help="CA certificates for CCS's TLS certificate")
+    group.add_argument("--insecure", action="store_true", help="do not verify CCS's TLS certificate")
+    group.add_argument("--request-timeout", type=float, help="seconds per request (default 30)")
+    group.add_argument("--log-level", help="debug, info, warning, error")
+    group.add_argument("--log-format", choices=("json", "console", "auto"))
+
+
+def _add_mutation_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--reason", help="why (a change ticket); recorded in the audit log")
+    parser.add_argument("--audit-log", type=Path, help="audit log file (CCS_EXPORTER_AUDIT_LOG)")
+    _add_connection_options(parser)
+
+
+def _settings_from(args: argparse.Namespace, **extra: Any) -> Any:
+    """Build Settings once from --config, the environment and the flags, and set up logging."""
+    from ccs_exporter.config import load_settings
+    from ccs_exporter.logs import configure_logging
+
+    overrides: dict[str, Any] = {
+        setting: getattr(args, flag, None) for flag, setting in _CONNECTION_FLAGS.items()
+    }
+    if getattr(args, "insecure", False):
+        overrides["verify_tls"] = False
+    overrides.update(extra)
+    settings = load_settings(getattr(args, "config", None), overrides)
+    configure_logging(settings.log_level, settings.log_format)
+    return settings
+
+
+def _print_json(payload: Any) -> None:
+    print(json.dumps(payload, indent=2, ensure_ascii=False))
+
+
+def _cmd_jobs_get(args: argparse.Namespace) -> int:
+    from ccs_exporter.client import CcsClient
+
+    settings = _settings_from(args)
+    with CcsClient.from_settings(settings) as client:
+        job = client.get_job(args.job_id)
+    _print_json(job.model_dump(mode="json"))
+    return EXIT_OK
+
+
+def _cmd_jobs_runs(args: argparse.Namespace) -> int:
+    from ccs_exporter.client import CcsClient
+
+    settings = _settings_from(args)
+    with CcsClient.from_settings(settings) as client:
+        runs = client.get_job_runs(args.job_id, count=args.count, show_messages=args.messages)
+    _print_json(runs.model_dump(mode="json"))
+    return EXIT_OK
+
+
+def _job_service(args: argparse.Namespace) -> Any:
+    """The audited job service; refuses to start without an audit log (mutations fail closed)."""
+    from ccs_exporter.audit import AuditLog
+    from ccs_exporter.client import CcsClient
+    from ccs_exporter.jobs import JobService
+
+    settings = _settings_from(args, audit_log=args.audit_log)
+    if settings.audit_log is None:
+        raise ConfigError(
+            "job changes are audited: set CCS_EXPORTER_AUDIT_LOG or --audit-log", field="audit_log"
+        )
+    client = CcsClient.from_settings(settings)
+    return JobService(client, AuditLog(settings.audit_log, user_name=settings.username))
+
+
+def _cmd_jobs_create(args: argparse.Namespace) -> int:
+    from ccs_exporter.jobs import load_spec
+
+    spec = load_spec(args.spec)
+    service = _job_service(args)
+    job_id = service.create(spec, reason=args.reason)
+    print(job_id)
+    return EXIT_OK
+
+
+def _cmd_jobs_update(args: argparse.Namespace) -> int:
+    from ccs_exporter.jobs import load_spec
+
+    details = load_spec(args.spec)
+    service = _job_service(args)
+    service.update(args.job_id, details, reason=args.reason)
+    return EXIT_OK
+
+
+def _cmd_jobs_delete(args: argparse.Namespace) -> int:
+    service = _job_service(args)
+    service.delete(args.job_id, keep_job=args.keep_job, reason=args.reason)
+    return EXIT_OK
+
+
+def _cmd_audit_verify(args: argparse.Namespace) -> int:
+    from ccs_exporter.audit import verify
+
+    result = verify(args.file)
+    if result.ok:
+        print(f"{args.file}: intact ({result.records} records)")
+        return EXIT_OK
+    _fail(f"{args.file}: line {result.line}: {result.problem}")
+    return EXIT_CCS
+
+
+def _cmd_serve(args: argparse.Namespace) -> int:
+    raise NotImplementedError  # wired once the exporter lands
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    raise NotImplementedError  # wired once the exporter lands
