@@ -55,6 +55,10 @@ DEFAULT_ACCESS_TOKEN_SECONDS = 3600.0
 DEFAULT_REFRESH_TOKEN_SECONDS = 5400.0
 # Refresh this long before expiry, capped at a tenth of the lifetime for short-lived tokens.
 REFRESH_MARGIN_SECONDS = 60.0
+# After a refused password login, wait this long before the next one, doubling up to the cap: a wrong
+# password must not lock the CCS account (a few attempts a minute at most, then fewer).
+LOGIN_BACKOFF_SECONDS = 15.0
+LOGIN_BACKOFF_MAX_SECONDS = 300.0
 
 RequestObserver = Callable[[str, str, float], None]
 """Called after every HTTP attempt with (endpoint template, status code or "error"/"timeout", seconds)."""
@@ -120,6 +124,10 @@ class CcsClient:
         self._token_lock = threading.Lock()
         self._logins = 0
         self._refreshes = 0
+        self._login_failures = 0
+        self._login_blocked_until = 0.0
+        self._requests = 0
+        self._requests_lock = threading.Lock()
 
     @classmethod
     def from_settings(cls, settings: Settings, observer: RequestObserver | None = None) -> CcsClient:
@@ -149,6 +157,15 @@ class CcsClient:
     def refreshes(self) -> int:
         """How many refresh-token grants this client has made."""
         return self._refreshes
+
+    @property
+    def requests_sent(self) -> int:
+        """How many HTTP requests this client has attempted, token requests and retries included."""
+        return self._requests
+
+    def authenticate(self) -> None:
+        """Make sure a valid access token is held: refresh or log in now if needed (raises AuthError)."""
+        self._access_token()
 
     # --- the five endpoints -----------------------------------------------------------------------
 
@@ -234,8 +251,24 @@ class CcsClient:
                     return self._token.access
                 except (AuthError, BadRequestError, BadResponseError) as exc:
                     log.info("token_refresh_failed", status=exc.status, fallback="login")
-            self._token = self._grant(self._password_grant(), "login")
+            if now < self._login_blocked_until:
+                raise AuthError(
+                    f"login for user {self._username!r} suspended for "
+                    f"{self._login_blocked_until - now:.0f} s after a refused login "
+                    "(protects the CCS account from lockout)",
+                    method="POST",
+                    path=f"{API_PREFIX}/oauth/tokens",
+                )
             self._logins += 1
+            try:
+                self._token = self._grant(self._password_grant(), "login")
+            except AuthError:
+                self._login_failures += 1
+                delay = LOGIN_BACKOFF_SECONDS * 2 ** min(self._login_failures - 1, 10)
+                self._login_blocked_until = self._clock() + min(delay, LOGIN_BACKOFF_MAX_SECONDS)
+                raise
+            self._login_failures = 0
+            self._login_blocked_until = 0.0
             return self._token.access
 
     def _invalidate(self, access: str) -> None:
@@ -349,6 +382,8 @@ class CcsClient:
         """One HTTP attempt, reported to the observer; connection failures become UnavailableError."""
         started = time.perf_counter()
         code = "error"
+        with self._requests_lock:
+            self._requests += 1
         try:
             response = self._session.request(
                 method, url, timeout=self._timeout, allow_redirects=False, **kwargs
