@@ -93,7 +93,11 @@ def parse_ccs_datetime(value: Any) -> datetime | None:
         return None
     wcf = _WCF_RE.match(text)
     if wcf:
-        parsed = datetime(1970, 1, 1, tzinfo=timezone.utc) + timedelta(milliseconds=int(wcf.group("ms")))
+        try:
+            parsed = datetime(1970, 1, 1, tzinfo=timezone.utc) + timedelta(milliseconds=int(wcf.group("ms")))
+        except OverflowError:
+            # pydantic turns only ValueError into a validation error; anything else would escape the parser.
+            raise ValueError(f"{value!r} is out of the DateTime range") from None
         return None if parsed.year <= 1 else parsed
     match = _ISO_RE.match(text)
     if not match:
@@ -353,7 +357,11 @@ class ScheduleSpec(_RequestModel):
     @classmethod
     def _start_date_parses(cls, value: str | None) -> str | None:
         if value is not None:
-            parse_ccs_datetime(value)
+            try:
+                parse_ccs_datetime(value)
+            except ValueError:
+                # parse_ccs_datetime's message repeats the value; a spec's errors never echo their input.
+                raise ValueError("must be a DateTime such as 2019-01-05T04:10:27-08:00") from None
         return value
 
 
