@@ -75,7 +75,9 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--listen-address", help="host:port for /metrics (default 0.0.0.0:9879)")
     serve.add_argument("--poll-interval", type=float, help="seconds between poll cycles (default 60)")
     serve.add_argument("--concurrency", type=int, help="parallel job polls (default 8)")
+    serve.add_argument("--history-window", type=int, help="job runs read when a job changed (default 10)")
     serve.add_argument("--audit-log", type=Path, help="audit log for observed job changes")
+    serve.add_argument("--web-config-file", type=Path, help="TLS and basic auth for the exporter's endpoints")
     serve.set_defaults(handler=_cmd_serve)
 
     demo = commands.add_parser("demo", help="run the exporter against the built-in CCS simulator")
@@ -102,7 +104,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     runs = jobs.add_parser("runs", help="print a job's latest runs as JSON")
     runs.add_argument("job_id")
-    runs.add_argument("--count", type=_non_negative_int, default=1, help="runs to fetch, 0 for all (default 1)")
+    runs.add_argument(
+        "--count", type=_non_negative_int, default=1, help="runs to fetch, 0 for all (default 1)"
+    )
     runs.add_argument("--messages", action="store_true", help="include run messages")
     _add_connection_options(runs)
     runs.set_defaults(handler=_cmd_jobs_runs)
@@ -257,8 +261,129 @@ def _cmd_audit_verify(args: argparse.Namespace) -> int:
 
 
 def _cmd_serve(args: argparse.Namespace) -> int:
-    raise NotImplementedError  # wired once the exporter lands
+    from ccs_exporter.config import load_settings
+
+    overrides = {
+        "job_ids": args.job_ids,
+        "listen_address": args.listen_address,
+        "poll_interval_seconds": args.poll_interval,
+        "concurrency": args.concurrency,
+        "history_window": args.history_window,
+        "audit_log": args.audit_log,
+        "web_config_file": args.web_config_file,
+    }
+    settings = _settings_from(args, **overrides)
+    config_file: Path | None = args.config
+    flags = {setting: getattr(args, flag, None) for flag, setting in _CONNECTION_FLAGS.items()}
+    flags.update(overrides)
+    if getattr(args, "insecure", False):
+        flags["verify_tls"] = False
+
+    def reload() -> list[str]:
+        return load_settings(config_file, flags).job_ids
+
+    return _run_exporter(settings, reload=reload, source_changed=_file_watcher(config_file))
+
+
+def _file_watcher(path: Path | None) -> Callable[[], bool] | None:
+    """A check that says True once each time ``path`` changed on disk (None without a file)."""
+    if path is None:
+        return None
+    last = [_mtime(path)]
+
+    def changed() -> bool:
+        current = _mtime(path)
+        if current != last[0]:
+            last[0] = current
+            return True
+        return False
+
+    return changed
+
+
+def _mtime(path: Path) -> float | None:
+    try:
+        return path.stat().st_mtime
+    except OSError:
+        return None
+
+
+def _run_exporter(
+    settings: Any,
+    *,
+    reload: Callable[[], list[str]] | None = None,
+    source_changed: Callable[[], bool] | None = None,
+    banner: Callable[[str], None] | None = None,
+) -> int:
+    """Run the exporter until SIGTERM or SIGINT; SIGHUP reloads the job list."""
+    import signal
+    import threading
+
+    from ccs_exporter.exporter import Exporter
+
+    on_change = None
+    audit_counts = None
+    if settings.audit_log is not None:
+        from ccs_exporter.audit import AuditLog
+
+        audit_log = AuditLog(settings.audit_log, user_name=settings.username)
+        on_change = audit_log.observe
+        audit_counts = audit_log.stats
+    try:
+        exporter = Exporter(
+            settings,
+            on_change=on_change,
+            audit_counts=audit_counts,
+            reload=reload,
+            source_changed=source_changed,
+        )
+    except OSError as exc:
+        raise ConfigError(
+            f"cannot listen on {settings.listen_address}: {exc.strerror}", field="listen_address"
+        ) from None
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    if hasattr(signal, "SIGHUP"):
+        signal.signal(signal.SIGHUP, lambda *_: exporter.loop.request_reload())
+    exporter.start()
+    if banner is not None:
+        banner(exporter.url)
+    try:
+        while not stop.wait(0.5):
+            pass
+    finally:
+        exporter.stop()
+    return EXIT_OK
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
-    raise NotImplementedError  # wired once the exporter lands
+    from ccs_exporter.config import load_settings
+    from ccs_exporter.logs import configure_logging
+    from ccs_exporter.simulator import Simulator
+
+    configure_logging(args.log_level, "auto")
+    with Simulator(port=args.simulator_port, run_interval=args.run_interval) as sim:
+        settings = load_settings(
+            None,
+            {
+                "url": sim.url,
+                "username": sim.username,
+                "password": sim.password,
+                "job_ids": sim.job_ids,
+                "listen_address": args.listen_address,
+                "poll_interval_seconds": args.poll_interval,
+                "log_level": args.log_level,
+            },
+        )
+
+        def banner(url: str) -> None:
+            print(
+                f"CCS simulator: {sim.url} ({len(sim.job_ids)} jobs, "
+                f"a new run every ~{args.run_interval:g} s)\n"
+                f"Metrics:       {url}/metrics\n"
+                "Ctrl-C stops both.",
+                flush=True,
+            )
+
+        return _run_exporter(settings, banner=banner)

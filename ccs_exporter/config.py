@@ -131,6 +131,7 @@ class Settings(BaseSettings):
     history_window: int = Field(default=10, ge=1, le=1000)
     listen_address: str = "0.0.0.0:9879"
     audit_log: Path | None = None
+    web_config_file: Path | None = None
     log_format: Literal["json", "console", "auto"] = "auto"
     log_level: str = "info"
 
@@ -172,7 +173,7 @@ class Settings(BaseSettings):
             raise ValueError(f"must be one of {', '.join(_LOG_LEVELS)}")
         return level
 
-    @field_validator("ca_bundle", "password_file")
+    @field_validator("ca_bundle", "password_file", "web_config_file")
     @classmethod
     def _readable_file(cls, value: Path | None) -> Path | None:
         if value is not None and not value.is_file():

@@ -1,0 +1,303 @@
+"""Prometheus exposition: job series rendered once per poll cycle, exporter health rendered per scrape.
+
+The job part comes from an immutable ``PollSnapshot`` through a private registry and fresh metric
+families, and is kept as ready bytes (plain and gzip) so a scrape never calls CCS and never waits on a
+cycle. The live part (build info, CCS request counters and latency, audit counters, process metrics) is
+small and rendered on each scrape. Sample of the job part::
+
+    # HELP ccs_job_last_run_status Latest run's status as a state set: 1 for the current state.
+    # TYPE ccs_job_last_run_status gauge
+    ccs_job_last_run_status{job_id="23c59087-f3d4-4e05-a39e-3440c58e58fb",status="faulted"} 1.0
+    # HELP ccs_job_last_run_end_timestamp_seconds End of the latest finished run (Unix time).
+    # TYPE ccs_job_last_run_end_timestamp_seconds gauge
+    ccs_job_last_run_end_timestamp_seconds{job_id="23c59087-f3d4-4e05-a39e-3440c58e58fb"} 1.7795e+09
+"""
+
+from __future__ import annotations
+
+import gzip
+import math
+import threading
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass
+from typing import Protocol
+
+from prometheus_client import CollectorRegistry, ProcessCollector, generate_latest
+from prometheus_client.metrics_core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    InfoMetricFamily,
+    Metric,
+)
+from prometheus_client.registry import Collector
+
+from ccs_exporter import __version__
+from ccs_exporter.models import JobStatus
+from ccs_exporter.poller import JobState, PollSnapshot
+
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+MAX_LABEL_LENGTH = 200
+TRUNCATION_MARKER = "...[truncated]"
+# Larger than any float a metric needs; clamps absurd numbers CCS might send (a 400-digit int).
+_MAX_VALUE = 1e300
+_LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
+_STATUS_LABELS = tuple((status.value, status.label) for status in JobStatus)
+
+
+def label_value(value: object) -> str:
+    """A label value that always renders: valid UTF-8, at most ``MAX_LABEL_LENGTH`` characters."""
+    text = str(value).encode("utf-8", "replace").decode("utf-8")
+    if len(text) > MAX_LABEL_LENGTH:
+        text = text[: MAX_LABEL_LENGTH - len(TRUNCATION_MARKER)] + TRUNCATION_MARKER
+    return text
+
+
+def _number(value: float) -> float:
+    """A finite float: absurd values from CCS are clamped rather than breaking the exposition."""
+    try:
+        number = float(value)
+    except OverflowError:
+        number = _MAX_VALUE if value > 0 else -_MAX_VALUE
+    if math.isnan(number):
+        return 0.0
+    return max(-_MAX_VALUE, min(_MAX_VALUE, number))
+
+
+class SnapshotCollector(Collector):
+    """Yields the job and poll-cycle families of one snapshot."""
+
+    def __init__(self, snapshot: PollSnapshot) -> None:
+        self._snapshot = snapshot
+
+    def collect(self) -> Iterator[Metric]:
+        snapshot = self._snapshot
+        yield from _job_families(snapshot.jobs, snapshot.taken_at)
+        yield _gauge("ccs_up", "1 if the last cycle could log in to CCS and reach it.", snapshot.up)
+        if snapshot.last_success_at is not None:
+            yield _gauge(
+                "ccs_last_poll_success_timestamp_seconds",
+                "When a poll cycle last reached CCS (Unix time).",
+                snapshot.last_success_at,
+            )
+        yield _gauge("ccs_poll_duration_seconds", "Length of the last poll cycle.", snapshot.cycle_seconds)
+        yield _gauge("ccs_watched_jobs", "Job ids the exporter is configured to watch.", len(snapshot.jobs))
+        yield CounterMetricFamily("ccs_poll_cycles", "Poll cycles completed.", value=snapshot.cycles)
+        yield CounterMetricFamily(
+            "ccs_poll_overruns",
+            "Poll cycles that took longer than the poll interval.",
+            value=snapshot.overruns,
+        )
+
+
+def _gauge(name: str, documentation: str, value: float) -> GaugeMetricFamily:
+    return GaugeMetricFamily(name, documentation, value=_number(value))
+
+
+def _job_families(jobs: Iterable[JobState], now: float) -> Iterator[Metric]:
+    info = InfoMetricFamily(
+        "ccs_job",
+        "Job metadata; join on job_id for names.",
+        labels=["job_id", "job_name", "job_type", "job_owner", "is_system"],
+    )
+
+    def gauge(name: str, documentation: str, extra: tuple[str, ...] = ()) -> GaugeMetricFamily:
+        return GaugeMetricFamily(name, documentation, labels=["job_id", *extra])
+
+    status = gauge(
+        "ccs_job_last_run_status", "Latest run's status as a state set: 1 for the current state.", ("status",)
+    )
+    code = gauge("ccs_job_last_run_status_code", "Latest run's raw status code (0 none ... 7 aborted).")
+    start = gauge("ccs_job_last_run_start_timestamp_seconds", "Start of the latest run (Unix time).")
+    end = gauge("ccs_job_last_run_end_timestamp_seconds", "End of the latest finished run (Unix time).")
+    duration = gauge("ccs_job_last_run_duration_seconds", "Duration of the latest finished run.")
+    messages = gauge("ccs_job_last_run_messages", "Messages of the latest run by category.", ("category",))
+    runs = gauge("ccs_job_runs", "Runs of the job (TotalJobRuns).")
+    success = gauge(
+        "ccs_job_last_success_timestamp_seconds", "End of the latest completed run seen (Unix time)."
+    )
+    failures = gauge(
+        "ccs_job_consecutive_failures",
+        "Faulted or aborted runs since the latest completed one, in the window.",
+    )
+    modified = gauge(
+        "ccs_job_modified_timestamp_seconds", "When the job definition last changed (Unix time)."
+    )
+    poll = gauge("ccs_job_poll_success", "1 if the job's last poll succeeded.")
+    age = gauge("ccs_job_data_age_seconds", "Seconds since this job's values were last read from CCS.")
+
+    for job in jobs:
+        job_id = job.job_id
+        poll.add_metric([job_id], 1.0 if job.poll_success else 0.0)
+        data = job.data
+        if data is None:
+            continue
+        info.add_metric(
+            [
+                job_id,
+                label_value(data.name),
+                label_value(data.job_type),
+                label_value(data.owner),
+                "true" if data.is_system else "false",
+            ],
+            {},
+        )
+        age.add_metric([job_id], _number(max(0.0, now - data.read_at)))
+        if data.modified_seconds is not None:
+            modified.add_metric([job_id], _number(data.modified_seconds))
+        summary = data.runs
+        status_code = summary.status_code if summary is not None else data.last_run_status
+        code.add_metric([job_id], _number(status_code))
+        for value, label in _STATUS_LABELS:
+            status.add_metric([job_id, label], 1.0 if value == status_code else 0.0)
+        if summary is None:
+            continue
+        runs.add_metric([job_id], _number(summary.total_runs))
+        failures.add_metric([job_id], float(summary.consecutive_failures))
+        for category, count in summary.messages:
+            messages.add_metric([job_id, label_value(category)], float(count))
+        if summary.start_seconds is not None:
+            start.add_metric([job_id], _number(summary.start_seconds))
+        if summary.end_seconds is not None:
+            end.add_metric([job_id], _number(summary.end_seconds))
+        if summary.duration_seconds is not None:
+            duration.add_metric([job_id], _number(summary.duration_seconds))
+        if summary.last_success_seconds is not None:
+            success.add_metric([job_id], _number(summary.last_success_seconds))
+    yield info
+    yield from (status, code, start, end, duration, messages, runs, success, failures, modified, poll, age)
+
+
+def render_snapshot(snapshot: PollSnapshot) -> bytes:
+    """The text exposition of one snapshot's job and cycle families."""
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(SnapshotCollector(snapshot))
+    return generate_latest(registry)
+
+
+@dataclass(frozen=True)
+class Exposition:
+    """One rendered snapshot, plain and gzip-compressed, ready to be written to a scraper."""
+
+    text: bytes
+    gzipped: bytes
+
+
+class ExpositionStore:
+    """Holds the latest rendered snapshot; the poll loop publishes, the HTTP server reads."""
+
+    def __init__(self) -> None:
+        self._current: Exposition | None = None
+
+    def publish(self, snapshot: PollSnapshot) -> None:
+        """Render and compress ``snapshot`` (off the scrape path) and make it the current one."""
+        text = render_snapshot(snapshot)
+        self._current = Exposition(text, gzip.compress(text, compresslevel=1, mtime=0))
+
+    @property
+    def current(self) -> Exposition | None:
+        """The latest exposition, or None before the first cycle."""
+        return self._current
+
+
+class RequestStats(Collector):
+    """Counts and times every HTTP attempt to CCS; its ``observe`` is the client's observer."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._counts: dict[tuple[str, str], int] = {}
+        self._buckets: dict[str, list[int]] = {}
+        self._sums: dict[str, float] = {}
+
+    def observe(self, endpoint: str, code: str, seconds: float) -> None:
+        """Record one attempt: endpoint template, status code (or error/timeout) and its duration."""
+        with self._lock:
+            key = (endpoint, code)
+            self._counts[key] = self._counts.get(key, 0) + 1
+            buckets = self._buckets.setdefault(endpoint, [0] * (len(_LATENCY_BUCKETS) + 1))
+            for index, bound in enumerate(_LATENCY_BUCKETS):
+                if seconds <= bound:
+                    buckets[index] += 1
+            buckets[-1] += 1
+            self._sums[endpoint] = self._sums.get(endpoint, 0.0) + seconds
+
+    def total(self) -> int:
+        """All attempts recorded."""
+        with self._lock:
+            return sum(self._counts.values())
+
+    def collect(self) -> Iterator[Metric]:
+        with self._lock:
+            counts = dict(self._counts)
+            buckets = {endpoint: list(values) for endpoint, values in self._buckets.items()}
+            sums = dict(self._sums)
+        requests = CounterMetricFamily(
+            "ccs_api_requests",
+            "HTTP requests to CCS by endpoint and status code.",
+            labels=["endpoint", "code"],
+        )
+        for (endpoint, code), count in sorted(counts.items()):
+            requests.add_metric([endpoint, code], count)
+        yield requests
+        latency = HistogramMetricFamily(
+            "ccs_api_request_duration_seconds", "Latency of HTTP requests to CCS.", labels=["endpoint"]
+        )
+        for endpoint, values in sorted(buckets.items()):
+            bounds = [(_bound(bound), float(values[i])) for i, bound in enumerate(_LATENCY_BUCKETS)]
+            bounds.append(("+Inf", float(values[-1])))
+            latency.add_metric([endpoint], bounds, sum_value=sums[endpoint])
+        yield latency
+
+
+def _bound(value: float) -> str:
+    return repr(float(value))
+
+
+class AuditCounts(Protocol):
+    """What the audit trail reports about itself, for ``ccs_audit_*``."""
+
+    @property
+    def records(self) -> Mapping[tuple[str, str], int]: ...
+
+    @property
+    def write_errors(self) -> int: ...
+
+
+class _AuditCollector(Collector):
+    def __init__(self, source: Callable[[], AuditCounts]) -> None:
+        self._source = source
+
+    def collect(self) -> Iterator[Metric]:
+        counts = self._source()
+        records = CounterMetricFamily(
+            "ccs_audit_records", "Audit records written by action and outcome.", labels=["action", "outcome"]
+        )
+        for (action, outcome), count in sorted(counts.records.items()):
+            records.add_metric([action, outcome], count)
+        yield records
+        yield CounterMetricFamily(
+            "ccs_audit_write_errors", "Audit records that could not be written.", value=counts.write_errors
+        )
+
+
+class _BuildInfoCollector(Collector):
+    def collect(self) -> Iterator[Metric]:
+        info = InfoMetricFamily("ccs_exporter_build", "The exporter's version.", labels=["version"])
+        info.add_metric([__version__], {})
+        yield info
+
+
+class LiveMetrics:
+    """The per-scrape part of /metrics: build info, CCS request stats, audit counters, process metrics."""
+
+    def __init__(self, requests: RequestStats, audit: Callable[[], AuditCounts] | None = None) -> None:
+        self._registry = CollectorRegistry(auto_describe=False)
+        self._registry.register(_BuildInfoCollector())
+        self._registry.register(requests)
+        if audit is not None:
+            self._registry.register(_AuditCollector(audit))
+        ProcessCollector(registry=self._registry)
+
+    def render(self) -> bytes:
+        """The text exposition of the live families."""
+        return generate_latest(self._registry)
