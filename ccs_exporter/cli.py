@@ -211,17 +211,21 @@ def _cmd_jobs_runs(args: argparse.Namespace) -> int:
 
 def _job_service(args: argparse.Namespace) -> Any:
     """The audited job service; refuses to start without an audit log (mutations fail closed)."""
-    from ccs_exporter.audit import AuditLog
+    from ccs_exporter.audit import AuditLog, secret_variants
     from ccs_exporter.client import CcsClient
-    from ccs_exporter.jobs import JobService
+    from ccs_exporter.jobs import JobService, ResponseStatuses
 
     settings = _settings_from(args, audit_log=args.audit_log)
     if settings.audit_log is None:
         raise ConfigError(
             "job changes are audited: set CCS_EXPORTER_AUDIT_LOG or --audit-log", field="audit_log"
         )
-    client = CcsClient.from_settings(settings)
-    return JobService(client, AuditLog(settings.audit_log, user_name=settings.username))
+    statuses = ResponseStatuses()
+    client = CcsClient.from_settings(settings, observer=statuses)
+    audit_log = AuditLog(
+        settings.audit_log, user_name=settings.username, secrets=secret_variants(settings.password_value())
+    )
+    return JobService(client, audit_log, statuses=statuses)
 
 
 def _cmd_jobs_create(args: argparse.Namespace) -> int:
@@ -256,7 +260,8 @@ def _cmd_audit_verify(args: argparse.Namespace) -> int:
     if result.ok:
         print(f"{args.file}: intact ({result.records} records)")
         return EXIT_OK
-    _fail(f"{args.file}: line {result.line}: {result.problem}")
+    where = f"line {result.line}: " if result.line is not None else ""
+    _fail(f"{args.file}: {where}{result.problem} ({result.records} intact records before it)")
     return EXIT_CCS
 
 
