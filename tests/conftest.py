@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import shutil
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -11,6 +13,14 @@ import pytest
 import responses
 
 FIXTURES_DIR = Path(__file__).parent / "fixtures"
+REPO_ROOT = Path(__file__).resolve().parent.parent
+LOCAL_TOOLS_DIR = REPO_ROOT / ".tools" / "bin"
+_TOOL_HINTS = {
+    "promtool": "apt-get install prometheus",
+    "prometheus": "apt-get install prometheus",
+    "helm": "bash .ci/install-helm.sh",
+    "kubectl": "bash .ci/install-helm.sh",
+}
 
 
 @pytest.fixture
@@ -28,3 +38,27 @@ def mocked_responses() -> Iterator[responses.RequestsMock]:
     """A ``responses`` mock that fails the test when a registered response is never requested."""
     with responses.RequestsMock(assert_all_requests_are_fired=True) as mock:
         yield mock
+
+
+@pytest.fixture(scope="session")
+def require_tool() -> Callable[[str], str]:
+    """A function returning an external program's path (``.tools/bin`` first, then ``PATH``).
+
+    A missing program skips the test with the reason, except in CI (``CI`` set), where it fails the test:
+    CI must never pass by skipping.
+    """
+
+    def find(name: str) -> str:
+        local = LOCAL_TOOLS_DIR / name
+        if local.is_file() and os.access(local, os.X_OK):
+            return str(local)
+        found = shutil.which(name)
+        if found:
+            return found
+        hint = _TOOL_HINTS.get(name, f"install {name}")
+        reason = f"{name} is not installed (not in .tools/bin or on PATH); to get it: {hint}"
+        if os.environ.get("CI"):
+            pytest.fail(f"{reason}. CI is set, so a missing tool is a failure, not a skip.")
+        pytest.skip(reason)
+
+    return find
