@@ -173,7 +173,7 @@ class CcsClient:
         """Search job by id: the job's properties and, for CER/collection/evaluation jobs, its config."""
         job_id = _checked_guid(job_id)
         response = self._call("GET", f"/jobs/{job_id}", "job", idempotent=True)
-        return _parse(Job, response, "GET", f"{API_PREFIX}/jobs/{job_id}")
+        return _parse(Job, response, "GET", f"{API_PREFIX}/jobs/{job_id}", self._redact)
 
     def get_job_runs(self, job_id: str, count: int = 1, show_messages: bool = False) -> JobRuns:
         """The latest ``count`` runs of a job (0 means all), with their messages if asked."""
@@ -182,7 +182,7 @@ class CcsClient:
             raise ConfigError("count must be 0 (all runs) or more", field="count")
         params = {"count": str(count), "showmessages": "true" if show_messages else "false"}
         response = self._call("GET", f"/Jobs/{job_id}/jobruns", "jobruns", params=params, idempotent=True)
-        return _parse(JobRuns, response, "GET", f"{API_PREFIX}/Jobs/{job_id}/jobruns")
+        return _parse(JobRuns, response, "GET", f"{API_PREFIX}/Jobs/{job_id}/jobruns", self._redact)
 
     def create_job(self, request: CreateJobRequest) -> str:
         """Create a job; return its new JobID."""
@@ -211,7 +211,7 @@ class CcsClient:
         params = {"jobid": job_id, "DeleteJob": "True" if delete_job else "False"}
         response = self._call("DELETE", "/Jobs", "delete_job", params=params, idempotent=False)
         if response.status_code == 200 and response.content:
-            message = _server_message(response)
+            message = self._redact(_server_message(response))
             return message or None
         return None
 
@@ -249,11 +249,16 @@ class CcsClient:
                     )
                     self._refreshes += 1
                     return self._token.access
-                except (AuthError, BadRequestError, BadResponseError) as exc:
+                except UnavailableError:
+                    raise
+                except CcsError as exc:
+                    # Any refusal, a 5xx included (the refresh grant is not in the vendor samples, so CCS
+                    # may not support it), falls back to the password; else a broken refresh would fail
+                    # every call until the refresh token expires.
                     log.info("token_refresh_failed", status=exc.status, fallback="login")
             if now < self._login_blocked_until:
                 raise AuthError(
-                    f"login for user {self._username!r} suspended for "
+                    f"login for user {self._username} suspended for "
                     f"{self._login_blocked_until - now:.0f} s after a refused login "
                     "(protects the CCS account from lockout)",
                     method="POST",
@@ -277,6 +282,19 @@ class CcsClient:
             if self._token is not None and self._token.access == access:
                 self._token = None
 
+    def _redact(self, text: str, *also: str | None) -> str:
+        """``text`` with the password (as typed and Base64) and the tokens replaced: servers echo input."""
+        password = self._password.get_secret_value()
+        secrets = [password, base64.b64encode(password.encode("utf-8")).decode("ascii"), *also]
+        token = self._token
+        if token is not None:
+            secrets += [token.access, token.refresh]
+        for secret in secrets:
+            # Very short values would blank out ordinary words; such a password is no secret anyway.
+            if secret and len(secret) >= 4:
+                text = text.replace(secret, "[REDACTED]")
+        return text
+
     def _password_grant(self) -> dict[str, str]:
         secret = self._password.get_secret_value()
         if self._password_encoding == "base64":
@@ -288,14 +306,19 @@ class CcsClient:
         started = self._clock()
         # requests form-encodes a dict (application/x-www-form-urlencoded), so "+", "/" and "=" in a
         # Base64 password arrive intact; the vendor samples' string concatenation turns "+" into a space.
-        response = self._send(
-            "POST", self._base + "/oauth/tokens", "token", data=dict(form), timeout_ok=False
-        )
+        try:
+            response = self._send(
+                "POST", self._base + "/oauth/tokens", "token", data=dict(form), timeout_ok=False
+            )
+        except UnavailableError as exc:
+            exc.method, exc.path = "POST", path
+            raise
         if response.status_code != 200:
             error_type = AuthError if response.status_code in (400, 401, 403) else _error_type(response)
             what = "login" if kind == "login" else "token refresh"
+            reason = self._redact(_server_message(response) or response.reason, form.get("refresh_token"))
             raise error_type(
-                f"{what} failed for user {self._username!r}: {_server_message(response) or response.reason}",
+                f"{what} failed for user {self._username}: {reason}",
                 method="POST",
                 path=path,
                 status=response.status_code,
@@ -365,6 +388,7 @@ class CcsClient:
                 continue
             if response.status_code >= 400:
                 message = _server_message(response) or response.reason or "request failed"
+                message = self._redact(message, access)
                 raise _error_type(response)(
                     message, method=method, path=full_path, status=response.status_code
                 )
@@ -455,13 +479,19 @@ def _json_body(response: requests.Response, method: str, path: str) -> Any:
         ) from None
 
 
-def _parse(model: type[_PayloadT], response: requests.Response, method: str, path: str) -> _PayloadT:
+def _parse(
+    model: type[_PayloadT],
+    response: requests.Response,
+    method: str,
+    path: str,
+    redact: Callable[[str], str],
+) -> _PayloadT:
     body = _json_body(response, method, path)
     try:
         return model.model_validate(body)
     except ValidationError as exc:
         raise BadResponseError(
-            f"unexpected response body: {describe_validation_error(exc)}",
+            f"unexpected response body: {redact(describe_validation_error(exc))}",
             method=method,
             path=path,
             status=response.status_code,
