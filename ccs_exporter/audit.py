@@ -376,8 +376,9 @@ class AuditLog:
         try:
             self._observe(job_id, before, after)
         except Exception as exc:
-            with self._lock:
-                self._write_errors += 1
+            if not isinstance(exc, AuditError):  # append() has already counted its own failures
+                with self._lock:
+                    self._write_errors += 1
             log.error("audit_observe_failed", job_id=job_id, path=str(self._path), error=str(exc))
 
     def _observe(self, job_id: str, before: Job | None, after: Job | None) -> None:
