@@ -1,0 +1,292 @@
+"""The ``Simulator``: a CCS jobs API on a local port, with faults, request counts and scenario control."""
+
+from __future__ import annotations
+
+import json
+import random
+import ssl
+import threading
+from collections.abc import Callable, Mapping
+from types import TracebackType
+from typing import Any
+
+from ccs_exporter.models import normalize_guid
+from ccs_exporter.simulator.api import CcsApi, json_response
+from ccs_exporter.simulator.faults import Faults, RequestLog, RequestRecord
+from ccs_exporter.simulator.jobs import JobStore
+from ccs_exporter.simulator.progression import RunProgression
+from ccs_exporter.simulator.samples import generated_jobs, sample_jobs
+from ccs_exporter.simulator.server import HttpResponse, HttpServer
+from ccs_exporter.simulator.tokens import TokenStore
+from ccs_exporter.simulator.validation import ApiError
+
+DEFAULT_USERNAME = "CCS\\demo"
+DEFAULT_PASSWORD = "demo-password"
+
+
+class Simulator:
+    """A stand-in CCS jobs API serving from background threads; see the package docstring.
+
+    ``jobs``: None for the built-in dozen sample jobs, an int N for N generated jobs. ``run_interval``:
+    None or 0 keeps every run as it is (deterministic payloads); seconds make every job start a run
+    about that often. ``seed`` makes ids, outcomes and message counts reproducible.
+    """
+
+    def __init__(
+        self,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        username: str = DEFAULT_USERNAME,
+        password: str = DEFAULT_PASSWORD,
+        password_encoding: str = "base64",
+        access_token_seconds: float = 3600.0,
+        refresh_token_seconds: float = 5400.0,
+        jobs: int | None = None,
+        run_interval: float | None = None,
+        seed: int = 0,
+        latency_seconds: float = 0.0,
+        tls_cert: str | None = None,
+        tls_key: str | None = None,
+    ) -> None:
+        if password_encoding not in ("base64", "plain"):
+            raise ValueError("password_encoding must be base64 or plain")
+        if jobs is not None and jobs < 0:
+            raise ValueError("jobs must be 0 or more")
+        if (tls_cert is None) != (tls_key is None):
+            raise ValueError("tls_cert and tls_key go together")
+        self.host = host
+        self.username = username
+        self.password = password
+        self.faults = Faults(latency_seconds)
+        self._stopping = threading.Event()
+        self._log = RequestLog()
+        self._tokens = TokenStore(access_token_seconds, refresh_token_seconds)
+        self._store = JobStore(username, random.Random(seed))
+        if jobs is None:
+            self._store.add_many(sample_jobs(username))
+        else:
+            self._store.add_many(generated_jobs(jobs, username, random.Random(seed)))
+        self._progression: RunProgression | None = None
+        if run_interval:
+            self._progression = RunProgression(self._store, run_interval, seed, self._stopping)
+        self._api = CcsApi(
+            username=username,
+            password=password,
+            password_encoding=password_encoding,
+            store=self._store,
+            tokens=self._tokens,
+            faults=self.faults,
+            log=self._log,
+            stopping=self._stopping,
+            seed=seed,
+            control=self._control,
+        )
+        self._ssl_context: ssl.SSLContext | None = None
+        if tls_cert is not None and tls_key is not None:
+            self._ssl_context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            self._ssl_context.load_cert_chain(tls_cert, tls_key)
+        self._requested_port = port
+        self._server: HttpServer | None = None
+
+    # --- lifecycle ---------------------------------------------------------------------------------
+
+    def start(self) -> Simulator:
+        """Listen and serve from background threads; return self."""
+        if self._server is not None:
+            raise RuntimeError("the simulator is already started")
+        self._server = HttpServer(
+            self.host, self._requested_port, self._api.handle, self._stopping, self._ssl_context
+        )
+        self._server.start()
+        if self._progression is not None:
+            self._store.on_job_added = self._progression.job_added
+            self._progression.start()
+        return self
+
+    def stop(self) -> None:
+        """Close the listener and every open connection, and join the threads (well under a second)."""
+        self._stopping.set()
+        if self._server is not None:
+            self._server.stop()
+        if self._progression is not None:
+            self._progression.stop()
+
+    def __enter__(self) -> Simulator:
+        return self.start()
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.stop()
+
+    @property
+    def port(self) -> int:
+        if self._server is None:
+            raise RuntimeError("the simulator is not started")
+        return self._server.port
+
+    @property
+    def url(self) -> str:
+        """``http://127.0.0.1:PORT`` (https with TLS); the client appends ``/ccs/api/v1``."""
+        scheme = "https" if self._ssl_context is not None else "http"
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{scheme}://{host}:{self.port}"
+
+    @property
+    def job_ids(self) -> list[str]:
+        """The ids of the jobs now held (lower-case GUIDs, in the order they were added)."""
+        return self._store.ids()
+
+    # --- tokens and counting -----------------------------------------------------------------------
+
+    def revoke_tokens(self) -> None:
+        """Invalidate every access and refresh token, as a CCS restart does."""
+        self._tokens.revoke_all()
+
+    @property
+    def requests(self) -> list[RequestRecord]:
+        """The requests received (the newest 100,000), control requests included."""
+        return self._log.records()
+
+    def request_count(self, endpoint: str | None = None) -> int:
+        """Requests to one endpoint template ("token", "job", ...), or all but "control" when None."""
+        return self._log.count(endpoint)
+
+    def reset_requests(self) -> None:
+        self._log.reset()
+
+    def stats(self) -> dict[str, Any]:
+        """Request counts by endpoint and status, as ``GET /_simulator/stats`` answers."""
+        return self._log.stats()
+
+    # --- scenario control --------------------------------------------------------------------------
+
+    def add_job(
+        self,
+        name: str,
+        *,
+        job_type: str = "CHAINED_EVALUATIONJOB",
+        owner: str | None = None,
+        system: bool = False,
+        job_id: str | None = None,
+        description: str = "",
+    ) -> str:
+        """Add a never-run job as if created in the console; return its id.
+
+        ``job_type`` is the internal name; CHAINED_EVALUATIONJOB, COLLECTIONJOB and EVALUATIONJOB get
+        default config details, any other type (e.g. REPORTJOB) is properties-only. ``owner`` defaults
+        to the simulator's user. Raises ValueError for a duplicate id or name.
+        """
+        try:
+            return self._store.add_job(
+                name,
+                job_type=job_type,
+                owner=owner,
+                is_system=system,
+                job_id=None if job_id is None else normalize_guid(job_id),
+                description=description,
+            )
+        except ApiError as exc:
+            raise ValueError(exc.message) from None
+
+    def start_run(self, job_id: str) -> None:
+        """Start a run in status 2 (executing) with no end time; ValueError if one is in progress."""
+        self._scenario(lambda: self._store.start_run(_guid(job_id)))
+
+    def finish_run(self, job_id: str, status: int, messages: Mapping[str, int] | None = None) -> None:
+        """Finish the run in progress, or append one that started 5 s ago and ended now.
+
+        ``status``: 4 completed, 5 faulted, 7 aborted...; ``messages`` like ``{"Error": 2, "Warning": 1}``.
+        LastRunDate (the run's start) and LastRunStatus follow.
+        """
+        self._scenario(lambda: self._store.finish_run(_guid(job_id), status, messages))
+
+    def set_job_name(self, job_id: str, name: str) -> None:
+        """Rename a job as in the console (JobModifiedTime becomes now)."""
+        self._scenario(lambda: self._store.edit(_guid(job_id), {"JobName": name}))
+
+    def edit_job(self, job_id: str, details: Mapping[str, Any]) -> None:
+        """Change a job as in the console: ``details`` are JobDetails fields, checked as Update Job does."""
+        self._scenario(lambda: self._store.edit(_guid(job_id), details))
+
+    def remove_job(self, job_id: str) -> None:
+        """Delete a job as in the console (any owner, system jobs too)."""
+        self._scenario(lambda: self._store.remove(_guid(job_id)))
+
+    def job_snapshot(self, job_id: str) -> dict[str, Any]:
+        """The job as search-by-id returns it (a copy); KeyError when unknown."""
+        try:
+            payload = self._store.job_payload(_guid(job_id))
+        except ApiError:
+            raise KeyError(job_id) from None
+        return _deep_copy(payload)
+
+    def job_runs_snapshot(self, job_id: str, count: int = 0, show_messages: bool = True) -> dict[str, Any]:
+        """The job's runs as the jobruns endpoint returns them (a copy); KeyError when unknown."""
+        try:
+            payload = self._store.runs_payload(_guid(job_id), count, show_messages)
+        except ApiError:
+            raise KeyError(job_id) from None
+        return _deep_copy(payload)
+
+    @staticmethod
+    def _scenario(action: Callable[[], object]) -> None:
+        try:
+            action()
+        except ApiError as exc:
+            if exc.status == 404:
+                raise KeyError(exc.message) from None
+            raise ValueError(exc.message) from None
+
+    # --- the HTTP control API ----------------------------------------------------------------------
+
+    def _control(self, method: str, path: str, segments: list[str], body: Any) -> HttpResponse:
+        lower = [segment.lower() for segment in segments]
+        if not isinstance(body, dict):
+            raise ApiError(400, "the body must be a JSON object")
+        if method == "GET" and lower == ["stats"]:
+            return json_response(200, self.stats())
+        if method == "POST" and lower == ["reset-stats"]:
+            self.reset_requests()
+            return json_response(200, {"reset": True})
+        if method == "GET" and lower == ["jobs"]:
+            return json_response(200, {"job_ids": self.job_ids})
+        if lower == ["faults"] and method in ("GET", "POST"):
+            if method == "POST":
+                try:
+                    self.faults.update(body)
+                except ValueError as exc:
+                    raise ApiError(400, str(exc)) from None
+            return json_response(200, self.faults.as_dict())
+        if method == "POST" and lower == ["revoke-tokens"]:
+            self.revoke_tokens()
+            return json_response(200, {"revoked": True})
+        if (
+            method == "POST"
+            and len(lower) == 3
+            and lower[0] == "jobs"
+            and lower[2] in ("finish-run", "start-run")
+        ):
+            job_id = _guid(segments[1])
+            if lower[2] == "start-run":
+                self._store.start_run(job_id)
+            else:
+                status = body.get("Status", body.get("status"))
+                messages = body.get("Messages", body.get("messages")) or {}
+                if isinstance(status, bool) or not isinstance(status, int) or not isinstance(messages, dict):
+                    raise ApiError(400, 'expected {"Status": 4|5|7..., "Messages": {"Error": 1, ...}}')
+                self._store.finish_run(job_id, status, messages)
+            return json_response(200, self._store.runs_payload(job_id, 1, True))
+        raise ApiError(404, f"no control endpoint {method} {path}")
+
+
+def _guid(job_id: str) -> str:
+    try:
+        return normalize_guid(job_id)
+    except ValueError:
+        raise ApiError(400, f"{job_id!r} is not a GUID") from None
+
+
+def _deep_copy(payload: dict[str, Any]) -> dict[str, Any]:
+    copied: dict[str, Any] = json.loads(json.dumps(payload))
+    return copied
