@@ -9,6 +9,7 @@ except secrets, whose values are never shown.
 from __future__ import annotations
 
 import ipaddress
+import os
 from pathlib import Path
 from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
@@ -176,7 +177,9 @@ class Settings(BaseSettings):
     @field_validator("ca_bundle", "password_file", "web_config_file")
     @classmethod
     def _readable_file(cls, value: Path | None) -> Path | None:
-        if value is not None and not value.is_file():
+        # Check readability now, not only existence: a Kubernetes secret mounted with the wrong mode
+        # should stop the program at start-up with the setting's name, not at the first login.
+        if value is not None and not (value.is_file() and os.access(value, os.R_OK)):
             raise ValueError("is not a readable file")
         return value
 
