@@ -1,0 +1,242 @@
+"""The Grafana dashboard: importable JSON whose queries parse and use only metrics the exporter exposes."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+DASHBOARD_FILE = REPO_ROOT / "grafana" / "ccs-exporter.json"
+
+# The exporter's public interface (issue 3) plus what Prometheus and client_python add.
+EXPORTER_METRICS = frozenset(
+    {
+        "ccs_job_info",
+        "ccs_job_last_run_status",
+        "ccs_job_last_run_status_code",
+        "ccs_job_last_run_start_timestamp_seconds",
+        "ccs_job_last_run_end_timestamp_seconds",
+        "ccs_job_last_run_duration_seconds",
+        "ccs_job_last_run_messages",
+        "ccs_job_runs",
+        "ccs_job_last_success_timestamp_seconds",
+        "ccs_job_consecutive_failures",
+        "ccs_job_modified_timestamp_seconds",
+        "ccs_job_poll_success",
+        "ccs_job_data_age_seconds",
+        "ccs_up",
+        "ccs_last_poll_success_timestamp_seconds",
+        "ccs_poll_duration_seconds",
+        "ccs_poll_cycles_total",
+        "ccs_api_requests_total",
+        "ccs_api_request_duration_seconds_bucket",
+        "ccs_api_request_duration_seconds_sum",
+        "ccs_api_request_duration_seconds_count",
+        "ccs_exporter_build_info",
+        "ccs_audit_records_total",
+        "ccs_audit_write_errors_total",
+        "up",
+    }
+)
+
+# What Grafana puts in place of the variables when "All" is selected, and of its interval macros.
+VARIABLE_VALUES = {
+    "$__rate_interval": "1m",
+    "$__interval": "15s",
+    "$__range": "1h",
+    "${datasource}": "prometheus",
+    "$instance": ".*",
+    "$job": ".*",
+}
+_PROMQL_WORDS = frozenset(
+    {"and", "or", "unless", "bool", "offset", "by", "without", "on", "ignoring", "group_left", "group_right"}
+)
+_PROMQL_CONSTANTS = frozenset({"inf", "nan"})
+
+
+def load_dashboard() -> dict[str, Any]:
+    """The dashboard JSON as committed."""
+    loaded: dict[str, Any] = json.loads(DASHBOARD_FILE.read_text(encoding="utf-8"))
+    return loaded
+
+
+def substitute_variables(expr: str) -> str:
+    """An expression as Grafana sends it with every variable set to "All"."""
+    for name, value in VARIABLE_VALUES.items():
+        expr = expr.replace(name, value)
+    return expr
+
+
+def dashboard_queries() -> list[tuple[str, str]]:
+    """(where, expression with variables substituted) for every panel target and annotation query."""
+    dashboard = load_dashboard()
+    queries: list[tuple[str, str]] = []
+    for panel in dashboard["panels"]:
+        for target in panel.get("targets", []):
+            queries.append((f"panel {panel['title']!r} target {target['refId']}", target["expr"]))
+    for annotation in dashboard["annotations"]["list"]:
+        if annotation.get("expr"):
+            queries.append((f"annotation {annotation['name']!r}", annotation["expr"]))
+    return [(where, substitute_variables(expr)) for where, expr in queries]
+
+
+def metric_names(expr: str) -> set[str]:
+    """The metric names an expression selects (strings, label matchers, ranges and groupings removed)."""
+    text = re.sub(r'"(?:[^"\\]|\\.)*"', '""', expr)
+    text = re.sub(r"\{[^}]*\}", "{}", text)
+    text = re.sub(r"\[[^\]]*\]", "[]", text)
+    text = re.sub(r"\b(?:by|without|on|ignoring|group_left|group_right)\s*\([^)]*\)", " ", text)
+    names = set(re.findall(r"(?<![\w.:])([a-zA-Z_:][a-zA-Z0-9_:]*)(?![\w:])(?!\s*\()", text))
+    return {name for name in names if name not in _PROMQL_WORDS and name.lower() not in _PROMQL_CONSTANTS}
+
+
+def _variable(dashboard: dict[str, Any], name: str) -> dict[str, Any]:
+    variables = {variable["name"]: variable for variable in dashboard["templating"]["list"]}
+    assert name in variables, f"variable {name!r} missing; have {sorted(variables)}"
+    return variables[name]
+
+
+def _variable_query(variable: dict[str, Any]) -> str:
+    query = variable["query"]
+    return str(query["query"] if isinstance(query, dict) else query)
+
+
+class TestMetricNames:
+    """The helper that finds metric names in PromQL."""
+
+    def test_finds_selected_metrics_only(self) -> None:
+        """Functions, keywords, label names and durations are not taken for metric names."""
+        expr = (
+            'sum by (job_id, le) (rate(ccs_api_requests_total{code!~"2.."}[5m])) '
+            "* on (job_id) group_left (job_name) topk by (job_id) (1, ccs_job_info) > bool 1e3 or vector(0)"
+        )
+        assert metric_names(expr) == {"ccs_api_requests_total", "ccs_job_info"}
+
+
+class TestDashboardStructure:
+    """The JSON is a Grafana 10 dashboard with the promised variables and panels."""
+
+    def test_is_a_grafana_10_dashboard(self) -> None:
+        """It parses, has a stable uid, schemaVersion 39 and no leftover import placeholders."""
+        dashboard = load_dashboard()
+        assert dashboard["uid"] == "ccs-exporter-jobs"
+        assert dashboard["schemaVersion"] >= 39
+        assert dashboard["id"] is None
+        assert "${DS_" not in DASHBOARD_FILE.read_text(encoding="utf-8")
+
+    def test_datasource_variable_drives_every_query(self) -> None:
+        """A Prometheus datasource variable exists and every panel and target uses it."""
+        dashboard = load_dashboard()
+        assert _variable(dashboard, "datasource")["query"] == "prometheus"
+        for panel in dashboard["panels"]:
+            if panel["type"] == "row":
+                continue
+            assert panel["datasource"]["uid"] == "${datasource}", panel["title"]
+            for target in panel["targets"]:
+                assert target["datasource"]["uid"] == "${datasource}", panel["title"]
+
+    def test_job_variable_shows_names_and_selects_ids(self) -> None:
+        """The job variable lists ccs_job_info's job_name as text and its job_id as value."""
+        job = _variable(load_dashboard(), "job")
+        assert "ccs_job_info" in _variable_query(job)
+        pattern = re.compile(job["regex"].strip("/").replace("(?<", "(?P<"))
+        sample = (
+            '{__name__="ccs_job_info", instance="a:9879", is_system="false", job="ccs", '
+            'job_id="23c59087-f3d4-4e05-a39e-3440c58e58fb", job_name="Nightly PCI scan", job_owner="x"} 1 1'
+        )
+        match = pattern.search(sample)
+        assert match is not None
+        assert match.group("value") == "23c59087-f3d4-4e05-a39e-3440c58e58fb"
+        assert match.group("text") == "Nightly PCI scan"
+        assert job["multi"] and job["includeAll"] and job["allValue"] == ".*"
+
+    def test_instance_variable_lists_exporters(self) -> None:
+        """The instance variable lists the instances that export ccs_up."""
+        assert _variable_query(_variable(load_dashboard(), "instance")) == "label_values(ccs_up, instance)"
+
+    @pytest.mark.parametrize(
+        "title",
+        [
+            "Jobs by status",
+            "Failing jobs",
+            "Run durations",
+            "Messages by category",
+            "Time since last success",
+            "CCS reachable (ccs_up)",
+            "Poll cycle duration",
+            "CCS requests",
+            "CCS errors",
+            "CCS latency",
+        ],
+    )
+    def test_has_panel(self, title: str) -> None:
+        """The panel the issue asks for exists and has at least one query."""
+        panels = {panel["title"]: panel for panel in load_dashboard()["panels"]}
+        assert title in panels
+        assert panels[title]["targets"]
+
+    def test_failing_jobs_table_has_its_columns(self) -> None:
+        """The failing-jobs table shows name, status, last run, last success and messages."""
+        panels = {panel["title"]: panel for panel in load_dashboard()["panels"]}
+        organize = next(t for t in panels["Failing jobs"]["transformations"] if t["id"] == "organize")
+        columns = set(organize["options"]["renameByName"].values())
+        assert {"Job", "Status", "Last run ended", "Last success", "Errors", "Warnings"} <= columns
+
+    def test_panels_fit_the_grid(self) -> None:
+        """Panel ids are unique and every panel lies within Grafana's 24-column grid."""
+        panels = load_dashboard()["panels"]
+        ids = [panel["id"] for panel in panels]
+        assert len(ids) == len(set(ids))
+        for panel in panels:
+            grid = panel["gridPos"]
+            assert grid["x"] + grid["w"] <= 24, panel["title"]
+
+
+class TestDashboardQueries:
+    """Every query is valid PromQL over the exporter's metrics."""
+
+    @pytest.mark.parametrize(("where", "expr"), dashboard_queries(), ids=[w for w, _ in dashboard_queries()])
+    def test_query_uses_only_exporter_metrics(self, where: str, expr: str) -> None:
+        """The query selects only metrics the exporter (or Prometheus) exposes."""
+        names = metric_names(expr)
+        assert names, f"{where}: no metric found in {expr}"
+        unknown = {name for name in names if name not in EXPORTER_METRICS and not name.startswith("process_")}
+        assert not unknown, f"{where}: unknown metrics {sorted(unknown)} in {expr}"
+
+    def test_variable_queries_use_exporter_metrics(self) -> None:
+        """The instance and job variables are filled from exporter metrics."""
+        dashboard = load_dashboard()
+        for name in ("instance", "job"):
+            query = _variable_query(_variable(dashboard, name))
+            inner = re.sub(r"^\w+\((.*?)(?:,\s*\w+)?\)$", r"\1", query)
+            assert metric_names(substitute_variables(inner)) <= EXPORTER_METRICS, query
+
+    def test_every_query_parses(self, require_tool: Callable[[str], str], tmp_path: Path) -> None:
+        """promtool accepts every query (each checked as a recording rule's expression)."""
+        promtool = require_tool("promtool")
+        queries = dashboard_queries()
+        rules = {
+            "groups": [
+                {
+                    "name": "dashboard",
+                    "rules": [
+                        {"record": f"dashboard:query:{i}", "expr": expr}
+                        for i, (_, expr) in enumerate(queries)
+                    ],
+                }
+            ]
+        }
+        rules_file = tmp_path / "dashboard-queries.yml"
+        rules_file.write_text(yaml.safe_dump(rules), encoding="utf-8")
+        result = subprocess.run(
+            [promtool, "check", "rules", str(rules_file)], capture_output=True, text=True, check=False
+        )
+        assert result.returncode == 0, result.stdout + result.stderr
+        assert f"SUCCESS: {len(queries)} rules found" in result.stdout
