@@ -1,0 +1,188 @@
+"""Tests of the command line's usage and configuration errors: exit 2, one line on stderr, nothing sent."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import responses
+import structlog
+
+from ccs_exporter import cli
+
+JOB_ID = "23c59087-f3d4-4e05-a39e-3440c58e58fb"
+PASSWORD = "Canary-CLI-pw-4Rt9"
+
+
+@pytest.fixture(autouse=True)
+def clean_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Start every test without CCS_EXPORTER_* variables from the developer's shell."""
+    for name in list(os.environ):
+        if name.startswith("CCS_EXPORTER_"):
+            monkeypatch.delenv(name)
+
+
+@pytest.fixture(autouse=True)
+def restore_logging() -> Iterator[None]:
+    """Undo the logging set-up main() does, which points at this test's captured (then closed) stderr."""
+    saved = structlog.get_config()
+    yield
+    structlog.configure(**saved)
+
+
+@pytest.fixture
+def ccs_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A complete, valid connection configuration in the environment."""
+    monkeypatch.setenv("CCS_EXPORTER_URL", "https://ccs.example.test:12431")
+    monkeypatch.setenv("CCS_EXPORTER_USERNAME", "CORP\\svc-ccs")
+    monkeypatch.setenv("CCS_EXPORTER_PASSWORD", PASSWORD)
+
+
+def run_module(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    """Run ``python -m ccs_exporter`` with only the given CCS_EXPORTER_* variables."""
+    base = {key: value for key, value in os.environ.items() if not key.startswith("CCS_EXPORTER_")}
+    return subprocess.run(
+        [sys.executable, "-m", "ccs_exporter", *args],
+        env={**base, **(env or {})},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+def stderr_line(capsys: pytest.CaptureFixture[str]) -> str:
+    """The single line the command wrote to stderr (fails if there is not exactly one)."""
+    captured = capsys.readouterr()
+    lines = captured.err.splitlines()
+    assert len(lines) == 1, captured.err
+    assert captured.out == ""
+    return lines[0]
+
+
+class TestProcess:
+    def test_no_arguments_is_usage_error(self) -> None:
+        """`python -m ccs_exporter` without a command prints usage and exits 2."""
+        result = run_module()
+        assert result.returncode == 2
+        assert "usage: ccs-exporter" in result.stderr
+        assert "Traceback" not in result.stderr
+
+    def test_bad_setting_one_line_no_traceback(self) -> None:
+        """A bad setting exits 2 with one stderr line naming it and its value, and no traceback."""
+        result = run_module(
+            "jobs",
+            "get",
+            JOB_ID,
+            env={
+                "CCS_EXPORTER_URL": "ccs.example.test:12431",
+                "CCS_EXPORTER_USERNAME": "CORP\\svc-ccs",
+                "CCS_EXPORTER_PASSWORD": PASSWORD,
+            },
+        )
+        assert result.returncode == 2
+        assert result.stdout == ""
+        lines = result.stderr.splitlines()
+        assert len(lines) == 1, result.stderr
+        assert "CCS_EXPORTER_URL" in lines[0] and "'ccs.example.test:12431'" in lines[0]
+        assert PASSWORD not in result.stderr
+
+
+class TestUsageErrors:
+    def test_no_command(self, capsys: pytest.CaptureFixture[str]) -> None:
+        """No command exits 2 with the usage on stderr."""
+        assert cli.main([]) == 2
+        assert "usage:" in capsys.readouterr().err
+
+    def test_jobs_without_subcommand(self, capsys: pytest.CaptureFixture[str]) -> None:
+        """`jobs` alone exits 2."""
+        assert cli.main(["jobs"]) == 2
+
+    @pytest.mark.parametrize(
+        "argv",
+        [
+            ["no-such-command"],
+            ["jobs", "get"],
+            ["jobs", "runs", JOB_ID, "--count", "-1"],
+            ["jobs", "runs", JOB_ID, "--count", "many"],
+            ["jobs", "get", JOB_ID, "--request-timeout", "soon"],
+            ["jobs", "get", JOB_ID, "--password-encoding", "hex"],
+        ],
+    )
+    def test_bad_arguments_exit_2(self, capsys: pytest.CaptureFixture[str], argv: list[str]) -> None:
+        """Arguments argparse refuses exit 2 with a message and no traceback."""
+        with pytest.raises(SystemExit) as caught:
+            cli.main(argv)
+        assert caught.value.code == 2
+        err = capsys.readouterr().err
+        assert "error:" in err and "Traceback" not in err
+
+
+class TestConfigurationErrors:
+    def test_missing_url(self, capsys: pytest.CaptureFixture[str]) -> None:
+        """Without a URL the command exits 2, naming the missing setting."""
+        assert cli.main(["jobs", "get", JOB_ID]) == 2
+        line = stderr_line(capsys)
+        assert line.startswith("ccs-exporter: configuration error:")
+        assert "CCS_EXPORTER_URL" in line
+
+    def test_flag_overrides_environment(self, ccs_env: None, capsys: pytest.CaptureFixture[str]) -> None:
+        """A bad --url flag overrides a good environment and is reported with its value."""
+        assert cli.main(["jobs", "get", JOB_ID, "--url", "ftp://ccs"]) == 2
+        line = stderr_line(capsys)
+        assert "CCS_EXPORTER_URL" in line and "'ftp://ccs'" in line
+
+    def test_unknown_key_in_config_file(
+        self, ccs_env: None, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        """An unknown key in --config exits 2, naming the key."""
+        config = tmp_path / "config.yaml"
+        config.write_text("job_id: x\n", encoding="utf-8")
+        assert cli.main(["jobs", "runs", JOB_ID, "--config", str(config)]) == 2
+        assert "unknown key 'job_id'" in stderr_line(capsys)
+
+    def test_missing_password_file(
+        self, ccs_env: None, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        """A --password-file that does not exist exits 2, naming it."""
+        monkeypatch.delenv("CCS_EXPORTER_PASSWORD")
+        assert cli.main(["jobs", "get", JOB_ID, "--password-file", "/nonexistent/pw"]) == 2
+        line = stderr_line(capsys)
+        assert "CCS_EXPORTER_PASSWORD_FILE" in line and "/nonexistent/pw" in line
+
+    def test_password_never_printed(
+        self,
+        ccs_env: None,
+        monkeypatch: pytest.MonkeyPatch,
+        tmp_path: Path,
+        capsys: pytest.CaptureFixture[str],
+    ) -> None:
+        """Neither another setting's error nor an invalid password shows the password."""
+        monkeypatch.setenv("CCS_EXPORTER_URL", "nope")
+        assert cli.main(["jobs", "get", JOB_ID]) == 2
+        assert PASSWORD not in stderr_line(capsys)
+        monkeypatch.setenv("CCS_EXPORTER_URL", "https://ccs.example.test:12431")
+        monkeypatch.delenv("CCS_EXPORTER_PASSWORD")
+        config = tmp_path / "config.yaml"
+        config.write_text(f"password: [{PASSWORD}]\n", encoding="utf-8")
+        assert cli.main(["jobs", "get", JOB_ID, "--config", str(config)]) == 2
+        line = stderr_line(capsys)
+        assert "CCS_EXPORTER_PASSWORD" in line and PASSWORD not in line
+
+
+class TestJobIdChecked:
+    @pytest.mark.parametrize("command", ["get", "runs"])
+    @pytest.mark.parametrize("job_id", ["not-a-guid", "23c59087", "'; DROP TABLE jobs; --"])
+    def test_non_guid_sends_nothing(
+        self, ccs_env: None, capsys: pytest.CaptureFixture[str], command: str, job_id: str
+    ) -> None:
+        """A job id that is not a GUID exits 2 before any request, with the id in the message."""
+        with responses.RequestsMock(assert_all_requests_are_fired=True) as mock:
+            assert cli.main(["jobs", command, job_id]) == 2
+            assert len(mock.calls) == 0
+        line = stderr_line(capsys)
+        assert "is not a GUID" in line and repr(job_id) in line
