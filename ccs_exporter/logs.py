@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 import sys
-from collections.abc import MutableMapping
+from collections.abc import Mapping, MutableMapping
 from typing import Any, TextIO
 
 import structlog
@@ -23,11 +23,25 @@ _LEVELS = {
 }
 
 
+def _names_secret(key: object) -> bool:
+    return isinstance(key, str) and any(marker in key.lower() for marker in _SECRET_KEY_MARKERS)
+
+
+def _redacted(value: Any) -> Any:
+    """A copy of ``value`` with secret-named keys of nested mappings (headers, forms) redacted."""
+    if isinstance(value, Mapping):
+        return {key: "[REDACTED]" if _names_secret(key) else _redacted(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_redacted(item) for item in value]
+    if type(value) is tuple:  # keeps exc_info=(type, value, traceback) a tuple for format_exc_info
+        return tuple(_redacted(item) for item in value)
+    return value
+
+
 def redact_secrets(_: Any, __: str, event_dict: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
-    """Replace the value of every key that names a secret with ``[REDACTED]``."""
+    """Replace the value of every key that names a secret, at any depth, with ``[REDACTED]``."""
     for key in list(event_dict):
-        if any(marker in key.lower() for marker in _SECRET_KEY_MARKERS):
-            event_dict[key] = "[REDACTED]"
+        event_dict[key] = "[REDACTED]" if _names_secret(key) else _redacted(event_dict[key])
     return event_dict
 
 
