@@ -488,6 +488,29 @@ class TestAgainstSimulator:
         assert job_id in sim.job_ids
         assert read_records(log_path)[0]["change"]["requested"] == {"DeleteJob": False}
 
+    def test_observe_tells_own_changes_from_console_changes(self, sim: Simulator, log_path: Path) -> None:
+        """Against the simulator: our update is not re-recorded, a console rename and removal are."""
+        service = make_service(sim.url, log_path)
+        client = service._client
+        job_id = sim.job_ids[0]
+        poller_log = AuditLog(log_path, user_name=sim.username)  # the exporter's own instance
+        first = client.get_job(job_id)
+        service.update(job_id, {"JobDescription": "changed through ccs-exporter"})
+        second = client.get_job(job_id)
+        assert second.JobProperties.JobModifiedTime != first.JobProperties.JobModifiedTime
+        poller_log.observe(job_id, first, second)
+        assert len(read_records(log_path)) == 2
+        sim.set_job_name(job_id, "Renamed in the console")
+        third = client.get_job(job_id)
+        poller_log.observe(job_id, second, third)
+        sim.remove_job(job_id)
+        poller_log.observe(job_id, third, None)
+        records = read_records(log_path)
+        assert [r["event"]["action"] for r in records[2:]] == ["job.changed", "job.deleted"]
+        assert records[2]["change"]["diff"]["JobProperties.Name"]["after"] == "Renamed in the console"
+        assert all(r["audit"]["origin"] == "observed" for r in records[2:])
+        assert verify(log_path).ok
+
     @pytest.mark.parametrize("fault", ["hang", "drop_connections"])
     def test_fault_on_the_mutation_gives_unknown(self, sim: Simulator, log_path: Path, fault: str) -> None:
         """A mutation CCS received but never answered (hang, dropped connection) is outcome unknown."""
