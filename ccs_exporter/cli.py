@@ -261,7 +261,7 @@ def _cmd_audit_verify(args: argparse.Namespace) -> int:
         print(f"{args.file}: intact ({result.records} records)")
         return EXIT_OK
     where = f"line {result.line}: " if result.line is not None else ""
-    _fail(f"{args.file}: {where}{result.problem} ({result.records} intact records before it)")
+    _fail(f"{args.file}: {where}{result.problem}")
     return EXIT_CCS
 
 
