@@ -147,7 +147,7 @@ class TestSources:
         monkeypatch.setenv("CCS_EXPORTER_SERVICE_HOST", "10.0.0.1")
         assert load_settings().concurrency == 8
 
-    def test_direct_construction_ignores_files(self, required_env: None) -> None:
+    def test_settings_class_reads_environment(self, required_env: None) -> None:
         """Settings() reads the environment, like load_settings without a file."""
         assert Settings().url == "https://ccs.example.com:12431"  # type: ignore[call-arg]
 
