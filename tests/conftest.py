@@ -62,3 +62,12 @@ def require_tool() -> Callable[[str], str]:
         pytest.skip(reason)
 
     return find
+
+
+@pytest.fixture
+def simulator() -> Iterator[Any]:
+    """A started CCS simulator (the built-in sample jobs, runs frozen); stopped after the test."""
+    from ccs_exporter.simulator import Simulator
+
+    with Simulator() as sim:
+        yield sim

@@ -108,6 +108,9 @@ class HttpServer:
     def stop(self, timeout: float = 1.0) -> None:
         """Stop accepting, close every connection (waking blocked reads) and join the threads."""
         self._stopping.set()
+        # Wakes a blocked accept() at once on Linux; elsewhere the accept poll notices within 50 ms.
+        with contextlib.suppress(OSError):
+            self._listener.shutdown(socket.SHUT_RDWR)
         self._accept_thread.join(timeout)
         self._listener.close()
         with self._lock:
