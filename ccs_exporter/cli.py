@@ -344,7 +344,9 @@ def _run_exporter(
         )
     except OSError as exc:
         raise ConfigError(
-            f"cannot listen on {settings.listen_address}: {exc.strerror}", field="listen_address"
+            f"CCS_EXPORTER_LISTEN_ADDRESS (listen_address) = {settings.listen_address!r}: "
+            f"cannot listen there ({exc.strerror})",
+            field="listen_address",
         ) from None
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())

@@ -508,6 +508,7 @@ class PollLoop:
         self._reload = reload
         self._source_changed = source_changed
         self._stop = threading.Event()
+        self._wake = threading.Event()
         self._reload_requested = threading.Event()
         self._ready = threading.Event()
         self._thread = threading.Thread(target=self._run, name="ccs-poll-loop", daemon=True)
@@ -527,18 +528,19 @@ class PollLoop:
         self._thread.start()
 
     def request_reload(self) -> None:
-        """Re-read the job list before the next cycle (SIGHUP); safe to call from a signal handler."""
+        """Re-read the job list and start a cycle now (SIGHUP); safe to call from a signal handler."""
         self._reload_requested.set()
+        self._wake.set()
 
     def stop(self, timeout: float = 5.0) -> None:
         """Stop after the current job requests; give up waiting after ``timeout`` seconds."""
         self._stop.set()
+        self._wake.set()
         if self._thread.is_alive():
             self._thread.join(timeout)
         self._poller.close()
 
     def _run(self) -> None:
-        next_start = time.monotonic()
         while not self._stop.is_set():
             self._maybe_reload()
             started = time.monotonic()
@@ -572,9 +574,9 @@ class PollLoop:
                     duration_seconds=round(snapshot.cycle_seconds, 3),
                 )
             # Keep the cadence; after a slow cycle wait for the next tick rather than stack cycles.
-            next_start += self._interval * max(1, math.ceil(elapsed / self._interval))
-            self._stop.wait(max(0.0, next_start - time.monotonic()))
-            next_start = max(next_start, time.monotonic() - self._interval)
+            next_start = started + self._interval * max(1, math.ceil(elapsed / self._interval))
+            self._wake.wait(max(0.0, next_start - time.monotonic()))
+            self._wake.clear()  # a reload (or stop) woke us early: go now
 
     def _maybe_reload(self) -> None:
         if self._reload is None:

@@ -1,0 +1,192 @@
+"""`ccs-exporter serve` and `demo` as a user runs them: real processes, signals, config reloads."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import requests
+import yaml
+from prometheus_client.parser import text_string_to_metric_families
+
+from ccs_exporter.simulator import Simulator
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _job_ids_in(text: str) -> set[str]:
+    return {
+        sample.labels["job_id"]
+        for family in text_string_to_metric_families(text)
+        if family.name == "ccs_job_info"
+        for sample in family.samples
+    }
+
+
+def _wait_for(url: str, predicate: object = None, timeout: float = 20.0) -> requests.Response:
+    """Poll ``url`` until it answers 200 (and ``predicate(response)`` holds); fail after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    last: str = "no answer"
+    while time.monotonic() < deadline:
+        try:
+            response = requests.get(url, timeout=2)
+            if response.status_code == 200 and (predicate is None or predicate(response)):  # type: ignore[operator]
+                return response
+            last = f"{response.status_code}"
+        except requests.ConnectionError as exc:
+            last = type(exc).__name__
+        time.sleep(0.2)
+    pytest.fail(f"{url} did not become ready within {timeout} s (last: {last})")
+
+
+@pytest.fixture
+def sim() -> Iterator[Simulator]:
+    """A simulator with the sample jobs, runs frozen."""
+    with Simulator(port=0, run_interval=None) as simulator:
+        yield simulator
+
+
+@pytest.fixture
+def run_serve(tmp_path: Path, sim: Simulator) -> Iterator[object]:
+    """Starts `ccs-exporter serve` processes with a config file; kills leftovers by PID at the end."""
+    started: list[subprocess.Popen[bytes]] = []
+
+    def start(job_ids: list[str], interval: float = 0.3) -> tuple[subprocess.Popen[bytes], str, Path]:
+        port = _free_port()
+        config = tmp_path / "config.yaml"
+        config.write_text(
+            yaml.safe_dump(
+                {
+                    "url": sim.url,
+                    "username": sim.username,
+                    "job_ids": job_ids,
+                    "poll_interval_seconds": interval,
+                    "listen_address": f"127.0.0.1:{port}",
+                }
+            ),
+            encoding="utf-8",
+        )
+        env = {key: value for key, value in os.environ.items() if not key.startswith("CCS_EXPORTER_")}
+        env["CCS_EXPORTER_PASSWORD"] = sim.password
+        process = subprocess.Popen(
+            [sys.executable, "-m", "ccs_exporter", "serve", "--config", str(config)],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
+        started.append(process)
+        return process, f"http://127.0.0.1:{port}", config
+
+    yield start
+    for process in started:
+        if process.poll() is None:
+            os.kill(process.pid, signal.SIGKILL)
+        process.wait(10)
+
+
+class TestServe:
+    """The daemon's life cycle."""
+
+    def test_sighup_reloads_the_job_list(self, sim: Simulator, run_serve) -> None:  # type: ignore[no-untyped-def]
+        """After the config file drops a job and SIGHUP arrives, that job's series disappear."""
+        process, base, config = run_serve(sim.job_ids[:3], interval=30)
+        first = _wait_for(f"{base}/metrics", lambda r: len(_job_ids_in(r.text)) == 3)
+        assert _job_ids_in(first.text) == set(sim.job_ids[:3])
+        data = yaml.safe_load(config.read_text(encoding="utf-8"))
+        data["job_ids"] = sim.job_ids[1:3]
+        config.write_text(yaml.safe_dump(data), encoding="utf-8")
+        os.kill(process.pid, signal.SIGHUP)
+        # With a 30 s interval, seeing the change within 10 s shows SIGHUP starts a cycle at once.
+        reloaded = _wait_for(f"{base}/metrics", lambda r: sim.job_ids[0] not in _job_ids_in(r.text), 10)
+        assert _job_ids_in(reloaded.text) == set(sim.job_ids[1:3])
+
+    def test_changed_config_file_is_picked_up(self, sim: Simulator, run_serve) -> None:  # type: ignore[no-untyped-def]
+        """Adding a job to the config file makes it appear without a restart."""
+        _, base, config = run_serve(sim.job_ids[:1])
+        _wait_for(f"{base}/readyz")
+        data = yaml.safe_load(config.read_text(encoding="utf-8"))
+        data["job_ids"] = sim.job_ids[:2]
+        time.sleep(0.05)  # a distinct mtime even on coarse clocks
+        config.write_text(yaml.safe_dump(data), encoding="utf-8")
+        reloaded = _wait_for(f"{base}/metrics", lambda r: len(_job_ids_in(r.text)) == 2)
+        assert _job_ids_in(reloaded.text) == set(sim.job_ids[:2])
+
+    def test_bad_reload_keeps_the_old_list(self, sim: Simulator, run_serve) -> None:  # type: ignore[no-untyped-def]
+        """A config file made invalid while running is reported and the old job list stays."""
+        process, base, config = run_serve(sim.job_ids[:2])
+        _wait_for(f"{base}/readyz")
+        config.write_text(config.read_text(encoding="utf-8") + "job_ids: [not-a-guid]\n", encoding="utf-8")
+        os.kill(process.pid, signal.SIGHUP)
+        time.sleep(1.5)
+        response = requests.get(f"{base}/metrics", timeout=5)
+        assert _job_ids_in(response.text) == set(sim.job_ids[:2])
+        os.kill(process.pid, signal.SIGTERM)
+        _, stderr = process.communicate(timeout=15)
+        assert b"reload_failed" in stderr
+        assert process.returncode == 0
+
+    def test_sigterm_stops_cleanly(self, sim: Simulator, run_serve) -> None:  # type: ignore[no-untyped-def]
+        """SIGTERM ends the process with exit code 0 and an exporter_stopped log line."""
+        process, base, _ = run_serve(sim.job_ids[:2])
+        _wait_for(f"{base}/readyz")
+        os.kill(process.pid, signal.SIGTERM)
+        _, stderr = process.communicate(timeout=15)
+        assert process.returncode == 0
+        assert b'"exporter_stopped"' in stderr
+
+    def test_busy_port_is_a_configuration_error(self, sim: Simulator, run_serve) -> None:  # type: ignore[no-untyped-def]
+        """A listen address already in use exits 2 with one line naming the setting."""
+        with socket.socket() as taken:
+            taken.bind(("127.0.0.1", 0))
+            taken.listen()
+            port = taken.getsockname()[1]
+            env = {key: value for key, value in os.environ.items() if not key.startswith("CCS_EXPORTER_")}
+            env.update(
+                CCS_EXPORTER_URL=sim.url,
+                CCS_EXPORTER_USERNAME=sim.username,
+                CCS_EXPORTER_PASSWORD=sim.password,
+                CCS_EXPORTER_LISTEN_ADDRESS=f"127.0.0.1:{port}",
+            )
+            result = subprocess.run(
+                [sys.executable, "-m", "ccs_exporter", "serve"], env=env, capture_output=True, timeout=30
+            )
+        assert result.returncode == 2
+        lines = result.stderr.decode().strip().splitlines()
+        assert len(lines) == 1 and "listen_address" in lines[0]
+
+
+class TestDemo:
+    """The README's run command."""
+
+    def test_demo_serves_metrics_and_stops_on_ctrl_c(self) -> None:
+        """`ccs-exporter demo` prints the URL, serves the sample jobs, and exits 0 on SIGINT."""
+        port = _free_port()
+        process = subprocess.Popen(
+            [sys.executable, "-m", "ccs_exporter", "demo", "--listen-address", f"127.0.0.1:{port}"],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
+        try:
+            response = _wait_for(
+                f"http://127.0.0.1:{port}/metrics", lambda r: len(_job_ids_in(r.text)) >= 12, timeout=30
+            )
+            assert "ccs_up 1.0" in response.text
+            process.send_signal(signal.SIGINT)
+            stdout, _ = process.communicate(timeout=15)
+        finally:
+            if process.poll() is None:
+                os.kill(process.pid, signal.SIGKILL)
+                process.wait(10)
+        assert process.returncode == 0
+        assert f"http://127.0.0.1:{port}/metrics" in stdout.decode()
