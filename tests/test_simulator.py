@@ -239,6 +239,13 @@ class TestTokenEndpoint:
         response = token_request(sim, {"grant_type": "refresh_token", "refresh_token": refresh})
         assert response.status_code == 400
 
+    def test_issued_tokens_lists_access_and_refresh_tokens(self, simulator: Simulator) -> None:
+        """issued_tokens holds every token handed out until they are revoked."""
+        tokens = login(simulator)
+        assert set(simulator.issued_tokens()) == {tokens["access_token"], tokens["refresh_token"]}
+        simulator.revoke_tokens()
+        assert simulator.issued_tokens() == []
+
     def test_unsupported_grant_type(self, simulator: Simulator) -> None:
         """A grant type other than password or refresh_token answers unsupported_grant_type."""
         response = token_request(simulator, {"grant_type": "client_credentials"})

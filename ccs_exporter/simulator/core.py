@@ -143,6 +143,10 @@ class Simulator:
         """Invalidate every access and refresh token, as a CCS restart does."""
         self._tokens.revoke_all()
 
+    def issued_tokens(self) -> list[str]:
+        """Every access and refresh token issued since the last revoke (to prove none leaks anywhere)."""
+        return self._tokens.issued()
+
     @property
     def requests(self) -> list[RequestRecord]:
         """The requests received (the newest 100,000), control requests included."""

@@ -64,6 +64,11 @@ class TokenStore:
             return None
         return entry[0]
 
+    def issued(self) -> list[str]:
+        """Every access and refresh token held, expired or not."""
+        with self._lock:
+            return [*self._access, *self._refresh]
+
     def revoke_all(self) -> int:
         """Forget every token, as a CCS restart does; return how many access tokens were valid."""
         now = self._clock()
