@@ -27,6 +27,7 @@ _OUTCOMES = ((STATUS_COMPLETED, 0.7), (STATUS_FAULTED, 0.2), (STATUS_ABORTED, 0.
 # Fractions of the interval a run spends pending and executing.
 _PENDING_SHARE = (0.03, 0.08)
 _EXECUTING_SHARE = (0.15, 0.45)
+_BATCH = 50
 
 
 class RunProgression:
@@ -72,15 +73,21 @@ class RunProgression:
     def _loop(self) -> None:
         while not self._stopping.wait(self._tick):
             now = time.monotonic()
-            with self._store.lock:
-                while self._events and self._events[0][0] <= now:
-                    _, _, job_id, seq, kind = heapq.heappop(self._events)
-                    try:
-                        job = self._store.get(job_id)
-                    except ApiError:
-                        continue  # deleted
-                    if job.schedule_seq == seq:
-                        self._advance(job, kind, now)
+            due = True
+            while due and not self._stopping.is_set():
+                # Small batches, so requests are not kept waiting for the lock behind thousands of events.
+                with self._store.lock:
+                    for _ in range(_BATCH):
+                        due = bool(self._events) and self._events[0][0] <= now
+                        if not due:
+                            break
+                        _, _, job_id, seq, kind = heapq.heappop(self._events)
+                        try:
+                            job = self._store.get(job_id)
+                        except ApiError:
+                            continue  # deleted
+                        if job.schedule_seq == seq:
+                            self._advance(job, kind, now)
 
     def _advance(self, job: StoredJob, kind: str, now: float) -> None:
         running = job.running_run
