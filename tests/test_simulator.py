@@ -948,6 +948,16 @@ class TestRequestCounting:
         api.get(f"/jobs/{UNKNOWN}")
         assert api.sim.requests[-1] == RequestRecord("GET", f"{API}/jobs/{UNKNOWN}", "job", 404)
 
+    def test_requests_in_flight_at_a_reset_are_not_counted(self, api: Api) -> None:
+        """A request that arrived before reset_requests is not counted when it is answered later."""
+        api.sim.faults.latency_seconds = 0.3
+        caller = threading.Thread(target=api.get, args=(f"/jobs/{COMPLETED}",))
+        caller.start()
+        time.sleep(0.1)
+        api.sim.reset_requests()
+        caller.join(5)
+        assert api.sim.request_count() == 0
+
     def test_reset_requests(self, api: Api) -> None:
         """reset_requests empties the records and counts."""
         api.sim.reset_requests()

@@ -116,10 +116,11 @@ class CcsApi:
         self._control = control
 
     def handle(self, request: HttpRequest) -> HttpResponse | None:
+        generation = self._log.generation
         route = Route(request)
         response = self._answer(request, route)
         status = 0 if response is None else response.status
-        self._log.add(RequestRecord(request.method, route.path, route.endpoint, status))
+        self._log.add(RequestRecord(request.method, route.path, route.endpoint, status), generation)
         return response
 
     # --- faults ------------------------------------------------------------------------------------

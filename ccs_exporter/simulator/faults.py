@@ -93,9 +93,22 @@ class RequestLog:
         self._lock = threading.Lock()
         self._records: deque[RequestRecord] = deque(maxlen=max_records)
         self._counts: Counter[tuple[str, int]] = Counter()
+        self._generation = 0
 
-    def add(self, record: RequestRecord) -> None:
+    @property
+    def generation(self) -> int:
+        """Changes on every reset; read it when a request arrives and pass it to ``add``."""
+        return self._generation
+
+    def add(self, record: RequestRecord, generation: int | None = None) -> None:
+        """Record an answered request, unless it arrived before the last reset.
+
+        A request still in flight (e.g. sleeping on latency) when a test resets the counts must not be
+        counted afterwards: "zero requests reached CCS since the reset" has to hold.
+        """
         with self._lock:
+            if generation is not None and generation != self._generation:
+                return
             self._records.append(record)
             self._counts[(record.endpoint, record.status)] += 1
 
@@ -123,5 +136,6 @@ class RequestLog:
 
     def reset(self) -> None:
         with self._lock:
+            self._generation += 1
             self._records.clear()
             self._counts.clear()
