@@ -26,6 +26,8 @@ log = structlog.get_logger(__name__)
 
 # A connection that sends nothing for this long is closed, so idle or slow clients cannot pin threads.
 CONNECTION_TIMEOUT_SECONDS = 30.0
+# Basic auth guards everything but the health endpoints (TLS, when configured, covers all of them).
+_UNAUTHENTICATED_PATHS = frozenset({"/healthz", "/readyz"})
 _LANDING_PAGE = f"""<!DOCTYPE html>
 <html><head><meta charset="utf-8"><title>ccs-exporter</title></head>
 <body><h1>ccs-exporter {__version__}</h1>
@@ -87,7 +89,9 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _serve(self, head: bool) -> None:
         exporter = self.server.exporter
-        if not self._authorized(exporter):
+        path = self.path.split("?", 1)[0]
+        # Probes cannot hold a password without putting it in the pod spec, and say nothing secret.
+        if path not in _UNAUTHENTICATED_PATHS and not self._authorized(exporter):
             self._respond(
                 401,
                 b"Unauthorized\n",
@@ -96,7 +100,6 @@ class _Handler(BaseHTTPRequestHandler):
                 extra={"WWW-Authenticate": 'Basic realm="ccs-exporter", charset="UTF-8"'},
             )
             return
-        path = self.path.split("?", 1)[0]
         if path == "/metrics":
             self._metrics(exporter, head)
         elif path == "/healthz":
