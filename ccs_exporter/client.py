@@ -17,6 +17,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, TypeVar
+from urllib.parse import urlsplit
 
 import requests
 import structlog
@@ -59,6 +60,9 @@ REFRESH_MARGIN_SECONDS = 60.0
 # password must not lock the CCS account (a few attempts a minute at most, then fewer).
 LOGIN_BACKOFF_SECONDS = 15.0
 LOGIN_BACKOFF_MAX_SECONDS = 300.0
+# No CCS answer we use comes near this; a bigger body is read no further and refused (BadResponseError),
+# so a broken or hostile server cannot make the exporter buffer gigabytes.
+MAX_RESPONSE_BYTES = 8 * 1024 * 1024
 
 RequestObserver = Callable[[str, str, float], None]
 """Called after every HTTP attempt with (endpoint template, status code or "error"/"timeout", seconds)."""
@@ -99,6 +103,7 @@ class CcsClient:
         backoff_seconds: float = 0.5,
         observer: RequestObserver | None = None,
         clock: Callable[[], float] = time.monotonic,
+        max_response_bytes: int = MAX_RESPONSE_BYTES,
     ) -> None:
         if password_encoding not in ("base64", "plain"):
             raise ConfigError("password_encoding must be base64 or plain", field="password_encoding")
@@ -111,7 +116,12 @@ class CcsClient:
         self._backoff = backoff_seconds
         self._observer = observer
         self._clock = clock
+        self._max_response_bytes = max_response_bytes
         self._session = requests.Session()
+        # Proxy variables are read once here, not on every request: with trust_env requests scans the whole
+        # environment (and ~/.netrc) per request, a quarter of the exporter's CPU per poll cycle.
+        self._session.proxies.update(requests.utils.get_environ_proxies(self._base))
+        self._session.trust_env = False
         self._session.verify = verify
         self._session.headers.update(
             {"Accept": "application/json", "User-Agent": f"ccs-exporter/{__version__}"}
@@ -410,9 +420,10 @@ class CcsClient:
             self._requests += 1
         try:
             response = self._session.request(
-                method, url, timeout=self._timeout, allow_redirects=False, **kwargs
+                method, url, timeout=self._timeout, allow_redirects=False, stream=True, **kwargs
             )
             code = str(response.status_code)
+            self._read_body(response, method, url, started)
             return response
         except requests.exceptions.ConnectTimeout:
             code = "timeout"
@@ -435,6 +446,36 @@ class CcsClient:
         finally:
             if self._observer is not None:
                 self._observer(endpoint, code, time.perf_counter() - started)
+
+    def _read_body(self, response: requests.Response, method: str, url: str, started: float) -> None:
+        """Read the body, at most ``max_response_bytes`` and within the request timeout, then release it."""
+        limit = self._max_response_bytes
+        chunks: list[bytes] = []
+        size = 0
+        try:
+            declared = int(response.headers.get("Content-Length", "0") or 0)
+        except ValueError:
+            declared = 0
+        try:
+            if declared <= limit:
+                for chunk in response.iter_content(64 * 1024):
+                    size += len(chunk)
+                    if size > limit:
+                        break
+                    chunks.append(chunk)
+                    # A server dripping bytes would reset the per-read timeout forever: bound the total.
+                    if time.perf_counter() - started > self._timeout:
+                        raise CcsTimeoutError(f"no complete answer within {self._timeout:g} s", sent=True)
+        finally:
+            response.close()
+        if declared > limit or size > limit:
+            raise BadResponseError(
+                f"response body larger than {limit} bytes; not read",
+                method=method,
+                path=urlsplit(url).path,
+                status=response.status_code,
+            )
+        response._content = b"".join(chunks)
 
     def _sleep_backoff(self, attempt: int, endpoint: str, reason: str) -> None:
         delay = self._backoff * (2 ** (attempt - 1)) * (0.5 + random.random())
@@ -470,6 +511,13 @@ def _error_type(response: requests.Response) -> type[CcsError]:
 def _json_body(response: requests.Response, method: str, path: str) -> Any:
     try:
         return response.json()
+    except RecursionError:
+        raise BadResponseError(
+            f"response body is nested too deeply ({len(response.content)} bytes)",
+            method=method,
+            path=path,
+            status=response.status_code,
+        ) from None
     except ValueError:
         raise BadResponseError(
             f"response body is not JSON ({len(response.content)} bytes)",
@@ -489,6 +537,10 @@ def _parse(
     body = _json_body(response, method, path)
     try:
         return model.model_validate(body)
+    except RecursionError:
+        raise BadResponseError(
+            "response body is nested too deeply", method=method, path=path, status=response.status_code
+        ) from None
     except ValidationError as exc:
         raise BadResponseError(
             f"unexpected response body: {redact(describe_validation_error(exc))}",
@@ -503,6 +555,8 @@ def _server_message(response: requests.Response) -> str:
     text = ""
     try:
         body = response.json()
+    except RecursionError:
+        body = None
     except ValueError:
         content_type = response.headers.get("Content-Type", "")
         if "html" not in content_type:
