@@ -1,0 +1,103 @@
+"""`ccs-exporter jobs get` and `jobs runs` against the simulator, as a user runs them."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+
+import pytest
+
+from ccs_exporter.simulator import Simulator
+
+FAULTED_JOB = "7c1d5e92-2b4a-4f6e-8d3c-5a9b0e1f2c02"
+MISSING_JOB = "00000000-0000-4000-8000-000000000000"
+
+
+@pytest.fixture(scope="module")
+def sim() -> Iterator[Simulator]:
+    """One simulator with the sample jobs for the module."""
+    with Simulator(port=0, run_interval=None) as simulator:
+        yield simulator
+
+
+def _run(sim: Simulator, *args: str, password: str | None = None) -> subprocess.CompletedProcess[str]:
+    env = {key: value for key, value in os.environ.items() if not key.startswith("CCS_EXPORTER_")}
+    env.update(
+        CCS_EXPORTER_URL=sim.url,
+        CCS_EXPORTER_USERNAME=sim.username,
+        CCS_EXPORTER_PASSWORD=password if password is not None else sim.password,
+    )
+    return subprocess.run(
+        [sys.executable, "-m", "ccs_exporter", *args], env=env, capture_output=True, text=True, timeout=60
+    )
+
+
+class TestJobsGet:
+    """Printing one job."""
+
+    def test_prints_the_job_as_json(self, sim: Simulator) -> None:
+        """A known job prints its properties and config as JSON and exits 0."""
+        result = _run(sim, "jobs", "get", FAULTED_JOB.upper())
+        assert result.returncode == 0, result.stderr
+        job = json.loads(result.stdout)
+        assert job["JobProperties"]["JobID"] == FAULTED_JOB
+        assert job["JobProperties"]["Name"] == "Weekly collection - Linux"
+        assert job["JobProperties"]["LastRunStatus"] == 5
+
+    def test_unknown_job_exits_1_with_one_line(self, sim: Simulator) -> None:
+        """A job CCS does not know exits 1 with CCS's "not found" on one stderr line."""
+        result = _run(sim, "jobs", "get", MISSING_JOB)
+        assert result.returncode == 1
+        lines = result.stderr.strip().splitlines()
+        assert len(lines) == 1 and "not found" in lines[0] and "404" in lines[0]
+        assert result.stdout == ""
+
+    def test_wrong_password_exits_1_without_the_password(self, sim: Simulator) -> None:
+        """A refused login exits 1 naming the user, never the password."""
+        result = _run(sim, "jobs", "get", FAULTED_JOB, password="Sup3r+Secret/Canary=")
+        assert result.returncode == 1
+        assert "CCS\\demo" in result.stderr
+        assert "Canary" not in result.stderr + result.stdout
+
+
+class TestJobsRuns:
+    """Printing a job's latest runs."""
+
+    def test_runs_with_messages(self, sim: Simulator) -> None:
+        """`--count 2 --messages` prints two runs, newest first, with their messages."""
+        result = _run(sim, "jobs", "runs", FAULTED_JOB, "--count", "2", "--messages")
+        assert result.returncode == 0, result.stderr
+        runs = json.loads(result.stdout)
+        assert runs["TotalJobRuns"] == 3
+        assert len(runs["JobStatusInfo"]) == 2
+        latest = runs["JobStatusInfo"][0]
+        assert latest["Status"] == 5
+        assert {message["Category"] for message in latest["JobMessages"]} == {"Error", "Warning"}
+
+    def test_runs_without_messages_default_to_the_latest(self, sim: Simulator) -> None:
+        """Without options one run comes back, without its messages."""
+        result = _run(sim, "jobs", "runs", FAULTED_JOB)
+        assert result.returncode == 0, result.stderr
+        runs = json.loads(result.stdout)
+        assert len(runs["JobStatusInfo"]) == 1
+        assert runs["JobStatusInfo"][0]["JobMessages"] == []
+
+    def test_unreachable_ccs_exits_1(self, sim: Simulator) -> None:
+        """A CCS that refuses connections exits 1 with one line saying so."""
+        with Simulator(port=0) as gone:
+            url = gone.url
+        env = {key: value for key, value in os.environ.items() if not key.startswith("CCS_EXPORTER_")}
+        env.update(CCS_EXPORTER_URL=url, CCS_EXPORTER_USERNAME="CCS\\demo", CCS_EXPORTER_PASSWORD="x")
+        result = subprocess.run(
+            [sys.executable, "-m", "ccs_exporter", "jobs", "runs", FAULTED_JOB],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert result.returncode == 1
+        lines = result.stderr.strip().splitlines()
+        assert len(lines) == 1 and "refused" in lines[0]
