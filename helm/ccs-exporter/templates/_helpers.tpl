@@ -67,3 +67,18 @@ app.kubernetes.io/part-of: ccs-exporter
 {{- define "ccs-exporter.auditClaimName" -}}
 {{- default (printf "%s-audit" (include "ccs-exporter.fullname" .)) .Values.auditLog.persistence.existingClaim }}
 {{- end }}
+
+{{/* Where the web-config Secret is mounted; CCS_EXPORTER_WEB_CONFIG_FILE points into it. */}}
+{{- define "ccs-exporter.webConfigDir" -}}
+/etc/ccs-exporter/web
+{{- end }}
+
+{{/* Refuses web-config and ServiceMonitor TLS settings that cannot work together. */}}
+{{- define "ccs-exporter.checkWebConfig" -}}
+{{- if and (or .Values.webConfig.tls .Values.webConfig.tlsSecret) (not .Values.webConfig.existingSecret) }}
+{{- fail "webConfig.tls and webConfig.tlsSecret need webConfig.existingSecret (the Secret holding web-config.yml)" }}
+{{- end }}
+{{- if and .Values.serviceMonitor.tlsConfig.ca.secret .Values.serviceMonitor.tlsConfig.ca.configMap }}
+{{- fail "serviceMonitor.tlsConfig.ca: set secret or configMap, not both" }}
+{{- end }}
+{{- end }}
