@@ -26,6 +26,8 @@ CRD_KINDS = frozenset({"ServiceMonitor", "PrometheusRule"})
 # The oldest Kubernetes the chart supports (Chart.yaml kubeVersion) and the newest kubernetes-validate knows.
 KUBERNETES_VERSIONS = ("1.25.0", "1.37.0")
 FULL_PASSWORD = yaml.safe_load(FULL_VALUES.read_text(encoding="utf-8"))["ccs"]["password"]
+# helm/ci-values-full.yaml turns TLS on (webConfig.tls); the default values leave it off.
+PROBE_SCHEMES = {"default": "HTTP", "full": "HTTPS"}
 
 Manifests = list[dict[str, Any]]
 Render = Callable[..., Manifests]
@@ -218,10 +220,19 @@ class TestHardening:
         assert context["seccompProfile"] == {"type": "RuntimeDefault"}
 
     def test_probes_use_health_endpoints(self, which: str, request: pytest.FixtureRequest) -> None:
-        """Liveness asks /healthz and readiness /readyz on the metrics port."""
+        """Liveness asks /healthz and readiness /readyz on the metrics port, over HTTPS when TLS is on."""
         container = _container(request.getfixturevalue(f"{which}_manifests"))
-        assert container["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "http-metrics"}
-        assert container["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "http-metrics"}
+        scheme = PROBE_SCHEMES[which]
+        assert container["livenessProbe"]["httpGet"] == {
+            "path": "/healthz",
+            "port": "http-metrics",
+            "scheme": scheme,
+        }
+        assert container["readinessProbe"]["httpGet"] == {
+            "path": "/readyz",
+            "port": "http-metrics",
+            "scheme": scheme,
+        }
         assert [port["name"] for port in container["ports"]] == ["http-metrics"]
 
     def test_resources_are_bounded(self, which: str, request: pytest.FixtureRequest) -> None:
@@ -356,6 +367,169 @@ class TestServiceMonitor:
         assert endpoint["port"] in {port["name"] for port in service["spec"]["ports"]}
         assert endpoint["path"] == "/metrics"
         assert monitor["metadata"]["labels"]["release"] == "kube-prometheus-stack"
+
+
+def _probe_schemes(manifests: Manifests) -> set[str]:
+    container = _container(manifests)
+    return {container[probe]["httpGet"]["scheme"] for probe in ("livenessProbe", "readinessProbe")}
+
+
+def _endpoint(manifests: Manifests) -> dict[str, Any]:
+    (endpoint,) = _one(manifests, "ServiceMonitor")["spec"]["endpoints"]
+    return dict(endpoint)
+
+
+class TestWebConfig:
+    """The web-config file reaches the exporter as a read-only Secret mount, and TLS switches the probes."""
+
+    def test_off_by_default(self, default_manifests: Manifests) -> None:
+        """Default values set no web config and mount no web-config volume."""
+        assert "CCS_EXPORTER_WEB_CONFIG_FILE" not in _env(default_manifests)
+        pod = _one(default_manifests, "Deployment")["spec"]["template"]["spec"]
+        assert "web-config" not in {volume["name"] for volume in pod["volumes"]}
+
+    def test_setting_points_at_the_mounted_secret(self, render: Render) -> None:
+        """CCS_EXPORTER_WEB_CONFIG_FILE names the configured key inside the read-only Secret volume."""
+        manifests = render(settings=("webConfig.existingSecret=exporter-web", "webConfig.configKey=web.yml"))
+        web_config_file = _env(manifests)["CCS_EXPORTER_WEB_CONFIG_FILE"]
+        assert Path(web_config_file).name == "web.yml"
+        mount, volume = _mount_for(manifests, web_config_file)
+        assert mount["readOnly"] is True
+        assert volume["secret"] == {"secretName": "exporter-web", "defaultMode": 0o440}
+
+    def test_tls_secret_is_projected_beside_the_config(self, full_manifests: Manifests) -> None:
+        """With webConfig.tlsSecret both Secrets are projected, read-only, into the web config's directory."""
+        mount, volume = _mount_for(full_manifests, _env(full_manifests)["CCS_EXPORTER_WEB_CONFIG_FILE"])
+        assert mount["readOnly"] is True
+        assert volume["projected"]["defaultMode"] == 0o440
+        assert [source["secret"]["name"] for source in volume["projected"]["sources"]] == [
+            "ccs-exporter-web-config",
+            "ccs-exporter-tls",
+        ]
+
+    @pytest.mark.parametrize(("tls", "scheme"), [("true", "HTTPS"), ("false", "HTTP")])
+    def test_probes_follow_tls(self, render: Render, tls: str, scheme: str) -> None:
+        """Both probes use HTTPS when the web config enables TLS and HTTP when it only has basic auth."""
+        manifests = render(settings=("webConfig.existingSecret=exporter-web", f"webConfig.tls={tls}"))
+        assert _probe_schemes(manifests) == {scheme}
+
+    def test_no_web_config_content_in_env(self, full_manifests: Manifests) -> None:
+        """The environment holds only the web config's path: no value from a Secret, no ConfigMap."""
+        env = _env(full_manifests)
+        assert all(isinstance(value, str) for value in env.values()), "no env var may come from a Secret"
+        mentioning = {name for name, value in env.items() if "/etc/ccs-exporter/web" in value}
+        assert mentioning == {"CCS_EXPORTER_WEB_CONFIG_FILE"}
+        assert "ConfigMap" not in {doc["kind"] for doc in full_manifests}
+
+    @pytest.mark.parametrize(
+        ("settings", "message"),
+        [
+            (("webConfig.tls=true",), "webConfig.existingSecret"),
+            (("webConfig.tlsSecret=tls",), "webConfig.existingSecret"),
+            (
+                (
+                    "serviceMonitor.enabled=true",
+                    "serviceMonitor.tlsConfig.ca.secret=a",
+                    "serviceMonitor.tlsConfig.ca.configMap=b",
+                ),
+                "serviceMonitor.tlsConfig.ca",
+            ),
+            (("webConfig.existingSecret=Not_A_Name",), "existingSecret"),
+            (("webConfig.certFile=tls.crt",), "certFile"),
+        ],
+        ids=["tls-without-secret", "tls-secret-without-secret", "two-ca-sources", "bad-name", "unknown-key"],
+    )
+    def test_bad_settings_are_refused(self, helm: str, settings: tuple[str, ...], message: str) -> None:
+        """Settings that cannot work, bad Secret names and unknown keys are errors naming the setting."""
+        args = ["template", "ccs", str(CHART_DIR)]
+        for setting in settings:
+            args += ["--set", setting]
+        result = _run_helm(helm, *args)
+        assert result.returncode != 0, settings
+        assert message in result.stderr
+
+    @pytest.mark.parametrize("version", KUBERNETES_VERSIONS)
+    def test_secret_volume_is_valid(self, render: Render, version: str, tmp_path: Path) -> None:
+        """The plain Secret volume (no tlsSecret) passes kubernetes-validate --strict too."""
+        manifests = render(settings=("webConfig.existingSecret=exporter-web", "webConfig.tls=true"))
+        result = _kubernetes_validate([_one(manifests, "Deployment")], version, tmp_path)
+        assert result.returncode == 0, result.stdout + result.stderr
+
+
+class TestServiceMonitorWebConfig:
+    """The ServiceMonitor scrapes over HTTPS and with basic auth as the values say."""
+
+    def test_full_values_scrape_https_with_credentials(self, full_manifests: Manifests) -> None:
+        """Every option on gives scheme https, the CA, server name and client certificate, and basic auth."""
+        endpoint = _endpoint(full_manifests)
+        assert endpoint["scheme"] == "https"
+        assert endpoint["tlsConfig"] == {
+            "serverName": "ccs-exporter-prod.monitoring.svc",
+            "insecureSkipVerify": False,
+            "ca": {"secret": {"name": "ccs-exporter-tls", "key": "ca.crt"}},
+            "cert": {"secret": {"name": "prometheus-scrape-client-tls", "key": "tls.crt"}},
+            "keySecret": {"name": "prometheus-scrape-client-tls", "key": "tls.key"},
+        }
+        assert endpoint["basicAuth"] == {
+            "username": {"name": "ccs-exporter-scrape-auth", "key": "user"},
+            "password": {"name": "ccs-exporter-scrape-auth", "key": "pass"},
+        }
+
+    def test_plain_http_by_default(self, render: Render) -> None:
+        """Without a web config the ServiceMonitor scrapes plain HTTP with no TLS settings or credentials."""
+        endpoint = _endpoint(render(settings=("serviceMonitor.enabled=true",)))
+        assert endpoint["scheme"] == "http"
+        assert "tlsConfig" not in endpoint and "basicAuth" not in endpoint
+
+    def test_server_name_defaults_to_the_service(self, render: Render) -> None:
+        """With TLS and no serverName, the certificate is checked for the Service's cluster DNS name."""
+        manifests = render(
+            settings=(
+                "serviceMonitor.enabled=true",
+                "webConfig.existingSecret=exporter-web",
+                "webConfig.tls=true",
+                "serviceMonitor.tlsConfig.ca.configMap=exporter-ca",
+            )
+        )
+        service = _one(manifests, "Service")["metadata"]
+        assert _endpoint(manifests)["tlsConfig"] == {
+            "serverName": f"{service['name']}.{service['namespace']}.svc",
+            "insecureSkipVerify": False,
+            "ca": {"configMap": {"name": "exporter-ca", "key": "ca.crt"}},
+        }
+
+    def test_basic_auth_without_tls(self, render: Render) -> None:
+        """Basic auth alone keeps scheme http and sends the credentials from the named Secret."""
+        endpoint = _endpoint(
+            render(
+                settings=(
+                    "serviceMonitor.enabled=true",
+                    "webConfig.existingSecret=exporter-web",
+                    "serviceMonitor.basicAuth.secretName=scrape-auth",
+                )
+            )
+        )
+        assert endpoint["scheme"] == "http"
+        assert "tlsConfig" not in endpoint
+        assert endpoint["basicAuth"] == {
+            "username": {"name": "scrape-auth", "key": "username"},
+            "password": {"name": "scrape-auth", "key": "password"},
+        }
+
+    def test_insecure_skip_verify(self, render: Render) -> None:
+        """insecureSkipVerify is passed through for testing setups without a CA."""
+        endpoint = _endpoint(
+            render(
+                settings=(
+                    "serviceMonitor.enabled=true",
+                    "webConfig.existingSecret=exporter-web",
+                    "webConfig.tls=true",
+                    "serviceMonitor.tlsConfig.insecureSkipVerify=true",
+                )
+            )
+        )
+        assert endpoint["tlsConfig"]["insecureSkipVerify"] is True
+        assert "ca" not in endpoint["tlsConfig"]
 
 
 class TestDockerfile:
