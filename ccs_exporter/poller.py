@@ -321,13 +321,11 @@ class Poller:
         requests_before = self._client.requests_sent
         with self._lock:
             job_ids = self._job_ids
-        login_error: Exception | None = None
-        try:
-            self._client.authenticate()
-        except (CcsError, ConfigError) as exc:
-            login_error = exc
-        if login_error is not None:
-            outcomes: list[_Outcome | None] = [
+        login_error = self._login(stop)
+        if stop is not None and stop.is_set():
+            outcomes: list[_Outcome | None] = [None] * len(job_ids)  # stopping: keep what is known
+        elif login_error is not None:
+            outcomes = [
                 _Outcome(job_id, self._memory.get(job_id), _error_kind(login_error), reached_ccs=False)
                 for job_id in job_ids
             ]
@@ -337,7 +335,8 @@ class Poller:
         up = login_error is None and (
             not job_ids or any(outcome is not None and outcome.reached_ccs for outcome in outcomes)
         )
-        self._log_up_change(up, login_error, outcomes)
+        if stop is None or not stop.is_set():  # a cycle cut short by a stop says nothing about CCS
+            self._log_up_change(up, login_error, outcomes)
         now = self._clock()
         self._cycles += 1
         if up:
@@ -353,6 +352,21 @@ class Poller:
             runs_fetched=sum(1 for outcome in outcomes if outcome is not None and outcome.runs_fetched),
         )
         return snapshot
+
+    def _login(self, stop: threading.Event | None) -> Exception | None:
+        """Make sure the client holds a token; the refusal, if any. Abandoned (None) when ``stop`` is set.
+
+        It runs on a worker so that a login stuck on a hung CCS does not hold up a stop.
+        """
+
+        def attempt(_: None) -> Exception | None:
+            try:
+                self._client.authenticate()
+            except (CcsError, ConfigError) as exc:
+                return exc
+            return None
+
+        return self._pool.map(attempt, [None], stop)[0]
 
     # --- one job -----------------------------------------------------------------------------------
 
@@ -513,6 +527,7 @@ class PollLoop:
         self._ready = threading.Event()
         self._thread = threading.Thread(target=self._run, name="ccs-poll-loop", daemon=True)
         self._overruns = 0
+        self._slow = False
 
     @property
     def ready(self) -> bool:
@@ -554,12 +569,19 @@ class PollLoop:
                 break
             if elapsed > self._interval:
                 self._overruns += 1
-                log.warning(
-                    "poll_cycle_slow",
-                    duration_seconds=round(elapsed, 3),
-                    interval_seconds=self._interval,
-                    skipped_cycles=math.floor(elapsed / self._interval),
-                )
+                # Logged when cycles start overrunning, not on each one: a hung CCS makes every cycle
+                # slow, and ccs_poll_overruns_total counts them all.
+                if not self._slow:
+                    log.warning(
+                        "poll_cycle_slow",
+                        duration_seconds=round(elapsed, 3),
+                        interval_seconds=self._interval,
+                        skipped_cycles=math.floor(elapsed / self._interval),
+                    )
+                self._slow = True
+            elif self._slow:
+                self._slow = False
+                log.info("poll_cycle_on_time", duration_seconds=round(elapsed, 3))
             if snapshot is not None:
                 snapshot = dataclasses.replace(snapshot, overruns=self._overruns)
                 self._publish(snapshot)
