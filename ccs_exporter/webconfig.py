@@ -129,8 +129,10 @@ class BasicAuthChecker:
         self._key = secrets.token_bytes(32)
         self._verified: set[bytes] = set()
         self._lock = threading.Lock()
-        # Compared against when the user is unknown, so a wrong user costs as much as a wrong password.
-        self._dummy = bcrypt.hashpw(b"unknown-user", bcrypt.gensalt(rounds=4))
+        # Compared against when the user is unknown, so a wrong user costs as much as a wrong password:
+        # same cost factor as the configured hashes, or the timing would tell which user names exist.
+        costs = [_bcrypt_cost(hashed) for hashed in self._users.values()]
+        self._dummy = bcrypt.hashpw(b"unknown-user", bcrypt.gensalt(rounds=max(costs, default=10)))
 
     def check(self, user: str, password: str) -> bool:
         """True when the user exists and the password matches its hash."""
@@ -150,3 +152,11 @@ class BasicAuthChecker:
                 self._verified.add(digest)
             return True
         return False
+
+
+def _bcrypt_cost(hashed: bytes) -> int:
+    """The cost factor of a ``$2y$10$...`` hash (10 when it cannot be read), within bcrypt's 4-31."""
+    try:
+        return min(31, max(4, int(hashed.split(b"$")[2])))
+    except (IndexError, ValueError):
+        return 10

@@ -1,0 +1,379 @@
+"""Protecting /metrics with a web-config file: TLS, client certificates, basic auth, and bad files refused."""
+
+from __future__ import annotations
+
+import datetime
+import ipaddress
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import bcrypt
+import pytest
+import requests
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+
+from ccs_exporter.config import load_settings
+from ccs_exporter.exporter import Exporter
+from ccs_exporter.simulator import Simulator
+
+USER, PASSWORD = "prometheus", "Scrape-Pw-9dK2"
+
+
+@dataclass(frozen=True)
+class Pki:
+    """Files of a throw-away PKI: a CA, a server certificate for 127.0.0.1, and a client certificate."""
+
+    ca: Path
+    server_cert: Path
+    server_key: Path
+    client_ca: Path
+    client_cert: Path
+    client_key: Path
+
+
+def _write_key(path: Path, key: ec.EllipticCurvePrivateKey) -> None:
+    path.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        )
+    )
+
+
+def _certificate(
+    subject: str,
+    key: ec.EllipticCurvePrivateKey,
+    issuer: tuple[str, ec.EllipticCurvePrivateKey] | None = None,
+    *,
+    server: bool = False,
+) -> x509.Certificate:
+    now = datetime.datetime.now(datetime.timezone.utc)
+    issuer_name, issuer_key = issuer if issuer is not None else (subject, key)
+    builder = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, subject)]))
+        .issuer_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, issuer_name)]))
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(x509.BasicConstraints(ca=issuer is None, path_length=None), critical=True)
+    )
+    if server:
+        builder = builder.add_extension(
+            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), critical=False
+        )
+    return builder.sign(issuer_key, hashes.SHA256())
+
+
+def make_pki(directory: Path) -> Pki:
+    """Generate the CA, server and client certificates in ``directory``."""
+    pem = serialization.Encoding.PEM
+    ca_key, client_ca_key = ec.generate_private_key(ec.SECP256R1()), ec.generate_private_key(ec.SECP256R1())
+    server_key, client_key = ec.generate_private_key(ec.SECP256R1()), ec.generate_private_key(ec.SECP256R1())
+    pki = Pki(
+        *(directory / name for name in ("ca.pem", "server.pem", "server.key", "cca.pem", "c.pem", "c.key"))
+    )
+    pki.ca.write_bytes(_certificate("test CA", ca_key).public_bytes(pem))
+    pki.server_cert.write_bytes(
+        _certificate("127.0.0.1", server_key, ("test CA", ca_key), server=True).public_bytes(pem)
+    )
+    _write_key(pki.server_key, server_key)
+    pki.client_ca.write_bytes(_certificate("client CA", client_ca_key).public_bytes(pem))
+    pki.client_cert.write_bytes(
+        _certificate("prometheus", client_key, ("client CA", client_ca_key)).public_bytes(pem)
+    )
+    _write_key(pki.client_key, client_key)
+    return pki
+
+
+@pytest.fixture(scope="module")
+def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
+    """A PKI shared by the tests of this module."""
+    return make_pki(tmp_path_factory.mktemp("pki"))
+
+
+@pytest.fixture(scope="module")
+def password_hash() -> str:
+    """The bcrypt hash of PASSWORD (cost 4: fast, still bcrypt)."""
+    return bcrypt.hashpw(PASSWORD.encode(), bcrypt.gensalt(rounds=4)).decode()
+
+
+@pytest.fixture(scope="module")
+def sim() -> Iterator[Simulator]:
+    """A CCS simulator for the exporters of this module."""
+    with Simulator(port=0, run_interval=None) as simulator:
+        yield simulator
+
+
+@pytest.fixture
+def exporter_with(sim: Simulator, tmp_path: Path) -> Iterator[Callable[[str], Exporter]]:
+    """Starts an exporter protected by the given web-config text; stopped after the test."""
+    started: list[Exporter] = []
+
+    def start(web_config: str) -> Exporter:
+        path = tmp_path / "web.yml"
+        path.write_text(web_config, encoding="utf-8")
+        settings = load_settings(
+            None,
+            {
+                "url": sim.url,
+                "username": sim.username,
+                "password": sim.password,
+                "job_ids": sim.job_ids[:2],
+                "listen_address": "127.0.0.1:0",
+                "poll_interval_seconds": 30,
+                "web_config_file": str(path),
+            },
+        )
+        exporter = Exporter(settings).start()
+        started.append(exporter)
+        assert exporter.wait_ready(10)
+        return exporter
+
+    yield start
+    for exporter in started:
+        exporter.stop()
+
+
+def tls_config(pki: Pki, **extra: str) -> str:
+    lines = [f"tls_server_config:\n  cert_file: {pki.server_cert}\n  key_file: {pki.server_key}\n"]
+    lines += [f"  {key}: {value}\n" for key, value in extra.items()]
+    return "".join(lines)
+
+
+class TestTls:
+    """The exporter's endpoints over TLS."""
+
+    def test_scrape_verified_against_the_ca(self, pki: Pki, exporter_with: Callable[[str], Exporter]) -> None:
+        """With a certificate configured the exporter speaks HTTPS that verifies against its CA."""
+        exporter = exporter_with(tls_config(pki))
+        assert exporter.url.startswith("https://127.0.0.1:")
+        response = requests.get(f"{exporter.url}/metrics", verify=str(pki.ca), timeout=5)
+        assert response.status_code == 200 and "ccs_up 1.0" in response.text
+
+    def test_plain_http_gets_no_metrics(self, pki: Pki, exporter_with: Callable[[str], Exporter]) -> None:
+        """A plain-HTTP request to the TLS port does not get the exposition."""
+        exporter = exporter_with(tls_config(pki))
+        plain = exporter.url.replace("https://", "http://")
+        try:
+            response = requests.get(f"{plain}/metrics", timeout=5)
+        except requests.RequestException:
+            return
+        assert "ccs_up" not in response.text
+
+    def test_idle_tls_client_does_not_block_scrapes(
+        self, pki: Pki, exporter_with: Callable[[str], Exporter]
+    ) -> None:
+        """Connections that never finish their handshake do not hold up other scrapes."""
+        exporter = exporter_with(tls_config(pki))
+        idle = [socket.create_connection(("127.0.0.1", exporter.server.port)) for _ in range(5)]
+        try:
+            idle[0].sendall(b"\x16\x03\x01")  # the start of a ClientHello, then nothing
+            started = time.monotonic()
+            response = requests.get(f"{exporter.url}/metrics", verify=str(pki.ca), timeout=5)
+            assert response.status_code == 200
+            assert time.monotonic() - started < 2
+        finally:
+            for connection in idle:
+                connection.close()
+
+
+class TestClientCertificates:
+    """RequireAndVerifyClientCert admits only clients with a certificate from the client CA."""
+
+    @pytest.fixture
+    def exporter(self, pki: Pki, exporter_with: Callable[[str], Exporter]) -> Exporter:
+        """An exporter that requires client certificates from the client CA."""
+        return exporter_with(
+            tls_config(pki, client_auth_type="RequireAndVerifyClientCert", client_ca_file=str(pki.client_ca))
+        )
+
+    def test_with_a_client_certificate(self, pki: Pki, exporter: Exporter) -> None:
+        """A client presenting a certificate signed by the client CA is served."""
+        response = requests.get(
+            f"{exporter.url}/metrics",
+            verify=str(pki.ca),
+            cert=(str(pki.client_cert), str(pki.client_key)),
+            timeout=5,
+        )
+        assert response.status_code == 200
+
+    def test_without_a_client_certificate(self, pki: Pki, exporter: Exporter) -> None:
+        """A client without a certificate is refused during the handshake."""
+        with pytest.raises(requests.exceptions.ConnectionError):  # SSLError is a ConnectionError
+            requests.get(f"{exporter.url}/metrics", verify=str(pki.ca), timeout=5)
+
+    def test_with_a_certificate_from_another_ca(self, pki: Pki, exporter: Exporter) -> None:
+        """A certificate the client CA did not sign is refused (the server's own does not pass)."""
+        with pytest.raises(requests.exceptions.ConnectionError):
+            requests.get(
+                f"{exporter.url}/metrics",
+                verify=str(pki.ca),
+                cert=(str(pki.server_cert), str(pki.server_key)),
+                timeout=5,
+            )
+
+
+class TestBasicAuth:
+    """basic_auth_users with bcrypt hashes guard every endpoint."""
+
+    @pytest.fixture
+    def exporter(self, pki: Pki, password_hash: str, exporter_with: Callable[[str], Exporter]) -> Exporter:
+        """An exporter over TLS with one basic-auth user."""
+        return exporter_with(tls_config(pki) + f"basic_auth_users:\n  {USER}: '{password_hash}'\n")
+
+    def get(self, pki: Pki, exporter: Exporter, path: str = "/metrics", **options: Any) -> requests.Response:
+        return requests.get(f"{exporter.url}{path}", verify=str(pki.ca), timeout=5, **options)
+
+    def test_right_password(self, pki: Pki, exporter: Exporter) -> None:
+        """The right user and password get the metrics, again and again."""
+        for _ in range(3):
+            response = self.get(pki, exporter, auth=(USER, PASSWORD))
+            assert response.status_code == 200 and "ccs_up" in response.text
+
+    @pytest.mark.parametrize(
+        "auth", [(USER, "wrong"), ("someone", PASSWORD), (USER, ""), (USER, PASSWORD + "x")]
+    )
+    def test_wrong_credentials(self, pki: Pki, exporter: Exporter, auth: tuple[str, str]) -> None:
+        """A wrong password or user gets 401 and no metrics."""
+        response = self.get(pki, exporter, auth=auth)
+        assert response.status_code == 401 and "ccs_up" not in response.text
+
+    @pytest.mark.parametrize("path", ["/metrics", "/"])
+    def test_no_credentials(self, pki: Pki, exporter: Exporter, path: str) -> None:
+        """Without credentials /metrics and the landing page answer 401 with a Basic challenge."""
+        response = self.get(pki, exporter, path)
+        assert response.status_code == 401
+        assert response.headers["WWW-Authenticate"].startswith("Basic realm=")
+
+    @pytest.mark.parametrize("path", ["/healthz", "/readyz"])
+    def test_probes_stay_open(self, pki: Pki, exporter: Exporter, path: str) -> None:
+        """Kubernetes probes carry no credentials: the health endpoints answer, and reveal no metrics."""
+        response = self.get(pki, exporter, path)
+        assert response.status_code == 200 and "ccs_" not in response.text
+
+    @pytest.mark.parametrize("header", ["Bearer abc", "Basic !!!notbase64", "Basic " + "QQ==", "Basic"])
+    def test_malformed_authorization(self, pki: Pki, exporter: Exporter, header: str) -> None:
+        """A malformed Authorization header is a 401, not a server error."""
+        response = self.get(pki, exporter, headers={"Authorization": header})
+        assert response.status_code == 401
+
+
+class TestBadWebConfig:
+    """`serve --web-config-file` with a bad file exits 2 with one line naming the key, sending nothing."""
+
+    @pytest.fixture
+    def run_serve(self, sim: Simulator, tmp_path: Path) -> Callable[[str], subprocess.CompletedProcess[str]]:
+        """Runs `python -m ccs_exporter serve` with the given web-config text; returns the finished run."""
+
+        def run(web_config: str) -> subprocess.CompletedProcess[str]:
+            path = tmp_path / "web.yml"
+            path.write_text(web_config, encoding="utf-8")
+            env = {key: value for key, value in os.environ.items() if not key.startswith("CCS_EXPORTER_")}
+            env.update(
+                CCS_EXPORTER_URL=sim.url,
+                CCS_EXPORTER_USERNAME=sim.username,
+                CCS_EXPORTER_PASSWORD=sim.password,
+                CCS_EXPORTER_JOB_IDS=sim.job_ids[0],
+            )
+            argv = ["serve", "--listen-address", "127.0.0.1:0", "--web-config-file", str(path)]
+            return subprocess.run(
+                [sys.executable, "-m", "ccs_exporter", *argv],
+                env=env,
+                capture_output=True,
+                text=True,
+                timeout=30,
+                check=False,
+            )
+
+        return run
+
+    @pytest.mark.parametrize(
+        ("text", "named"),
+        [
+            ("tls_server_config:\n  cert_file: {cert}\n  key_file: {key}\n  cert_flie: x\n", "cert_flie"),
+            ("basic_auth_user:\n  prometheus: x\n", "basic_auth_user"),
+            ("basic_auth_users:\n  prometheus: plain-text-password\n", "basic_auth_users"),
+            ("tls_server_config:\n  cert_file: /nonexistent/tls.crt\n  key_file: {key}\n", "cert_file"),
+            ("tls_server_config:\n  cert_file: {cert}\n  key_file: {cert}\n", "tls_server_config"),
+            (
+                "tls_server_config:\n  cert_file: {cert}\n  key_file: {key}\n  client_auth_type: Maybe\n",
+                "client_auth_type",
+            ),
+            ("tls_server_config: [unclosed\n", "not valid YAML"),
+        ],
+        ids=[
+            "unknown-tls-key",
+            "unknown-top-key",
+            "not-bcrypt",
+            "missing-cert",
+            "key-not-a-key",
+            "bad-client-auth",
+            "not-yaml",
+        ],
+    )
+    def test_refused_with_one_line(
+        self,
+        sim: Simulator,
+        pki: Pki,
+        run_serve: Callable[[str], subprocess.CompletedProcess[str]],
+        text: str,
+        named: str,
+    ) -> None:
+        """The process exits 2 with one stderr line naming the offending key; CCS sees no request."""
+        before = sim.request_count()
+        result = run_serve(text.format(cert=pki.server_cert, key=pki.server_key))
+        assert result.returncode == 2, result.stderr
+        lines = result.stderr.strip().splitlines()
+        assert len(lines) == 1, result.stderr
+        assert lines[0].startswith("ccs-exporter: configuration error: ")
+        assert named in lines[0]
+        assert sim.request_count() == before
+
+    def test_missing_web_config_file(self, sim: Simulator, tmp_path: Path) -> None:
+        """A web-config path that does not exist is refused, naming the setting."""
+        env = {key: value for key, value in os.environ.items() if not key.startswith("CCS_EXPORTER_")}
+        env.update(
+            CCS_EXPORTER_URL=sim.url,
+            CCS_EXPORTER_USERNAME=sim.username,
+            CCS_EXPORTER_PASSWORD=sim.password,
+            CCS_EXPORTER_WEB_CONFIG_FILE=str(tmp_path / "nope.yml"),
+        )
+        result = subprocess.run(
+            [sys.executable, "-m", "ccs_exporter", "serve", "--listen-address", "127.0.0.1:0"],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=False,
+        )
+        assert result.returncode == 2
+        assert len(result.stderr.strip().splitlines()) == 1
+        assert "CCS_EXPORTER_WEB_CONFIG_FILE" in result.stderr
+
+
+class TestBasicAuthChecker:
+    """The password check itself."""
+
+    def test_unknown_user_costs_as_much_as_a_known_one(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        """An unknown user is checked against a hash of the configured cost, so timing hides user names."""
+        from ccs_exporter.webconfig import BasicAuthChecker
+
+        hashed = bcrypt.hashpw(PASSWORD.encode(), bcrypt.gensalt(rounds=6)).decode()
+        checker = BasicAuthChecker({USER: hashed})
+        compared: list[bytes] = []
+        real = bcrypt.checkpw
+        monkeypatch.setattr(bcrypt, "checkpw", lambda pw, h: compared.append(h) or real(pw, h))
+        assert not checker.check("nobody", PASSWORD)
+        assert not checker.check(USER, "wrong")
+        assert [h[:7] for h in compared] == [b"$2b$06$", b"$2b$06$"]
