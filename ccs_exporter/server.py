@@ -135,36 +135,50 @@ class _Handler(BaseHTTPRequestHandler):
     def _metrics(self, exporter: MetricsServer, head: bool) -> None:
         live = exporter.live.render()
         exposition = exporter.store.current
+        # The exposition is passed on as is, never copied: at 10,000 jobs it is 20 MB (4 MB gzipped).
         if "gzip" in self.headers.get("Accept-Encoding", ""):
             # Concatenated gzip members are one valid gzip stream; the big part was compressed once.
-            body = gzip.compress(live, compresslevel=1, mtime=0)
-            if exposition is not None:
-                body += exposition.gzipped
-            self._respond(200, body, CONTENT_TYPE, head=head, extra={"Content-Encoding": "gzip"})
+            parts = (gzip.compress(live, compresslevel=1, mtime=0), exposition.gzipped if exposition else b"")
+            self._respond(200, parts, CONTENT_TYPE, head=head, extra={"Content-Encoding": "gzip"})
             return
-        body = live + exposition.text if exposition is not None else live
-        self._respond(200, body, CONTENT_TYPE, head=head)
+        self._respond(200, (live, exposition.text if exposition else b""), CONTENT_TYPE, head=head)
 
     def _respond(
         self,
         status: int,
-        body: bytes,
+        body: bytes | tuple[bytes, ...],
         content_type: str,
         *,
         head: bool,
         extra: dict[str, str] | None = None,
     ) -> None:
+        parts = (body,) if isinstance(body, bytes) else body
         lines = [
             f"HTTP/1.1 {status} {self.responses.get(status, ('',))[0]}",
             f"Server: {self.server_version}",
             f"Content-Type: {content_type}",
-            f"Content-Length: {len(body)}",
+            f"Content-Length: {sum(len(part) for part in parts)}",
         ]
         lines.extend(f"{name}: {value}" for name, value in (extra or {}).items())
         if self.close_connection:
             lines.append("Connection: close")
         head_bytes = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
-        self.wfile.write(head_bytes if head else head_bytes + body)
+        self._write(head_bytes, *(() if head else parts))
+
+    def _write(self, *parts: bytes) -> None:
+        """Send ``parts`` in one gathered write (``sendmsg``): one write, and no copy of a large body."""
+        connection = self.connection
+        if isinstance(connection, ssl.SSLSocket):
+            self.wfile.write(b"".join(parts))  # TLS has no gathered write; one joined write instead
+            return
+        views = [memoryview(part) for part in parts if part]
+        while views:
+            sent = connection.sendmsg(views)
+            while views and sent >= len(views[0]):
+                sent -= len(views[0])
+                views.pop(0)
+            if views and sent:
+                views[0] = views[0][sent:]
 
 
 class MetricsServer:
