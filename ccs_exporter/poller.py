@@ -198,8 +198,12 @@ def _error_kind(exc: Exception) -> str:
 
 
 def _reached_ccs(exc: Exception) -> bool:
-    """True when CCS answered (a 4xx, or a body we could not use): it is up, the job is the problem."""
-    return isinstance(exc, CcsError) and not isinstance(exc, (UnavailableError, ServerError))
+    """True when CCS answered (a 4xx, or a body we could not use): it is up, the job is the problem.
+
+    Not for an AuthError: a job request refused even after a fresh login (tokens revoked and the new
+    login refused) means the exporter cannot log in, which is what ``ccs_up 0`` says.
+    """
+    return isinstance(exc, CcsError) and not isinstance(exc, (UnavailableError, ServerError, AuthError))
 
 
 _ItemT = TypeVar("_ItemT")
@@ -498,7 +502,7 @@ class Poller:
         else:
             sample = next((outcome for outcome in outcomes if outcome is not None and outcome.error), None)
             log.error(
-                "ccs_unreachable",
+                "ccs_login_failed" if sample is not None and sample.error == "auth" else "ccs_unreachable",
                 error=sample.error if sample is not None else "unknown",
                 message=sample.message if sample is not None else "",
             )

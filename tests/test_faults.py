@@ -400,3 +400,19 @@ class TestSigterm:
         assert took < 8, f"took {took:.1f} s"
         assert "exporter_stopped" in stderr and "Traceback" not in stderr
         print(f"SIGTERM ({when}): exited in {took:.2f} s")
+
+    def test_revoked_tokens_and_refused_login_are_down_at_once(self, ccs: Ccs) -> None:
+        """When CCS revokes the token and refuses the new login mid-run, that very cycle says ccs_up 0."""
+        from ccs_exporter.poller import Poller
+
+        client = CcsClient(ccs.sim.url, ccs.sim.username, SecretStr(ccs.sim.password), backoff_seconds=0)
+        poller = Poller(client, ccs.sim.job_ids[:JOBS])
+        try:
+            assert poller.poll_cycle().up
+            _wrong_password(ccs)
+            snapshot = poller.poll_cycle()
+        finally:
+            poller.close()
+            client.close()
+        assert {job.error for job in snapshot.jobs} == {"auth"}
+        assert not snapshot.up
