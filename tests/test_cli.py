@@ -7,6 +7,7 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import responses
@@ -186,3 +187,67 @@ class TestJobIdChecked:
             assert len(mock.calls) == 0
         line = stderr_line(capsys)
         assert "is not a GUID" in line and repr(job_id) in line
+
+
+class TestServeRefusesBadSettings:
+    """`serve` with a bad setting exits 2 with one line naming it, before anything is sent to CCS."""
+
+    @pytest.mark.parametrize(
+        ("change", "named"),
+        [
+            (
+                {"CCS_EXPORTER_JOB_IDS": "3f2a7c41-8e5b-4d09-a6c3-1b7e9d2f4a01,not-a-guid"},
+                "CCS_EXPORTER_JOB_IDS",
+            ),
+            ({"CCS_EXPORTER_JOB_IDS": "3f2a7c41-8e5b-4d09-a6c3"}, "CCS_EXPORTER_JOB_IDS"),
+            ({"CCS_EXPORTER_URL": "{url}/?debug=1"}, "CCS_EXPORTER_URL"),
+            ({"CCS_EXPORTER_URL": "{hostport}"}, "CCS_EXPORTER_URL"),
+            ({"CCS_EXPORTER_CA_BUNDLE": "/nonexistent/ca.pem"}, "CCS_EXPORTER_CA_BUNDLE"),
+            (
+                {"CCS_EXPORTER_PASSWORD": "", "CCS_EXPORTER_PASSWORD_FILE": "{tmp}"},
+                "CCS_EXPORTER_PASSWORD_FILE",
+            ),
+            ({"CCS_EXPORTER_POLL_INTERVAL_SECONDS": "0"}, "CCS_EXPORTER_POLL_INTERVAL_SECONDS"),
+            ({"CCS_EXPORTER_LISTEN_ADDRESS": "127.0.0.1"}, "CCS_EXPORTER_LISTEN_ADDRESS"),
+            ({"CONFIG": "job_id: x\n"}, "'job_id'"),
+        ],
+        ids=[
+            "bad-guid",
+            "short-guid",
+            "url-query",
+            "url-no-scheme",
+            "missing-ca",
+            "password-file-dir",
+            "zero-interval",
+            "listen-no-port",
+            "config-unknown-key",
+        ],
+    )
+    def test_exit_2_and_nothing_sent(
+        self, simulator: Any, tmp_path: Path, change: dict[str, str], named: str
+    ) -> None:
+        """The process exits 2, prints one line naming the setting, and the simulator saw no request."""
+        env = {
+            "CCS_EXPORTER_URL": simulator.url,
+            "CCS_EXPORTER_USERNAME": simulator.username,
+            "CCS_EXPORTER_PASSWORD": simulator.password,
+            "CCS_EXPORTER_JOB_IDS": simulator.job_ids[0],
+            "CCS_EXPORTER_LISTEN_ADDRESS": "127.0.0.1:0",
+        }
+        args = ["serve"]
+        for key, value in change.items():
+            value = value.format(url=simulator.url, tmp=tmp_path, hostport=simulator.url.split("//")[1])
+            if key == "CONFIG":
+                config = tmp_path / "config.yaml"
+                config.write_text(value, encoding="utf-8")
+                args += ["--config", str(config)]
+            elif value:
+                env[key] = value
+            else:
+                env.pop(key)
+        result = run_module(*args, env=env)
+        assert result.returncode == 2, result.stderr
+        lines = result.stderr.strip().splitlines()
+        assert len(lines) == 1, result.stderr
+        assert named in lines[0] and simulator.password not in lines[0]
+        assert simulator.request_count() == 0
