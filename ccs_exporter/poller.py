@@ -473,8 +473,12 @@ class Poller:
         if not quiet:
             for job_id, old_error, outcome in changes[:_MAX_JOB_LOG_LINES_PER_CYCLE]:
                 self._log_job_change(job_id, old_error, outcome)
-            if len(changes) > _MAX_JOB_LOG_LINES_PER_CYCLE:
-                log.warning("job_poll_changes_not_logged", jobs=len(changes) - _MAX_JOB_LOG_LINES_PER_CYCLE)
+            rest = changes[_MAX_JOB_LOG_LINES_PER_CYCLE:]
+            if rest:
+                # Recoveries are good news: summing them up is no warning.
+                failing = sum(1 for _, _, outcome in rest if outcome.error is not None)
+                summary = log.warning if failing else log.info
+                summary("job_poll_changes_not_logged", jobs=len(rest), failing=failing)
         return tuple(states)
 
     @staticmethod

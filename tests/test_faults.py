@@ -416,3 +416,36 @@ class TestSigterm:
             client.close()
         assert {job.error for job in snapshot.jobs} == {"auth"}
         assert not snapshot.up
+
+
+class TestLogVolume:
+    """Many jobs changing state at once are summed up, and good news is not a warning."""
+
+    def test_outage_and_recovery_of_many_jobs(self, ccs: Ccs, logs: LogCapture) -> None:
+        """Twelve jobs failing log ten lines and one warning; their recovery logs no warning at all."""
+        from ccs_exporter.poller import Poller
+
+        client = CcsClient(
+            ccs.sim.url, ccs.sim.username, SecretStr(ccs.sim.password), timeout=TIMEOUT, backoff_seconds=0
+        )
+        poller = Poller(client, ccs.sim.job_ids, concurrency=12)
+        try:
+            poller.poll_cycle()
+            logs.mark()
+            ccs.sim.faults.malformed_json = True
+            poller.poll_cycle()
+            poller.poll_cycle()
+            failing = logs.problems()
+            logs.mark()
+            ccs.sim.faults.clear()
+            poller.poll_cycle()
+            recovering = logs.events()
+        finally:
+            poller.close()
+            client.close()
+        assert len(ccs.sim.job_ids) == 12
+        assert [event["event"] for event in failing].count("job_poll_failed") == 10
+        summary = [event for event in failing if event["event"] == "job_poll_changes_not_logged"]
+        assert len(summary) == 1 and summary[0]["jobs"] == 2 and summary[0]["failing"] == 2
+        assert [event for event in recovering if event["level"] != "info"] == []
+        assert [event["event"] for event in recovering].count("job_poll_recovered") == 10
