@@ -26,6 +26,8 @@ log = structlog.get_logger(__name__)
 
 # A connection that sends nothing for this long is closed, so idle or slow clients cannot pin threads.
 CONNECTION_TIMEOUT_SECONDS = 30.0
+# sendmsg takes at most IOV_MAX (1024 on Linux) buffers; the exposition comes in parts of ~400 KB.
+_MAX_BUFFERS_PER_WRITE = 512
 # Basic auth guards everything but the health endpoints (TLS, when configured, covers all of them).
 _UNAUTHENTICATED_PATHS = frozenset({"/healthz", "/readyz"})
 _LANDING_PAGE = f"""<!DOCTYPE html>
@@ -141,7 +143,7 @@ class _Handler(BaseHTTPRequestHandler):
             parts = (gzip.compress(live, compresslevel=1, mtime=0), exposition.gzipped if exposition else b"")
             self._respond(200, parts, CONTENT_TYPE, head=head, extra={"Content-Encoding": "gzip"})
             return
-        self._respond(200, (live, exposition.text if exposition else b""), CONTENT_TYPE, head=head)
+        self._respond(200, (live, *(exposition.parts if exposition else ())), CONTENT_TYPE, head=head)
 
     def _respond(
         self,
@@ -173,7 +175,7 @@ class _Handler(BaseHTTPRequestHandler):
             return
         views = [memoryview(part) for part in parts if part]
         while views:
-            sent = connection.sendmsg(views)
+            sent = connection.sendmsg(views[:_MAX_BUFFERS_PER_WRITE])
             while views and sent >= len(views[0]):
                 sent -= len(views[0])
                 views.pop(0)
