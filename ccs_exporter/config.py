@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import ssl
 from pathlib import Path
 from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
@@ -181,6 +182,18 @@ class Settings(BaseSettings):
         # should stop the program at start-up with the setting's name, not at the first login.
         if value is not None and not (value.is_file() and os.access(value, os.R_OK)):
             raise ValueError("is not a readable file")
+        return value
+
+    @field_validator("ca_bundle")
+    @classmethod
+    def _holds_certificates(cls, value: Path | None) -> Path | None:
+        # A file that is not a PEM bundle would otherwise pass here and fail at the first request with a
+        # misleading "certificate not trusted".
+        if value is not None:
+            try:
+                ssl.create_default_context(cafile=str(value))
+            except (ssl.SSLError, ValueError, UnicodeDecodeError):
+                raise ValueError("holds no PEM certificate") from None
         return value
 
     @model_validator(mode="after")

@@ -33,6 +33,32 @@ def required_env(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("CCS_EXPORTER_PASSWORD", PASSWORD)
 
 
+def ca_pem() -> str:
+    """A self-signed CA certificate in PEM, as a CA bundle holds."""
+    from datetime import datetime, timedelta, timezone
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "CCS internal CA")])
+    now = datetime.now(timezone.utc)
+    certificate = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - timedelta(days=1))
+        .not_valid_after(now + timedelta(days=30))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    return certificate.public_bytes(serialization.Encoding.PEM).decode("ascii")
+
+
 @pytest.fixture
 def write_file(tmp_path: Path) -> Callable[[str, str], Path]:
     """Write a file under tmp_path and return its path."""
@@ -101,7 +127,7 @@ class TestSources:
     def test_yaml_file(self, write_file: Callable[[str, str], Path]) -> None:
         """A YAML file with lower-case keys configures everything, the README's example included."""
         password_file = write_file("pw", PASSWORD + "\n")
-        ca = write_file("ca.pem", "-----BEGIN CERTIFICATE-----\n")
+        ca = write_file("ca.pem", ca_pem())
         config = write_file(
             "config.yaml",
             "url: https://ccs.example.com:12431/\n"
@@ -387,13 +413,23 @@ class TestTlsVerify:
 
     def test_ca_bundle(self, required_env: None, write_file: Callable[[str, str], Path]) -> None:
         """A CA bundle is what requests verifies against."""
-        ca = write_file("ca.pem", "x")
+        ca = write_file("ca.pem", ca_pem())
         assert load_settings(overrides={"ca_bundle": str(ca)}).tls_verify == str(ca)
+
+    def test_ca_bundle_without_certificates(
+        self, required_env: None, write_file: Callable[[str, str], Path]
+    ) -> None:
+        """A CA bundle that holds no PEM certificate is refused at start, naming the setting."""
+        ca = write_file("ca.pem", "not a certificate\n")
+        with pytest.raises(ConfigError) as caught:
+            load_settings(overrides={"ca_bundle": str(ca)})
+        assert "CCS_EXPORTER_CA_BUNDLE" in str(caught.value)
+        assert "holds no PEM certificate" in str(caught.value)
 
     def test_disabled(
         self, monkeypatch: pytest.MonkeyPatch, required_env: None, write_file: Callable[[str, str], Path]
     ) -> None:
         """Turning verification off wins over a CA bundle."""
         monkeypatch.setenv("CCS_EXPORTER_VERIFY_TLS", "false")
-        monkeypatch.setenv("CCS_EXPORTER_CA_BUNDLE", str(write_file("ca.pem", "x")))
+        monkeypatch.setenv("CCS_EXPORTER_CA_BUNDLE", str(write_file("ca.pem", ca_pem())))
         assert load_settings().tls_verify is False
