@@ -104,12 +104,15 @@ class CcsClient:
         observer: RequestObserver | None = None,
         clock: Callable[[], float] = time.monotonic,
         max_response_bytes: int = MAX_RESPONSE_BYTES,
+        password_source: Callable[[], str] | None = None,
     ) -> None:
         if password_encoding not in ("base64", "plain"):
             raise ConfigError("password_encoding must be base64 or plain", field="password_encoding")
         self._base = base_url.rstrip("/") + API_PREFIX
         self._username = username
         self._password = password
+        # Re-read before each login (a Kubernetes secret rotated under a running exporter).
+        self._password_source = password_source
         self._password_encoding = password_encoding
         self._timeout = timeout
         self._read_retries = max(0, read_retries)
@@ -151,6 +154,7 @@ class CcsClient:
             timeout=settings.request_timeout_seconds,
             pool_size=settings.concurrency,
             observer=observer,
+            password_source=settings.password_value if settings.password_file is not None else None,
         )
 
     @property
@@ -266,6 +270,8 @@ class CcsClient:
                     # may not support it), falls back to the password; else a broken refresh would fail
                     # every call until the refresh token expires.
                     log.info("token_refresh_failed", status=exc.status, fallback="login")
+            if self._reload_password():
+                self._login_blocked_until = 0.0  # a new password deserves a try at once
             if now < self._login_blocked_until:
                 raise AuthError(
                     f"login for user {self._username} suspended for "
@@ -285,6 +291,21 @@ class CcsClient:
             self._login_failures = 0
             self._login_blocked_until = 0.0
             return self._token.access
+
+    def _reload_password(self) -> bool:
+        """Re-read the password from its source; True when it changed. Keeps the old one if unreadable."""
+        if self._password_source is None:
+            return False
+        try:
+            fresh = self._password_source()
+        except ConfigError as exc:
+            log.warning("password_reload_failed", error=str(exc), kept="previous password")
+            return False
+        if fresh == self._password.get_secret_value():
+            return False
+        self._password = SecretStr(fresh)
+        log.info("password_reloaded")
+        return True
 
     def _invalidate(self, access: str) -> None:
         """Forget a token CCS refused, unless another worker already replaced it."""

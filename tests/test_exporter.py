@@ -321,3 +321,39 @@ class TestConcurrency:
         release.set()
         pool.close()
         assert results and results[0][1:] == [None, None]
+
+
+class TestPasswordFileRotation:
+    """A password file is read again before each login, as a rotated Kubernetes secret needs."""
+
+    def test_fixed_password_file_is_used_at_once(self, sim: Simulator, tmp_path: Path) -> None:
+        """After a refused login, writing the right password into the file lets the next login through."""
+        from ccs_exporter.errors import AuthError
+
+        password_file = tmp_path / "password"
+        password_file.write_text("wrong-password\n", encoding="utf-8")
+        settings = load_settings(
+            None, {"url": sim.url, "username": sim.username, "password_file": str(password_file)}
+        )
+        with CcsClient.from_settings(settings) as client:
+            with pytest.raises(AuthError):
+                client.authenticate()
+            with pytest.raises(AuthError, match="suspended"):
+                client.authenticate()  # the backoff holds while the password is unchanged
+            password_file.write_text(sim.password + "\n", encoding="utf-8")
+            client.authenticate()
+            assert client.get_job(sim.job_ids[0]).JobProperties.JobID == sim.job_ids[0]
+
+    def test_unreadable_file_keeps_the_last_password(self, sim: Simulator, tmp_path: Path) -> None:
+        """A password file gone missing after start keeps the password read before."""
+        password_file = tmp_path / "password"
+        password_file.write_text(sim.password, encoding="utf-8")
+        settings = load_settings(
+            None, {"url": sim.url, "username": sim.username, "password_file": str(password_file)}
+        )
+        with CcsClient.from_settings(settings) as client:
+            client.authenticate()
+            password_file.unlink()
+            sim.revoke_tokens()
+            assert client.get_job(sim.job_ids[0]).JobProperties.JobID == sim.job_ids[0]
+            assert client.logins == 2
