@@ -20,7 +20,7 @@ import structlog
 
 from ccs_exporter import __version__
 from ccs_exporter.metrics import CONTENT_TYPE, ExpositionStore, LiveMetrics
-from ccs_exporter.webconfig import BasicAuthChecker, WebConfig
+from ccs_exporter.webconfig import BasicAuthChecker, ReloadingTlsContext, WebConfig
 
 log = structlog.get_logger(__name__)
 
@@ -48,7 +48,7 @@ class _Server(ThreadingHTTPServer):
         self,
         address: tuple[str, int],
         exporter: MetricsServer,
-        tls: ssl.SSLContext | None,
+        tls: ReloadingTlsContext | None,
     ) -> None:
         if ":" in address[0]:
             self.address_family = socket.AF_INET6
@@ -62,7 +62,8 @@ class _Server(ThreadingHTTPServer):
         if self.tls is not None:
             # The handshake happens in the connection's own thread (see _Handler.setup), never here,
             # where a slow client would hold up every other connection.
-            connection = self.tls.wrap_socket(connection, server_side=True, do_handshake_on_connect=False)
+            context = self.tls.current()
+            connection = context.wrap_socket(connection, server_side=True, do_handshake_on_connect=False)
         return connection, client
 
     def handle_error(self, request: Any, client_address: Any) -> None:
@@ -197,7 +198,11 @@ class MetricsServer:
         self.live = live
         users = web_config.basic_auth_users if web_config is not None else None
         self.basic_auth = BasicAuthChecker(users) if users else None
-        tls = web_config.ssl_context() if web_config is not None else None
+        tls = (
+            ReloadingTlsContext(web_config)
+            if web_config is not None and web_config.tls_server_config is not None
+            else None
+        )
         self.scheme = "https" if tls is not None else "http"
         self._server = _Server(address, self, tls)
         self._thread = threading.Thread(target=self._server.serve_forever, name="metrics-http", daemon=True)

@@ -20,14 +20,19 @@ import hmac
 import secrets
 import ssl
 import threading
+import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Literal
 
 import bcrypt
+import structlog
 import yaml
 from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
 
 from ccs_exporter.errors import ConfigError
+
+log = structlog.get_logger(__name__)
 
 ClientAuthType = Literal[
     "NoClientCert",
@@ -160,3 +165,61 @@ def _bcrypt_cost(hashed: bytes) -> int:
         return min(31, max(4, int(hashed.split(b"$")[2])))
     except (IndexError, ValueError):
         return 10
+
+
+class ReloadingTlsContext:
+    """The server's TLS context, rebuilt when its certificate, key or client CA file changes on disk.
+
+    Certificates are renewed under a running exporter (cert-manager, a rotated Kubernetes secret); new
+    connections get the new certificate without a restart. Files are checked at most every
+    ``check_seconds``. A renewal that does not load (a half-written file) keeps the old context.
+    """
+
+    def __init__(
+        self,
+        config: WebConfig,
+        *,
+        check_seconds: float = 5.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        context = config.ssl_context()
+        if context is None or config.tls_server_config is None:
+            raise ValueError("the web config has no tls_server_config")
+        tls = config.tls_server_config
+        self._config = config
+        self._files = [path for path in (tls.cert_file, tls.key_file, tls.client_ca_file) if path is not None]
+        self._context = context
+        self._stamp = self._files_stamp()
+        self._check_seconds = check_seconds
+        self._clock = clock
+        self._checked_at = clock()
+        self._lock = threading.Lock()
+
+    def _files_stamp(self) -> tuple[tuple[int, int], ...] | None:
+        try:
+            return tuple((path.stat().st_mtime_ns, path.stat().st_size) for path in self._files)
+        except OSError:
+            return None
+
+    def current(self) -> ssl.SSLContext:
+        """The context for a new connection, reloaded first if the files changed."""
+        now = self._clock()
+        if now - self._checked_at < self._check_seconds:
+            return self._context
+        with self._lock:
+            if now - self._checked_at < self._check_seconds:
+                return self._context
+            self._checked_at = now
+            stamp = self._files_stamp()
+            if stamp is None or stamp == self._stamp:
+                return self._context
+            self._stamp = stamp  # tried once per change, so a bad file is reported once
+            try:
+                context = self._config.ssl_context()
+            except ConfigError as exc:
+                log.warning("tls_certificate_reload_failed", error=str(exc), kept="previous certificate")
+                return self._context
+            assert context is not None
+            self._context = context
+            log.info("tls_certificate_reloaded")
+            return self._context

@@ -377,3 +377,69 @@ class TestBasicAuthChecker:
         assert not checker.check("nobody", PASSWORD)
         assert not checker.check(USER, "wrong")
         assert [h[:7] for h in compared] == [b"$2b$06$", b"$2b$06$"]
+
+
+def _served_common_name(context: Any, ca: Path) -> str:
+    """Handshake over a socket pair with ``context`` as the server; the CN of the certificate it shows."""
+    import ssl
+    import threading
+
+    server_sock, client_sock = socket.socketpair()
+    client_context = ssl.create_default_context(cafile=str(ca))
+    client_context.check_hostname = False
+    with server_sock, client_sock:
+        server_side = context.wrap_socket(server_sock, server_side=True, do_handshake_on_connect=False)
+        handshake = threading.Thread(target=server_side.do_handshake, daemon=True)
+        handshake.start()
+        client_side = client_context.wrap_socket(client_sock)
+        certificate = client_side.getpeercert()
+        handshake.join(5)
+        subject = dict(item[0] for item in certificate["subject"])
+        return str(subject["commonName"])
+
+
+class TestCertificateRenewal:
+    """A renewed certificate is served without a restart."""
+
+    def test_new_files_are_loaded_after_the_check_interval(self, tmp_path: Path) -> None:
+        """Replacing the certificate and key changes what new connections see, once the interval passed."""
+        from ccs_exporter.webconfig import ReloadingTlsContext, WebConfig
+
+        (tmp_path / "old").mkdir()
+        (tmp_path / "new").mkdir()
+        old, new = make_pki(tmp_path / "old"), make_pki(tmp_path / "new")
+        live_cert, live_key = tmp_path / "tls.crt", tmp_path / "tls.key"
+        live_cert.write_bytes(old.server_cert.read_bytes())
+        live_key.write_bytes(old.server_key.read_bytes())
+        config = WebConfig.model_validate(
+            {"tls_server_config": {"cert_file": str(live_cert), "key_file": str(live_key)}}
+        )
+        now = [0.0]
+        reloading = ReloadingTlsContext(config, check_seconds=5, clock=lambda: now[0])
+        first = reloading.current()
+        assert _served_common_name(first, old.ca) == "127.0.0.1"
+
+        live_cert.write_bytes(new.server_cert.read_bytes() + b"\n")  # a new size, whatever the clock
+        live_key.write_bytes(new.server_key.read_bytes())
+        now[0] = 1.0
+        assert reloading.current() is first  # not checked again before the interval
+        now[0] = 6.0
+        renewed = reloading.current()
+        assert renewed is not first
+        assert _served_common_name(renewed, new.ca) == "127.0.0.1"
+
+    def test_broken_renewal_keeps_the_old_certificate(self, tmp_path: Path) -> None:
+        """A half-written certificate file is reported and the working certificate stays in use."""
+        from ccs_exporter.webconfig import ReloadingTlsContext, WebConfig
+
+        pki = make_pki(tmp_path)
+        config = WebConfig.model_validate(
+            {"tls_server_config": {"cert_file": str(pki.server_cert), "key_file": str(pki.server_key)}}
+        )
+        now = [0.0]
+        reloading = ReloadingTlsContext(config, check_seconds=5, clock=lambda: now[0])
+        first = reloading.current()
+        pki.server_cert.write_text("-----BEGIN CERTIFICATE-----\ntrunc", encoding="ascii")
+        now[0] = 10.0
+        assert reloading.current() is first
+        assert _served_common_name(first, pki.ca) == "127.0.0.1"
