@@ -84,7 +84,7 @@ def main(argv: list[str] | None = None) -> int:
         "--concurrency", default="8,32", help="cold-poll concurrencies; the first is the default"
     )
     parser.add_argument("--latency-ms", type=float, default=20.0, help="simulator latency per request (20)")
-    parser.add_argument("--naive-sample", type=int, default=500, help="jobs the naive client polls (500)")
+    parser.add_argument("--naive-sample", type=int, default=1000, help="jobs the naive client polls (1000)")
     parser.add_argument("--scrapes", type=int, default=300, help="scrapes per /metrics phase (300)")
     parser.add_argument("--quick", action="store_true", help="50 jobs, no latency, few scrapes: a smoke run")
     parser.add_argument("--update-readme", action="store_true", help="write the results into README.md")
@@ -104,6 +104,9 @@ def main(argv: list[str] | None = None) -> int:
             quick=False,
         )
     configure_logging("error", "json")
+    # Everything here talks to 127.0.0.1: never through a proxy from the environment (children inherit it).
+    for name in ("NO_PROXY", "no_proxy"):
+        os.environ[name] = ",".join(filter(None, (os.environ.get(name), "127.0.0.1", "localhost")))
     started = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="ccs-bench-") as workdir:
         results = [measure_size(jobs, plan, Path(workdir)) for jobs in plan.sizes]
@@ -299,8 +302,7 @@ def _cell_exporter(concurrency: int) -> Callable[[SizeResult], str]:
 
 def _cell_sizes(result: SizeResult) -> str:
     figures = result.scrapes["cycle"]
-    live_note = ""
-    return f"{figures.plain_bytes / 1024:,.0f} KiB / {figures.gzip_bytes / 1024:,.0f} KiB{live_note}"
+    return f"{figures.plain_bytes / 1024:,.0f} KiB / {figures.gzip_bytes / 1024:,.0f} KiB"
 
 
 def _safe(cell: Callable[[SizeResult], str], result: SizeResult) -> str:
