@@ -86,6 +86,13 @@ class _FileValuesSource(PydanticBaseSettingsSource):
         return dict(self._values)
 
 
+def describe_yaml_error(exc: yaml.YAMLError) -> str:
+    """``not valid YAML at line N`` (the line when PyYAML knows it), without echoing the file's content."""
+    mark = getattr(exc, "problem_mark", None)
+    where = f" at line {mark.line + 1}" if mark is not None else ""
+    return f"not valid YAML{where}"
+
+
 def _read_config_file(path: Path, known: set[str]) -> dict[str, Any]:
     try:
         text = path.read_text(encoding="utf-8")
@@ -94,9 +101,7 @@ def _read_config_file(path: Path, known: set[str]) -> dict[str, Any]:
     try:
         loaded = yaml.safe_load(text)
     except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" at line {mark.line + 1}" if mark is not None else ""
-        raise ConfigError(f"config file {path}: not valid YAML{where}", field="config") from None
+        raise ConfigError(f"config file {path}: {describe_yaml_error(exc)}", field="config") from None
     if loaded is None:
         return {}
     if not isinstance(loaded, dict):

@@ -19,6 +19,7 @@ from pydantic import BaseModel, ValidationError
 
 from ccs_exporter.audit import AuditLog, MutationIntent
 from ccs_exporter.client import API_PREFIX, CcsClient
+from ccs_exporter.config import describe_yaml_error
 from ccs_exporter.errors import AuditError, BadResponseError, CcsError, ConfigError, UnavailableError
 from ccs_exporter.models import (
     CreateJobRequest,
@@ -57,9 +58,7 @@ def load_spec(path: str | Path) -> dict[str, Any]:
         try:
             loaded = yaml.safe_load(text)
         except yaml.YAMLError as exc:
-            mark = getattr(exc, "problem_mark", None)
-            where = f" at line {mark.line + 1}" if mark is not None else ""
-            raise ConfigError(f"spec file {spec_path}: not valid YAML{where}", field="spec") from None
+            raise ConfigError(f"spec file {spec_path}: {describe_yaml_error(exc)}", field="spec") from None
     if not isinstance(loaded, dict):
         raise ConfigError(f"spec file {spec_path}: must hold a JSON/YAML object (a mapping)", field="spec")
     return loaded

@@ -28,15 +28,17 @@ class Faults:
     ``token_errors`` is true; ``reject_logins`` makes the token endpoint refuse password grants.
     """
 
+    latency_seconds: float
+    error_rate: float
+    hang: bool
+    malformed_json: bool
+    drop_connections: bool
+    reject_logins: bool
+    token_errors: bool
+
     def __init__(self, latency_seconds: float = 0.0) -> None:
         self._baseline_latency = latency_seconds
-        self.latency_seconds = latency_seconds
-        self.error_rate = 0.0
-        self.hang = False
-        self.malformed_json = False
-        self.drop_connections = False
-        self.reject_logins = False
-        self.token_errors = False
+        self.clear()
 
     def clear(self) -> None:
         """No faults; the latency goes back to what the simulator was started with."""
