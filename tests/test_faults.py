@@ -13,6 +13,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -379,7 +380,22 @@ class TestSigterm:
         if when == "login_hangs":
             ccs.sim.faults.hang = True
         process = _serve(ccs.sim, "--poll-interval", "0.5", "--request-timeout", "30")
+        lines: list[str] = []
+        started_up = threading.Event()
+
+        def read_stderr() -> None:
+            assert process.stderr is not None
+            for line in process.stderr:
+                lines.append(line)
+                if '"exporter_started"' in line:
+                    started_up.set()
+
+        reader = threading.Thread(target=read_stderr, daemon=True)
+        reader.start()
         try:
+            # Signal handlers are in place once the exporter says it started (a loaded machine may take
+            # seconds to import); before that SIGTERM would end the interpreter the default way.
+            assert started_up.wait(30), "".join(lines)
             deadline = time.monotonic() + 15
             while when == "jobs_hang" and ccs.sim.request_count("job") == 0:
                 assert time.monotonic() < deadline and process.poll() is None
@@ -389,8 +405,10 @@ class TestSigterm:
             assert process.poll() is None
             started = time.monotonic()
             process.send_signal(signal.SIGTERM)
-            _, stderr = process.communicate(timeout=20)
+            process.wait(timeout=20)
             took = time.monotonic() - started
+            reader.join(5)
+            stderr = "".join(lines)
         finally:
             if process.poll() is None:
                 process.kill()
