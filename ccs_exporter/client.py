@@ -155,6 +155,7 @@ class CcsClient:
             pool_size=settings.concurrency,
             observer=observer,
             password_source=settings.password_value if settings.password_file is not None else None,
+            max_response_bytes=settings.max_response_bytes,
         )
 
     @property

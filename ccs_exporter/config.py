@@ -136,6 +136,8 @@ class Settings(BaseSettings):
     poll_interval_seconds: float = Field(default=60.0, gt=0, le=86400)
     concurrency: int = Field(default=8, ge=1, le=256)
     history_window: int = Field(default=10, ge=1, le=1000)
+    # CCS answers larger than this are refused (bounded memory); 8 MiB holds thousands of run messages.
+    max_response_bytes: int = Field(default=8 * 1024 * 1024, ge=64 * 1024, le=1024 * 1024 * 1024)
     listen_address: str = "0.0.0.0:9879"
     audit_log: Path | None = None
     web_config_file: Path | None = None

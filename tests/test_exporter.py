@@ -357,3 +357,28 @@ class TestPasswordFileRotation:
             sim.revoke_tokens()
             assert client.get_job(sim.job_ids[0]).JobProperties.JobID == sim.job_ids[0]
             assert client.logins == 2
+
+
+class TestResponseSizeSetting:
+    """CCS_EXPORTER_MAX_RESPONSE_BYTES bounds what the client accepts from CCS."""
+
+    def test_answers_over_the_limit_fail_the_job(self, sim: Simulator) -> None:
+        """With a 64 KiB limit a job whose runs answer is larger is reported bad_response; others pass."""
+        from ccs_exporter.errors import BadResponseError
+
+        job_id = sim.job_ids[0]
+        for _ in range(25):
+            sim.finish_run(job_id, 5, {"Error": 40})  # 25 runs x 40 messages: far over 64 KiB
+        settings = load_settings(
+            None,
+            {
+                "url": sim.url,
+                "username": sim.username,
+                "password": sim.password,
+                "max_response_bytes": 64 * 1024,
+            },
+        )
+        with CcsClient.from_settings(settings) as client:
+            with pytest.raises(BadResponseError):
+                client.get_job_runs(job_id, count=0, show_messages=True)
+            assert client.get_job_runs(sim.job_ids[1], count=0, show_messages=True).JobStatusInfo
