@@ -71,3 +71,20 @@ def simulator() -> Iterator[Any]:
 
     with Simulator() as sim:
         yield sim
+
+
+@pytest.fixture
+def started() -> Iterator[Callable[..., Any]]:
+    """Start simulators with custom options; all are stopped after the test."""
+    from ccs_exporter.simulator import Simulator
+
+    simulators: list[Simulator] = []
+
+    def start(**options: Any) -> Simulator:
+        sim = Simulator(**options).start()
+        simulators.append(sim)
+        return sim
+
+    yield start
+    for sim in simulators:
+        sim.stop()

@@ -48,21 +48,6 @@ def client_for() -> Iterator[Callable[..., CcsClient]]:
         client.close()
 
 
-@pytest.fixture
-def started() -> Iterator[Callable[..., Simulator]]:
-    """Start simulators with custom options; all are stopped after the test."""
-    simulators: list[Simulator] = []
-
-    def start(**options: Any) -> Simulator:
-        sim = Simulator(**options).start()
-        simulators.append(sim)
-        return sim
-
-    yield start
-    for sim in simulators:
-        sim.stop()
-
-
 def create_request(name: str) -> CreateJobRequest:
     return CreateJobRequest.model_validate(
         {

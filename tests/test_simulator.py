@@ -104,21 +104,6 @@ def api(simulator: Simulator) -> Iterator[Api]:
     client.session.close()
 
 
-@pytest.fixture
-def started() -> Iterator[Callable[..., Simulator]]:
-    """Start simulators with custom options; all are stopped after the test."""
-    simulators: list[Simulator] = []
-
-    def start(**options: Any) -> Simulator:
-        sim = Simulator(**options).start()
-        simulators.append(sim)
-        return sim
-
-    yield start
-    for sim in simulators:
-        sim.stop()
-
-
 def minimal_create(name: str = "Test_Job11", **details: Any) -> dict[str, Any]:
     """The vendor's minimal Create Job body, with extra JobDetails fields."""
     body: dict[str, Any] = {
