@@ -379,11 +379,6 @@ class RequestStats(Collector):
             buckets[-1] += 1
             self._sums[endpoint] = self._sums.get(endpoint, 0.0) + seconds
 
-    def total(self) -> int:
-        """All attempts recorded."""
-        with self._lock:
-            return sum(self._counts.values())
-
     def collect(self) -> Iterator[Metric]:
         with self._lock:
             counts = dict(self._counts)
