@@ -174,15 +174,20 @@ def _settings_from(args: argparse.Namespace, **extra: Any) -> Any:
     from ccs_exporter.config import load_settings
     from ccs_exporter.logs import configure_logging
 
+    settings = load_settings(getattr(args, "config", None), _flag_overrides(args, **extra))
+    configure_logging(settings.log_level, settings.log_format)
+    return settings
+
+
+def _flag_overrides(args: argparse.Namespace, **extra: Any) -> dict[str, Any]:
+    """The settings the command line gives (None where a flag was not used), plus ``extra``."""
     overrides: dict[str, Any] = {
         setting: getattr(args, flag, None) for flag, setting in _CONNECTION_FLAGS.items()
     }
     if getattr(args, "insecure", False):
         overrides["verify_tls"] = False
     overrides.update(extra)
-    settings = load_settings(getattr(args, "config", None), overrides)
-    configure_logging(settings.log_level, settings.log_format)
-    return settings
+    return overrides
 
 
 def _warn_if_insecure(settings: Any) -> None:
@@ -290,13 +295,9 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     }
     settings = _settings_from(args, **overrides)
     config_file: Path | None = args.config
-    flags = {setting: getattr(args, flag, None) for flag, setting in _CONNECTION_FLAGS.items()}
-    flags.update(overrides)
-    if getattr(args, "insecure", False):
-        flags["verify_tls"] = False
 
     def reload() -> list[str]:
-        return load_settings(config_file, flags).job_ids
+        return load_settings(config_file, _flag_overrides(args, **overrides)).job_ids
 
     return _run_exporter(settings, reload=reload, source_changed=_file_watcher(config_file))
 
