@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import enum
 import re
+from collections.abc import Mapping
 from datetime import datetime, timedelta, timezone
 from typing import Annotated, Any, Literal
 
@@ -19,6 +20,8 @@ from pydantic import (
     BeforeValidator,
     ConfigDict,
     Field,
+    ModelWrapValidatorHandler,
+    PrivateAttr,
     ValidationError,
     field_validator,
     model_validator,
@@ -112,16 +115,37 @@ def parse_ccs_datetime(value: Any) -> datetime | None:
         ).replace(microsecond=int(frac))
     except ValueError as exc:
         raise ValueError(f"{value!r} is not a DateTime ({exc})") from None
-    tz = match.group("tz")
+    offset = _parse_utc_offset(match.group("tz"))
+    if offset is None:
+        raise ValueError(f"{value!r} has an invalid UTC offset")
+    try:
+        return naive.replace(tzinfo=timezone(offset)).astimezone(timezone.utc)
+    except OverflowError:
+        # 9999-12-31T23:00:00-08:00 is past datetime.max in UTC; only ValueError becomes a validation error.
+        raise ValueError(f"{value!r} is out of the DateTime range") from None
+
+
+def _parse_utc_offset(tz: str | None) -> timedelta | None:
+    """``+05:30``/``-0800``/``Z`` as a timedelta (no suffix is UTC); ``None`` when out of range."""
     if tz is None or tz in ("Z", "z"):
-        return naive.replace(tzinfo=timezone.utc)
+        return timedelta(0)
     sign = -1 if tz[0] == "-" else 1
     digits = tz[1:].replace(":", "")
     hours, minutes = int(digits[:2]), int(digits[2:4] or "0")
     if hours > 23 or minutes > 59:
-        raise ValueError(f"{value!r} has an invalid UTC offset")
-    offset = timezone(sign * timedelta(hours=hours, minutes=minutes))
-    return naive.replace(tzinfo=offset).astimezone(timezone.utc)
+        return None
+    return sign * timedelta(hours=hours, minutes=minutes)
+
+
+def ccs_utc_offset(value: Any) -> timedelta | None:
+    """The UTC offset a CCS DateTime string was written in (zero when it has none); ``None`` if unreadable."""
+    if isinstance(value, datetime):
+        return value.utcoffset() or timedelta(0)
+    if not isinstance(value, str):
+        return None
+    text = value.strip()
+    match = _ISO_RE.match(text) or _WCF_RE.match(text)
+    return None if match is None else _parse_utc_offset(match.group("tz"))
 
 
 def _none_to_list(value: Any) -> Any:
@@ -161,7 +185,13 @@ class NotificationData(_ReadModel):
 
 
 class JobSchedule(_ReadModel):
-    """The job schedule as CCS reports it; every field is optional."""
+    """The job schedule as CCS reports it; every field is optional.
+
+    A field whose value cannot be read (``"RepeatDays": "often"``) takes its default and is named in
+    ``invalid_fields`` instead of failing the whole job: a bad schedule must not cost the job's run
+    metrics. ``StartDate`` is held in UTC like every DateTime; ``start_date_local`` gives it back in the
+    offset CCS wrote it in, which schedules keep.
+    """
 
     EndJobRunConfigured: CcsBool = False
     EndJobRunTimeInterval: str | None = None
@@ -182,6 +212,40 @@ class JobSchedule(_ReadModel):
     StartDate: CcsDateTime = None
     WeeklyDay: CcsInt = 0
     WeeklyRecurEvery: CcsInt = 0
+
+    _start_offset: timedelta = PrivateAttr(default=timedelta(0))
+    _invalid_fields: tuple[str, ...] = PrivateAttr(default=())
+
+    @model_validator(mode="wrap")
+    @classmethod
+    def _tolerate_bad_fields(cls, data: Any, handler: ModelWrapValidatorHandler[JobSchedule]) -> JobSchedule:
+        if not isinstance(data, Mapping):
+            return handler(data)
+        invalid: tuple[str, ...] = ()
+        try:
+            schedule = handler(data)
+        except ValidationError as exc:
+            invalid = tuple(sorted({str(error["loc"][0]) for error in exc.errors() if error.get("loc")}))
+            schedule = handler({key: value for key, value in data.items() if key not in invalid})
+        schedule._invalid_fields = invalid
+        if schedule.StartDate is not None:
+            schedule._start_offset = ccs_utc_offset(data.get("StartDate")) or timedelta(0)
+        return schedule
+
+    @property
+    def invalid_fields(self) -> tuple[str, ...]:
+        """Names of the fields CCS sent with a value that could not be read (they hold their default)."""
+        return self._invalid_fields
+
+    @property
+    def start_date_local(self) -> datetime | None:
+        """``StartDate`` in the UTC offset CCS wrote it in (UTC when it had none); ``None`` for never."""
+        if self.StartDate is None:
+            return None
+        try:
+            return self.StartDate.astimezone(timezone(self._start_offset))
+        except OverflowError:
+            return None
 
 
 class JobPropertiesData(_ReadModel):
