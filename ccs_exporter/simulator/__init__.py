@@ -5,10 +5,11 @@ Product code never imports this package; ``ccs-exporter simulate``/``demo`` and 
     with Simulator(run_interval=None) as sim:      # the built-in dozen jobs, runs frozen
         client = CcsClient(sim.url, sim.username, SecretStr(sim.password))
 
-It serves ``/ccs/api/v1`` (token, search job by id, latest job runs, create, update, delete) with the
-documented rules and quirks, injects faults (``sim.faults``), counts requests (``sim.request_count``)
-and offers scenario control (``finish_run``, ``start_run``, ``set_job_name``, ``remove_job``...), also
-over HTTP under ``/_simulator/`` for out-of-process use.
+It serves ``/ccs/api/v1`` (token, search job by id, latest job runs, create, update, delete, Search
+Jobs, search by name, run and abort) with the documented rules and quirks, injects faults
+(``sim.faults``), counts requests (``sim.request_count``) and offers scenario control (``finish_run``,
+``start_run``, ``add_job``, ``remove_job``...), also over HTTP under ``/_simulator/`` for out-of-process
+use. The Search Jobs grammar is in ``search.py`` and the README.
 
 The built-in sample jobs (``sample_jobs.json``; fixed ids, names and 2026 timestamps), by purpose:
 

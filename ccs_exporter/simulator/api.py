@@ -1,4 +1,7 @@
-"""The simulated CCS REST API: routing, the token endpoint, the five job endpoints and the control API.
+"""The simulated CCS REST API: routing, the token endpoint, the job endpoints and the control API.
+
+Job endpoints: search by id, jobruns, create, update, delete, Search Jobs and search by name (both
+``GET /Jobs``), and run/abort (``POST /jobs/{id}``).
 
 Paths and query keys match case-insensitively and trailing slashes are ignored, as on CCS's IIS.
 Every answer is JSON; errors carry ``{"Message": ...}`` (token errors use OAuth's ``{"error": ...}``).
@@ -18,6 +21,7 @@ from urllib.parse import parse_qsl, unquote
 from ccs_exporter.models import normalize_guid
 from ccs_exporter.simulator.faults import Faults, RequestLog, RequestRecord
 from ccs_exporter.simulator.jobs import JobStore
+from ccs_exporter.simulator.search import SearchError, paging_value, parse_expression
 from ccs_exporter.simulator.server import HttpRequest, HttpResponse
 from ccs_exporter.simulator.tokens import TokenStore
 from ccs_exporter.simulator.validation import NULL_UPDATE, PARSE_ERROR, ApiError
@@ -72,12 +76,19 @@ class Route:
         if rest == ["oauth", "tokens"] and method == "POST":
             return "token"
         if rest == ["jobs"]:
+            if method == "GET":
+                # Search Jobs and search by name share the path; Attributes decides, as it is mandatory.
+                return (
+                    "search_job_name"
+                    if "jobname" in self.query and "attributes" not in self.query
+                    else "search_jobs"
+                )
             return {"POST": "create_job", "PATCH": "update_job", "DELETE": "delete_job"}.get(
                 method, "unknown"
             )
-        if len(rest) == 2 and rest[0] == "jobs" and method == "GET":
+        if len(rest) == 2 and rest[0] == "jobs" and method in ("GET", "POST"):
             self.job_id = self.segments[4]
-            return "job"
+            return "job" if method == "GET" else "job_operation"
         if len(rest) == 3 and rest[0] == "jobs" and rest[2] == "jobruns" and method == "GET":
             self.job_id = self.segments[4]
             return "jobruns"
@@ -157,6 +168,10 @@ class CcsApi:
             )
         if route.endpoint == "token":
             return self._token(request)
+        if route.endpoint in ("search_jobs", "search_job_name") and self._faults.search_unsupported:
+            return message_response(
+                404, f"No HTTP resource was found that matches the request URI '{route.path}'."
+            )
         user = self._authenticated_user(request)
         if user is None:
             return message_response(401, UNAUTHORIZED, (("WWW-Authenticate", "Bearer"),))
@@ -170,9 +185,17 @@ class CcsApi:
                 return json_response(200, {"JobID": job_id})
             if route.endpoint == "update_job":
                 return self._update(request)
+            if route.endpoint == "search_jobs":
+                return self._search(route)
+            if route.endpoint == "search_job_name":
+                return self._search_by_name(route)
+            if route.endpoint == "job_operation":
+                return self._operation(request, route, user)
             return self._delete(route, user)
         except ApiError as exc:
             return message_response(exc.status, exc.message)
+        except SearchError as exc:
+            return message_response(400, str(exc))
 
     def _authenticated_user(self, request: HttpRequest) -> str | None:
         scheme, _, token = request.headers.get("authorization", "").partition(" ")
@@ -225,6 +248,46 @@ class CcsApi:
             raise ApiError(400, INVALID_JOB_ID)
         self._store.update(_job_id(raw_id), details)
         return NO_CONTENT
+
+    def _search(self, route: Route) -> HttpResponse:
+        conditions = parse_expression(route.query.get("attributes"))
+        page = paging_value(route.query, "page", default=0, minimum=0)
+        cap = self._faults.search_page_size_cap
+        size = min(paging_value(route.query, "pagesize", default=cap, minimum=1), cap)
+        if self._faults.search_ignores_page:
+            page = 0
+        return json_response(200, self._store.search(conditions, page, size))
+
+    def _search_by_name(self, route: Route) -> HttpResponse:
+        name = route.query.get("jobname", "")
+        if not name.strip():
+            raise ApiError(400, "Invalid input data. jobname is mandatory.")
+        return json_response(200, self._store.search_by_name(name))
+
+    def _operation(self, request: HttpRequest, route: Route, user: str) -> HttpResponse:
+        target = _job_id(route.job_id)
+        body = _json_body(request)
+        if not isinstance(body, dict):
+            raise ApiError(400, PARSE_ERROR)
+        operation = {str(key).lower(): value for key, value in body.items()}.get("operation")
+        if not isinstance(operation, str) or not operation.strip():
+            raise ApiError(400, "Invalid input data. Operation is mandatory: execute or abort.")
+        name = operation.strip().lower()
+        if name == "execute":
+            job, run = self._store.execute(target)
+            message = "Job run queued."
+        elif name == "abort":
+            job, run = self._store.abort(target, user)
+            message = "Job run aborted."
+        else:
+            raise ApiError(
+                400, f"Invalid input data. Operation {operation!r} is not supported; use execute or abort."
+            )
+        status = self._faults.operation_status
+        if status != 200:
+            return HttpResponse(status)
+        answer = {"JobID": job.job_id, "JobRunID": run.run_id, "Status": run.status, "Message": message}
+        return json_response(200, answer)
 
     def _delete(self, route: Route, user: str) -> HttpResponse:
         job_id = _job_id(route.query.get("jobid", ""))

@@ -10,6 +10,7 @@ from pathlib import Path
 from types import FrameType
 
 from ccs_exporter.simulator.core import DEFAULT_PASSWORD, DEFAULT_USERNAME, Simulator
+from ccs_exporter.simulator.faults import DEFAULT_SEARCH_PAGE_SIZE_CAP
 
 DEFAULT_PORT = 12431  # CCS's default REST API port
 
@@ -31,6 +32,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="every job starts a run about this often (default: runs never progress)",
     )
     parser.add_argument("--latency-ms", type=float, default=0.0, help="added to every request (default 0)")
+    parser.add_argument(
+        "--search-page-size-cap",
+        type=int,
+        default=DEFAULT_SEARCH_PAGE_SIZE_CAP,
+        metavar="N",
+        help=f"Search Jobs answers at most N jobs a page, silently (default {DEFAULT_SEARCH_PAGE_SIZE_CAP})",
+    )
     parser.add_argument("--seed", type=int, default=0, help="seed for ids, outcomes and messages (default 0)")
     parser.add_argument(
         "--username", default=DEFAULT_USERNAME, help=f"account to accept (default {DEFAULT_USERNAME})"
@@ -65,6 +73,9 @@ def run(args: argparse.Namespace) -> int:
     if args.jobs is not None and args.jobs < 0:
         print("ccs-exporter: --jobs must be 0 or more", file=sys.stderr)
         return 2
+    if args.search_page_size_cap < 1:
+        print("ccs-exporter: --search-page-size-cap must be 1 or more", file=sys.stderr)
+        return 2
     try:
         simulator = Simulator(
             host=args.host,
@@ -78,6 +89,7 @@ def run(args: argparse.Namespace) -> int:
             run_interval=args.run_interval,
             seed=args.seed,
             latency_seconds=args.latency_ms / 1000.0,
+            search_page_size_cap=args.search_page_size_cap,
             tls_cert=args.tls_cert,
             tls_key=args.tls_key,
         ).start()

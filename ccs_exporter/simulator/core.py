@@ -12,7 +12,7 @@ from typing import Any
 
 from ccs_exporter.models import normalize_guid
 from ccs_exporter.simulator.api import CcsApi, json_response
-from ccs_exporter.simulator.faults import Faults, RequestLog, RequestRecord
+from ccs_exporter.simulator.faults import DEFAULT_SEARCH_PAGE_SIZE_CAP, Faults, RequestLog, RequestRecord
 from ccs_exporter.simulator.jobs import JobStore
 from ccs_exporter.simulator.progression import RunProgression
 from ccs_exporter.simulator.samples import generated_jobs, sample_jobs
@@ -30,6 +30,7 @@ class Simulator:
     ``jobs``: None for the built-in dozen sample jobs, an int N for N generated jobs. ``run_interval``:
     None or 0 keeps every run as it is (deterministic payloads); seconds make every job start a run
     about that often. ``seed`` makes ids, outcomes and message counts reproducible.
+    ``search_page_size_cap``: Search Jobs silently answers at most this many jobs per page.
     """
 
     def __init__(
@@ -45,6 +46,7 @@ class Simulator:
         run_interval: float | None = None,
         seed: int = 0,
         latency_seconds: float = 0.0,
+        search_page_size_cap: int = DEFAULT_SEARCH_PAGE_SIZE_CAP,
         tls_cert: str | None = None,
         tls_key: str | None = None,
     ) -> None:
@@ -57,7 +59,7 @@ class Simulator:
         self.host = host
         self.username = username
         self.password = password
-        self.faults = Faults(latency_seconds)
+        self.faults = Faults(latency_seconds, search_page_size_cap)
         self._stopping = threading.Event()
         self._log = RequestLog()
         self._tokens = TokenStore(access_token_seconds, refresh_token_seconds)
@@ -100,6 +102,7 @@ class Simulator:
         self._server.start()
         if self._progression is not None:
             self._store.on_job_added = self._progression.job_added
+            self._store.on_run_queued = self._progression.run_queued
             self._progression.start()
         return self
 
@@ -233,6 +236,18 @@ class Simulator:
             raise KeyError(job_id) from None
         return _deep_copy(payload)
 
+    def _console_create(self, body: dict[str, Any]) -> dict[str, Any]:
+        fields = _console_fields(body)
+        job_id = self._store.add_job(
+            fields["name"],
+            job_type=fields.get("jobtype") or "CHAINED_EVALUATIONJOB",
+            owner=fields.get("owner"),
+            is_system=fields.get("issystemjob", False),
+            job_id=None if fields.get("jobid") is None else _guid(fields["jobid"]),
+            description=fields.get("description") or "",
+        )
+        return self._store.job_payload(job_id)
+
     @staticmethod
     def _scenario(action: Callable[[], object]) -> None:
         try:
@@ -255,6 +270,12 @@ class Simulator:
             return json_response(200, {"reset": True})
         if method == "GET" and lower == ["jobs"]:
             return json_response(200, {"job_ids": self.job_ids})
+        if method == "POST" and lower == ["jobs"]:
+            return json_response(200, self._console_create(body))
+        if method == "DELETE" and len(lower) == 2 and lower[0] == "jobs":
+            job_id = _guid(segments[1])
+            self._store.remove(job_id)
+            return json_response(200, {"deleted": job_id})
         if lower == ["faults"] and method in ("GET", "POST"):
             if method == "POST":
                 try:
@@ -282,6 +303,25 @@ class Simulator:
                 self._store.finish_run(job_id, status, messages)
             return json_response(200, self._store.runs_payload(job_id, 1, True))
         raise ApiError(404, f"no control endpoint {method} {path}")
+
+
+_CONSOLE_FIELDS = {"name", "jobtype", "owner", "issystemjob", "jobid", "description"}
+
+
+def _console_fields(body: dict[str, Any]) -> dict[str, Any]:
+    """The fields of a control-API job creation, keys folded; ApiError 400 naming a bad one."""
+    fields = {str(key).lower(): value for key, value in body.items()}
+    unknown = sorted(set(fields) - _CONSOLE_FIELDS)
+    if unknown:
+        raise ApiError(400, f"unknown field(s): {', '.join(unknown)}")
+    for key in ("name", "jobtype", "owner", "jobid", "description"):
+        if fields.get(key) is not None and not isinstance(fields[key], str):
+            raise ApiError(400, f"{key} must be a string")
+    if not fields.get("name"):
+        raise ApiError(400, 'expected {"Name": "...", "JobType": "COLLECTIONJOB", "Owner": ..., ...}')
+    if not isinstance(fields.get("issystemjob", False), bool):
+        raise ApiError(400, "IsSystemJob must be true or false")
+    return fields
 
 
 def _guid(job_id: str) -> str:

@@ -8,7 +8,19 @@ from typing import Any, NamedTuple
 
 # Only the newest records are kept (counts stay exact), so a long benchmark does not grow memory.
 MAX_RECORDS = 100_000
-ENDPOINTS = ("token", "job", "jobruns", "create_job", "update_job", "delete_job", "control", "unknown")
+ENDPOINTS = (
+    "token",
+    "job",
+    "jobruns",
+    "create_job",
+    "update_job",
+    "delete_job",
+    "search_jobs",
+    "search_job_name",
+    "job_operation",
+    "control",
+    "unknown",
+)
 FAULT_FIELDS = (
     "latency_seconds",
     "error_rate",
@@ -17,7 +29,14 @@ FAULT_FIELDS = (
     "drop_connections",
     "reject_logins",
     "token_errors",
+    "search_unsupported",
+    "search_ignores_page",
+    "search_page_size_cap",
+    "operation_status",
 )
+DEFAULT_SEARCH_PAGE_SIZE_CAP = 1000
+# What run/abort answers on success: 200 with a JSON body, 202 or 204 without one.
+OPERATION_STATUSES = (200, 202, 204)
 
 
 class Faults:
@@ -26,6 +45,11 @@ class Faults:
     ``latency_seconds`` and ``hang`` apply to every request but control requests; ``error_rate``,
     ``malformed_json`` and ``drop_connections`` apply to API requests, and to token requests only when
     ``token_errors`` is true; ``reject_logins`` makes the token endpoint refuse password grants.
+
+    Search Jobs: ``search_unsupported`` makes ``GET /Jobs`` (search and search by name) answer 404 as
+    a CCS without these endpoints would; ``search_ignores_page`` answers page 0 whatever ``page`` says;
+    ``search_page_size_cap`` silently shortens bigger pages. ``operation_status`` is what run and abort
+    answer on success: 200 (with a JSON body), 202 or 204 (without one).
     """
 
     latency_seconds: float
@@ -35,13 +59,22 @@ class Faults:
     drop_connections: bool
     reject_logins: bool
     token_errors: bool
+    search_unsupported: bool
+    search_ignores_page: bool
+    search_page_size_cap: int
+    operation_status: int
 
-    def __init__(self, latency_seconds: float = 0.0) -> None:
+    def __init__(
+        self, latency_seconds: float = 0.0, search_page_size_cap: int = DEFAULT_SEARCH_PAGE_SIZE_CAP
+    ) -> None:
+        if search_page_size_cap < 1:
+            raise ValueError("search_page_size_cap must be 1 or more")
         self._baseline_latency = latency_seconds
+        self._baseline_cap = search_page_size_cap
         self.clear()
 
     def clear(self) -> None:
-        """No faults; the latency goes back to what the simulator was started with."""
+        """No faults; the latency and page size cap go back to what the simulator was started with."""
         self.latency_seconds = self._baseline_latency
         self.error_rate = 0.0
         self.hang = False
@@ -49,6 +82,10 @@ class Faults:
         self.drop_connections = False
         self.reject_logins = False
         self.token_errors = False
+        self.search_unsupported = False
+        self.search_ignores_page = False
+        self.search_page_size_cap = self._baseline_cap
+        self.operation_status = 200
 
     def update(self, changes: dict[str, Any]) -> None:
         """Set fields from a JSON object (the control API); ``"clear": true`` clears first.
@@ -70,6 +107,14 @@ class Faults:
                 if name == "error_rate" and value > 1:
                     raise ValueError("error_rate must be between 0 and 1")
                 setattr(self, name, float(value))
+            elif name == "search_page_size_cap":
+                if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                    raise ValueError("search_page_size_cap must be a whole number >= 1")
+                self.search_page_size_cap = value
+            elif name == "operation_status":
+                if isinstance(value, bool) or value not in OPERATION_STATUSES:
+                    raise ValueError("operation_status must be 200, 202 or 204")
+                self.operation_status = int(value)
             else:
                 if not isinstance(value, bool):
                     raise ValueError(f"{name} must be true or false")

@@ -1,9 +1,9 @@
 """The simulator's job store: jobs and their runs, rendered as the CCS payloads on each request.
 
-Jobs and runs are kept as compact slotted records with their DateTimes already formatted, so 10,000
-jobs are cheap to build and hold; the search and jobruns payloads are assembled per request. One lock
-guards everything; nested config blocks are replaced, never changed in place, so a payload built under
-the lock can be serialised after it is released.
+Jobs and runs are kept as compact slotted records (``records.py``), so 10,000 jobs are cheap to build
+and hold; the search and jobruns payloads are assembled per request. One lock guards everything;
+nested config blocks are replaced, never changed in place, so a payload built under the lock can be
+serialised after it is released. Every change bumps ``version``, which keys the search result cache.
 """
 
 from __future__ import annotations
@@ -12,10 +12,22 @@ import random
 import threading
 import uuid
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
-from typing import Any, NamedTuple
+from datetime import datetime, timedelta
+from typing import Any
 
+from ccs_exporter.simulator.records import (
+    STATUS_ABORTED,
+    STATUS_EXECUTING,
+    STATUS_PENDING,
+    SUMMARIES,
+    RunMessage,
+    StoredJob,
+    StoredRun,
+    build_messages,
+    format_time,
+    utc_now,
+)
+from ccs_exporter.simulator.search import Condition, SearchIndex
 from ccs_exporter.simulator.validation import (
     CONFIG_JOB_TYPES,
     ApiError,
@@ -25,188 +37,9 @@ from ccs_exporter.simulator.validation import (
     validate_update,
 )
 
-NEVER = "0001-01-01T00:00:00"
 # CCS purges old run history; the simulator keeps this many runs per job so long runs stay bounded.
 MAX_RUNS_PER_JOB = 25
 NOT_AUTHORIZED = "You are not authorized to perform this task. Access is denied."
-
-STATUS_PENDING = 1
-STATUS_EXECUTING = 2
-STATUS_COMPLETED = 4
-STATUS_FAULTED = 5
-STATUS_ABORTED = 7
-
-_IST = timezone(timedelta(hours=5, minutes=30))
-_PST = timezone(timedelta(hours=-8))
-TIME_STYLES = ("utc", "offset", "dotnet", "mixed")
-
-
-def utc_now() -> datetime:
-    """The current time, aware, in UTC."""
-    return datetime.now(timezone.utc)
-
-
-def format_time(moment: datetime, style: str, role: str = "stamp") -> str:
-    """Render a DateTime in one of the shapes the vendor pages show.
-
-    ``utc``: naive UTC (``2026-10-01T05:44:42``); ``offset``: with ``+05:30``; ``dotnet``: .NET's 7-digit
-    fraction with ``-08:00``; ``mixed``: like the jobruns sample, starts with ``+05:30`` and ends naive UTC.
-    """
-    if style == "mixed":
-        style = "offset" if role == "start" else "utc"
-    if style == "offset":
-        return moment.astimezone(_IST).replace(microsecond=0).isoformat()
-    if style == "dotnet":
-        local = moment.astimezone(_PST)
-        seventh = (local.microsecond * 7) % 10
-        return f"{local:%Y-%m-%dT%H:%M:%S}.{local.microsecond:06d}{seventh}-08:00"
-    return f"{moment.astimezone(timezone.utc):%Y-%m-%dT%H:%M:%S}"
-
-
-class RunMessage(NamedTuple):
-    """One entry of a run's ``JobMessages``."""
-
-    DateTime: str
-    Message: str
-    MessageDetails: str | None
-    Category: str
-    Asset: str | None
-    AssetType: str | None
-    AssetOwner: str | None
-
-
-_MESSAGE_TEMPLATES: dict[str, tuple[tuple[str, str], ...]] = {
-    "Error": (
-        (
-            "Windows Data Collector: query returned with message(s).",
-            "The credentials for asset have not been configured. "
-            "Please configure credentials using platform configuration.",
-        ),
-        (
-            "UNIX Data Collector: connection failed.",
-            "The asset did not answer on port 22 within the timeout.",
-        ),
-    ),
-    "Warning": (
-        ("Asset timed out.", "Data collection on the asset exceeded AssetTimeOut and was skipped."),
-        ("Stale data used.", "Collected data older than the incremental period was evaluated."),
-    ),
-    "Information": (
-        ("Evaluation completed.", "All checks of the standard were evaluated."),
-        ("Data collection completed.", "Data was collected from every reachable asset."),
-    ),
-}
-_ASSETS = (
-    ("CORP\\10.20.0.11", "Windows Machine"),
-    ("CORP\\10.20.0.12", "Windows Machine"),
-    ("lnx-web-01.corp.example", "UNIX Machine"),
-    ("CORP\\sql-01", "SQL Server Database"),
-)
-
-
-def build_messages(counts: Mapping[str, int], at: str, owner: str | None) -> tuple[RunMessage, ...]:
-    """Messages of the given categories (``{"Error": 2, "Warning": 1}``), from fixed templates."""
-    messages: list[RunMessage] = []
-    for category, count in counts.items():
-        templates = _MESSAGE_TEMPLATES.get(category, ((f"{category} message.", None),))
-        for index in range(max(0, int(count))):
-            text, details = templates[index % len(templates)]
-            asset, asset_type = _ASSETS[(len(messages) + index) % len(_ASSETS)]
-            messages.append(RunMessage(at, text, details, category, asset, asset_type, owner))
-    return tuple(messages)
-
-
-@dataclass(slots=True)
-class StoredRun:
-    """One run of a job; ``end`` is None while it is pending or executing."""
-
-    run_id: str
-    status: int
-    start: str
-    end: str | None = None
-    messages: tuple[RunMessage, ...] = ()
-    summary: str | None = None
-    status_details: str | None = None
-    custom_status_text: str | None = None
-    exception: str | None = None
-
-    @property
-    def running(self) -> bool:
-        return self.end is None
-
-    def payload(self, show_messages: bool) -> dict[str, Any]:
-        return {
-            "Exception": self.exception,
-            "ActivityStatusList": None,
-            "CustomStatusText": self.custom_status_text,
-            "JobEndTime": self.end,
-            "JobStartTime": self.start,
-            "JobSummary": self.summary,
-            "Status": self.status,
-            "StatusDetails": self.status_details,
-            "JobRunID": self.run_id,
-            "MessageCount": len(self.messages),
-            "JobMessages": [message._asdict() for message in self.messages] if show_messages else None,
-        }
-
-
-@dataclass(slots=True)
-class StoredJob:
-    """A job as CCS holds it: properties, config details (None for other job types) and runs."""
-
-    job_id: str
-    name: str
-    job_type: str
-    owner: str
-    created: str
-    modified: str
-    is_system: bool = False
-    config: dict[str, Any] | None = None
-    settings: dict[str, Any] = field(default_factory=dict)
-    runs: list[StoredRun] = field(default_factory=list)
-    last_run_date: str = NEVER
-    last_run_status: int = 0
-    time_style: str = "utc"
-    # Bumped whenever the run progression schedules this job, so stale scheduled events are ignored.
-    schedule_seq: int = 0
-
-    def properties(self) -> dict[str, Any]:
-        return {
-            "IsSystemJob": self.is_system,
-            "JobCreationTime": self.created,
-            "JobID": self.job_id,
-            "JobModifiedTime": self.modified,
-            "JobType": self.job_type,
-            "LastRunDate": self.last_run_date,
-            "LastRunStatus": self.last_run_status,
-            "Name": self.name,
-            "Owner": self.owner,
-        }
-
-    def payload(self) -> dict[str, Any]:
-        return {"JobProperties": self.properties(), "JobConfigDetails": self.config}
-
-    def runs_payload(self, count: int, show_messages: bool) -> dict[str, Any]:
-        newest_first = self.runs[::-1] if count == 0 else self.runs[: -count - 1 : -1]
-        return {
-            "TotalJobRuns": len(self.runs),
-            "JobID": self.job_id,
-            "JobStatusInfo": [run.payload(show_messages) for run in newest_first],
-        }
-
-    @property
-    def running_run(self) -> StoredRun | None:
-        """The latest run when it has not finished."""
-        return self.runs[-1] if self.runs and self.runs[-1].running else None
-
-    def refresh_last_run(self) -> None:
-        """LastRunDate/LastRunStatus from the latest run (its start time), or "never"."""
-        if self.runs:
-            self.last_run_date = self.runs[-1].start
-            self.last_run_status = self.runs[-1].status
-        else:
-            self.last_run_date = NEVER
-            self.last_run_status = 0
 
 
 def job_not_found(job_id: str) -> ApiError:
@@ -227,7 +60,10 @@ class JobStore:
         self._username = username
         self._rng = rng
         self._clock = clock
+        self._index = SearchIndex()
+        self.version = 0
         self.on_job_added: Callable[[StoredJob], None] | None = None
+        self.on_run_queued: Callable[[StoredJob], None] | None = None
 
     # --- reading ---------------------------------------------------------------------------------
 
@@ -253,6 +89,18 @@ class JobStore:
         with self.lock:
             return self.get(job_id).runs_payload(count, show_messages)
 
+    def search(self, conditions: tuple[Condition, ...], page: int, size: int) -> list[dict[str, Any]]:
+        """Search Jobs: one page of the matching jobs, in the order they were added."""
+        with self.lock:
+            matching = self._index.matching(self._jobs, conditions, self.version)
+            start = page * size
+            return [self._jobs[job_id].payload() for job_id in matching[start : start + size]]
+
+    def search_by_name(self, name: str) -> list[dict[str, Any]]:
+        """Search job by name: the job whose name is exactly ``name`` (case included), if any."""
+        with self.lock:
+            return [job.payload() for job in self._jobs.values() if job.name == name]
+
     # --- building ----------------------------------------------------------------------------------
 
     def new_id(self) -> str:
@@ -263,6 +111,7 @@ class JobStore:
     def add(self, job: StoredJob) -> None:
         with self.lock:
             self._jobs[job.job_id] = job
+            self.version += 1
             if self.on_job_added is not None:
                 self.on_job_added(job)
 
@@ -270,6 +119,7 @@ class JobStore:
         with self.lock:
             for job in jobs:
                 self._jobs[job.job_id] = job
+            self.version += 1
 
     def add_job(
         self,
@@ -285,7 +135,7 @@ class JobStore:
             if job_id is None:
                 job_id = self.new_id()
             if job_id in self._jobs:
-                raise ValueError(f"job {job_id} already exists")
+                raise ApiError(400, f"job {job_id} already exists")
             self._check_unique_name(name, None)
             stamp = format_time(self._clock(), "utc")
             config = None
@@ -355,6 +205,7 @@ class JobStore:
                 self._check_unique_name(name, job.job_id)
                 job.name = name
                 job.modified = format_time(self._clock(), "utc")
+                self.version += 1
                 return
             changes = validate_update(dict(details), job.config)
             if changes.name is not None:
@@ -370,18 +221,56 @@ class JobStore:
             if delete_job:
                 del self._jobs[job_id]
             else:
-                self.drop_history(job)
+                job.runs = [run for run in job.runs if run.running]
+                job.refresh_last_run()
+            self.version += 1
 
     def remove(self, job_id: str) -> None:
         with self.lock:
             self.get(job_id)
             del self._jobs[job_id]
+            self.version += 1
 
-    @staticmethod
-    def drop_history(job: StoredJob) -> None:
-        """Delete the run history; a run still in progress stays (its data is not history yet)."""
-        job.runs = [run for run in job.runs if run.running]
-        job.refresh_last_run()
+    # --- run and abort -----------------------------------------------------------------------------
+
+    def execute(self, job_id: str) -> tuple[StoredJob, StoredRun]:
+        """Run a job now: queue a pending run; 403 for a system job, 400 when a run is in progress."""
+        with self.lock:
+            job = self.get(job_id)
+            if job.is_system:
+                raise ApiError(403, NOT_AUTHORIZED)
+            if job.running_run is not None:
+                raise ApiError(400, f"Job '{job_id}' is already running. Abort the run in progress first.")
+            run = StoredRun(
+                self._run_id(), STATUS_PENDING, format_time(self._clock(), job.time_style, "start")
+            )
+            self._append_run(job, run)
+            if self.on_run_queued is not None:
+                self.on_run_queued(job)
+            return job, run
+
+    def abort(self, run_id: str, user: str) -> tuple[StoredJob, StoredRun]:
+        """Abort a run in progress by its JobRunID; 404 unknown, 403 a system job's, 400 not in progress."""
+        with self.lock:
+            found = next(
+                ((job, run) for job in self._jobs.values() for run in job.runs if run.run_id == run_id), None
+            )
+            if found is None:
+                raise ApiError(404, f"Job run for specified JobRunID '{run_id}' not found.")
+            job, run = found
+            if job.is_system:
+                raise ApiError(403, NOT_AUTHORIZED)
+            if not run.running:
+                raise ApiError(400, f"Job run '{run_id}' is not in progress.")
+            now = format_time(self._clock(), job.time_style, "end")
+            note = RunMessage(now, f"Job run aborted by {user}.", None, "Information", None, None, job.owner)
+            run.status = STATUS_ABORTED
+            run.end = now
+            run.messages = (*run.messages, note)
+            run.summary = SUMMARIES[STATUS_ABORTED]
+            job.refresh_last_run()
+            self.version += 1
+            return job, run
 
     # --- runs ------------------------------------------------------------------------------------
 
@@ -401,6 +290,7 @@ class JobStore:
             if run is not None:
                 run.status = status
                 job.refresh_last_run()
+                self.version += 1
 
     def finish_run(
         self, job_id: str, status: int, messages: Mapping[str, int] | None = None, run_seconds: float = 5.0
@@ -421,8 +311,9 @@ class JobStore:
             run.status = status
             run.end = end
             run.messages = built
-            run.summary = _SUMMARIES.get(status)
+            run.summary = SUMMARIES.get(status)
             job.refresh_last_run()
+            self.version += 1
             return run
 
     def _append_run(self, job: StoredJob, run: StoredRun) -> None:
@@ -430,6 +321,7 @@ class JobStore:
         if len(job.runs) > MAX_RUNS_PER_JOB:
             del job.runs[: len(job.runs) - MAX_RUNS_PER_JOB]
         job.refresh_last_run()
+        self.version += 1
 
     def _run_id(self) -> str:
         return str(uuid.UUID(int=self._rng.getrandbits(128), version=4))
@@ -455,13 +347,7 @@ class JobStore:
         if changes.name is not None:
             job.name = changes.name
         job.modified = format_time(self._clock(), "utc")
-
-
-_SUMMARIES = {
-    STATUS_COMPLETED: "Job completed successfully.",
-    STATUS_FAULTED: "Job completed with errors.",
-    STATUS_ABORTED: "Job was aborted.",
-}
+        self.version += 1
 
 
 def default_config(name: str, description: str, start_date: str) -> dict[str, Any]:

@@ -12,13 +12,13 @@ import random
 import threading
 import time
 
-from ccs_exporter.simulator.jobs import (
+from ccs_exporter.simulator.jobs import JobStore
+from ccs_exporter.simulator.records import (
     STATUS_ABORTED,
     STATUS_COMPLETED,
     STATUS_EXECUTING,
     STATUS_FAULTED,
     STATUS_PENDING,
-    JobStore,
     StoredJob,
 )
 from ccs_exporter.simulator.validation import ApiError
@@ -64,6 +64,10 @@ class RunProgression:
         """Bring a job created while running into the cycle (called with the store lock held)."""
         kind = "start" if job.running_run is None else "execute"
         self._schedule(job, time.monotonic() + self._rng.uniform(0.1, 1.0) * self._interval, kind)
+
+    def run_queued(self, job: StoredJob) -> None:
+        """A run queued through the API (pending): it executes and finishes like the others."""
+        self._schedule(job, time.monotonic() + self._rng.uniform(*_PENDING_SHARE) * self._interval, "execute")
 
     def _schedule(self, job: StoredJob, due: float, kind: str) -> None:
         job.schedule_seq += 1

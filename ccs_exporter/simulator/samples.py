@@ -9,7 +9,7 @@ from datetime import datetime, timedelta, timezone
 from importlib import resources
 from typing import Any
 
-from ccs_exporter.simulator.jobs import (
+from ccs_exporter.simulator.records import (
     STATUS_ABORTED,
     STATUS_COMPLETED,
     STATUS_EXECUTING,

@@ -24,6 +24,7 @@ _ACCEPT_POLL_SECONDS = 0.05
 
 REASONS = {
     200: "OK",
+    202: "Accepted",
     204: "No Content",
     400: "Bad Request",
     401: "Unauthorized",
