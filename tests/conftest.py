@@ -20,6 +20,7 @@ _TOOL_HINTS = {
     "prometheus": "apt-get install prometheus",
     "helm": "bash .ci/install-helm.sh",
     "kubectl": "bash .ci/install-helm.sh",
+    "readme-generator": "bash .ci/install-readme-generator.sh (needs npm)",
 }
 
 

@@ -26,12 +26,16 @@ app.kubernetes.io/name: {{ include "ccs-exporter.name" . }}
 app.kubernetes.io/instance: {{ .Release.Name }}
 {{- end }}
 
+{{/* Labels of every object: the chart's, then commonLabels. */}}
 {{- define "ccs-exporter.labels" -}}
 helm.sh/chart: {{ include "ccs-exporter.chart" . }}
 {{ include "ccs-exporter.selectorLabels" . }}
 app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
 app.kubernetes.io/managed-by: {{ .Release.Service }}
 app.kubernetes.io/part-of: ccs-exporter
+{{- with .Values.commonLabels }}
+{{ toYaml . }}
+{{- end }}
 {{- end }}
 
 {{- define "ccs-exporter.serviceAccountName" -}}
@@ -55,7 +59,7 @@ app.kubernetes.io/part-of: ccs-exporter
 {{- end }}
 {{- end }}
 
-{{/* Where the password file is mounted; CCS_EXPORTER_PASSWORD_FILE points into it. */}}
+{{/* Where the password file is mounted; password_file points into it. */}}
 {{- define "ccs-exporter.credentialsDir" -}}
 /etc/ccs-exporter/credentials
 {{- end }}
@@ -64,21 +68,294 @@ app.kubernetes.io/part-of: ccs-exporter
 /etc/ccs-exporter/ca
 {{- end }}
 
+{{/* Where the ConfigMap is mounted (a directory, not a subPath: the kubelet then updates the file). */}}
+{{- define "ccs-exporter.configDir" -}}
+/etc/ccs-exporter/config
+{{- end }}
+
+{{- define "ccs-exporter.configFile" -}}
+{{- printf "%s/config.yaml" (include "ccs-exporter.configDir" .) }}
+{{- end }}
+
 {{- define "ccs-exporter.auditClaimName" -}}
 {{- default (printf "%s-audit" (include "ccs-exporter.fullname" .)) .Values.auditLog.persistence.existingClaim }}
 {{- end }}
 
-{{/* Where the web-config Secret is mounted; CCS_EXPORTER_WEB_CONFIG_FILE points into it. */}}
+{{/* Where the web-config Secret is mounted; web_config_file points into it. */}}
 {{- define "ccs-exporter.webConfigDir" -}}
 /etc/ccs-exporter/web
 {{- end }}
 
-{{/* Refuses web-config and ServiceMonitor TLS settings that cannot work together. */}}
-{{- define "ccs-exporter.checkWebConfig" -}}
+{{/*
+The exporter's configuration file (YAML keys are the setting names in lower case). Keys of settings that
+are unset here are left out, so the exporter's own defaults apply.
+*/}}
+{{- define "ccs-exporter.config" -}}
+{{- $config := dict
+  "url" .Values.ccs.url
+  "username" .Values.ccs.username
+  "password_file" (printf "%s/password" (include "ccs-exporter.credentialsDir" .))
+  "password_encoding" .Values.ccs.passwordEncoding
+  "verify_tls" .Values.ccs.verifyTls
+  "request_timeout_seconds" .Values.ccs.requestTimeoutSeconds
+  "job_ids" .Values.jobIds
+  "listen_address" (printf "0.0.0.0:%v" .Values.exporter.port)
+  "poll_interval_seconds" .Values.exporter.pollIntervalSeconds
+  "concurrency" .Values.exporter.concurrency
+  "history_window" .Values.exporter.historyWindow
+  "log_format" .Values.exporter.logFormat
+  "log_level" .Values.exporter.logLevel
+}}
+{{- if or .Values.ccs.caBundle.configMap .Values.ccs.caBundle.secret }}
+{{- $_ := set $config "ca_bundle" (printf "%s/%s" (include "ccs-exporter.caDir" .) .Values.ccs.caBundle.key) }}
+{{- end }}
+{{- with .Values.jobSearch }}
+{{- $_ := set $config "job_search" . }}
+{{- $_ := set $config "search_page_size" $.Values.searchPageSize }}
+{{- end }}
+{{- with .Values.exporter.statusMetric }}
+{{- $_ := set $config "status_metric" . }}
+{{- end }}
+{{- if .Values.auditLog.enabled }}
+{{- $_ := set $config "audit_log" (printf "%s/%s" .Values.auditLog.mountPath .Values.auditLog.fileName) }}
+{{- end }}
+{{- if .Values.webConfig.existingSecret }}
+{{- $_ := set $config "web_config_file" (printf "%s/%s" (include "ccs-exporter.webConfigDir" .) .Values.webConfig.configKey) }}
+{{- end }}
+{{- range $key, $value := .Values.exporter.extraConfig }}
+{{- if eq (lower $key) "password" }}
+{{- fail "exporter.extraConfig.password: the password must not be in the ConfigMap; put it in a Secret named by ccs.existingSecret" }}
+{{- end }}
+{{- if hasKey $config $key }}
+{{- fail (printf "exporter.extraConfig.%s: the chart sets this key itself; use the chart's value for it (see the chart README)" $key) }}
+{{- end }}
+{{- $_ := set $config $key $value }}
+{{- end }}
+{{- toYaml $config }}
+{{- end }}
+
+{{/* CCS's TCP port for the NetworkPolicy: networkPolicy.ccsPort, else the URL's, else the scheme's. */}}
+{{- define "ccs-exporter.ccsPort" -}}
+{{- if .Values.networkPolicy.ccsPort }}
+{{- .Values.networkPolicy.ccsPort }}
+{{- else }}
+{{- $url := urlParse .Values.ccs.url }}
+{{- $port := regexFind ":[0-9]+$" $url.host | trimPrefix ":" }}
+{{- default (ternary "443" "80" (eq $url.scheme "https")) $port }}
+{{- end }}
+{{- end }}
+
+{{/* Refuses values that cannot work together, with a message naming the value to change. */}}
+{{- define "ccs-exporter.checkValues" -}}
+{{- if and (not .Values.ccs.existingSecret) (not .Values.ccs.password) }}
+{{- fail "ccs.existingSecret: no CCS password. Create a Secret holding it (kubectl create secret generic ccs-exporter-credentials --from-file=password=./ccs-password) and set ccs.existingSecret to its name (or set ccs.password)" }}
+{{- end }}
+{{- if and .Values.ccs.caBundle.configMap .Values.ccs.caBundle.secret }}
+{{- fail "ccs.caBundle: set configMap or secret, not both" }}
+{{- end }}
 {{- if and (or .Values.webConfig.tls .Values.webConfig.tlsSecret) (not .Values.webConfig.existingSecret) }}
 {{- fail "webConfig.tls and webConfig.tlsSecret need webConfig.existingSecret (the Secret holding web-config.yml)" }}
 {{- end }}
 {{- if and .Values.serviceMonitor.tlsConfig.ca.secret .Values.serviceMonitor.tlsConfig.ca.configMap }}
 {{- fail "serviceMonitor.tlsConfig.ca: set secret or configMap, not both" }}
 {{- end }}
+{{- if .Values.sharding.enabled }}
+{{- if and .Values.auditLog.enabled .Values.auditLog.persistence.enabled .Values.auditLog.persistence.existingClaim }}
+{{- fail "auditLog.persistence.existingClaim: with sharding.enabled every shard gets its own claim from a volumeClaimTemplate; leave existingClaim empty" }}
+{{- end }}
+{{- if ne .Values.service.type "ClusterIP" }}
+{{- fail "service.type: with sharding.enabled the Service is headless and must be ClusterIP" }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{/* The pod template shared by the Deployment and the sharded StatefulSet. */}}
+{{- define "ccs-exporter.podTemplate" -}}
+metadata:
+  labels:
+    {{- include "ccs-exporter.labels" . | nindent 4 }}
+    {{- with .Values.podLabels }}
+    {{- toYaml . | nindent 4 }}
+    {{- end }}
+  {{- with .Values.podAnnotations }}
+  annotations:
+    {{- toYaml . | nindent 4 }}
+  {{- end }}
+spec:
+  serviceAccountName: {{ include "ccs-exporter.serviceAccountName" . }}
+  automountServiceAccountToken: false
+  {{- with .Values.imagePullSecrets }}
+  imagePullSecrets:
+    {{- toYaml . | nindent 4 }}
+  {{- end }}
+  {{- with .Values.priorityClassName }}
+  priorityClassName: {{ . }}
+  {{- end }}
+  {{- with .Values.hostAliases }}
+  hostAliases:
+    {{- toYaml . | nindent 4 }}
+  {{- end }}
+  securityContext:
+    {{- toYaml .Values.podSecurityContext | nindent 4 }}
+  containers:
+    - name: ccs-exporter
+      image: {{ include "ccs-exporter.image" . | quote }}
+      imagePullPolicy: {{ .Values.image.pullPolicy }}
+      args:
+        - serve
+        - --config
+        - {{ include "ccs-exporter.configFile" . }}
+        {{- range .Values.extraArgs }}
+        - {{ . | quote }}
+        {{- end }}
+      securityContext:
+        {{- toYaml .Values.securityContext | nindent 8 }}
+      {{- if or .Values.sharding.enabled .Values.extraEnv }}
+      env:
+        {{- if .Values.sharding.enabled }}
+        # The shard index is the StatefulSet pod's ordinal, read from its host name (<name>-<ordinal>).
+        - name: CCS_EXPORTER_SHARD_FROM_HOSTNAME
+          value: "true"
+        - name: CCS_EXPORTER_TOTAL_SHARDS
+          value: {{ .Values.sharding.replicas | quote }}
+        {{- end }}
+        {{- with .Values.extraEnv }}
+        {{- toYaml . | nindent 8 }}
+        {{- end }}
+      {{- end }}
+      {{- with .Values.extraEnvFrom }}
+      envFrom:
+        {{- toYaml . | nindent 8 }}
+      {{- end }}
+      ports:
+        - name: http-metrics
+          containerPort: {{ .Values.exporter.port }}
+          protocol: TCP
+      # The health endpoints need no basic auth; with TLS the kubelet connects without checking the certificate.
+      livenessProbe:
+        httpGet:
+          path: /healthz
+          port: http-metrics
+          scheme: {{ ternary "HTTPS" "HTTP" .Values.webConfig.tls }}
+        {{- toYaml .Values.livenessProbe | nindent 8 }}
+      readinessProbe:
+        httpGet:
+          path: /readyz
+          port: http-metrics
+          scheme: {{ ternary "HTTPS" "HTTP" .Values.webConfig.tls }}
+        {{- toYaml .Values.readinessProbe | nindent 8 }}
+      resources:
+        {{- toYaml .Values.resources | nindent 8 }}
+      volumeMounts:
+        - name: config
+          mountPath: {{ include "ccs-exporter.configDir" . }}
+          readOnly: true
+        - name: credentials
+          mountPath: {{ include "ccs-exporter.credentialsDir" . }}
+          readOnly: true
+        - name: tmp
+          mountPath: /tmp
+        {{- if or .Values.ccs.caBundle.configMap .Values.ccs.caBundle.secret }}
+        - name: ca-bundle
+          mountPath: {{ include "ccs-exporter.caDir" . }}
+          readOnly: true
+        {{- end }}
+        {{- if .Values.auditLog.enabled }}
+        - name: audit-log
+          mountPath: {{ .Values.auditLog.mountPath }}
+        {{- end }}
+        {{- if .Values.webConfig.existingSecret }}
+        - name: web-config
+          mountPath: {{ include "ccs-exporter.webConfigDir" . }}
+          readOnly: true
+        {{- end }}
+        {{- with .Values.extraVolumeMounts }}
+        {{- toYaml . | nindent 8 }}
+        {{- end }}
+  volumes:
+    - name: config
+      configMap:
+        name: {{ include "ccs-exporter.fullname" . }}
+    - name: credentials
+      secret:
+        secretName: {{ include "ccs-exporter.secretName" . }}
+        # Readable by the exporter's group (fsGroup) only.
+        defaultMode: 0440
+        items:
+          - key: {{ .Values.ccs.passwordKey }}
+            path: password
+    - name: tmp
+      emptyDir:
+        sizeLimit: 16Mi
+    {{- if .Values.ccs.caBundle.configMap }}
+    - name: ca-bundle
+      configMap:
+        name: {{ .Values.ccs.caBundle.configMap }}
+        items:
+          - key: {{ .Values.ccs.caBundle.key }}
+            path: {{ .Values.ccs.caBundle.key }}
+    {{- else if .Values.ccs.caBundle.secret }}
+    - name: ca-bundle
+      secret:
+        secretName: {{ .Values.ccs.caBundle.secret }}
+        defaultMode: 0444
+        items:
+          - key: {{ .Values.ccs.caBundle.key }}
+            path: {{ .Values.ccs.caBundle.key }}
+    {{- end }}
+    {{- if .Values.auditLog.enabled }}
+    {{- if not .Values.auditLog.persistence.enabled }}
+    - name: audit-log
+      emptyDir: {}
+    {{- else if not .Values.sharding.enabled }}
+    - name: audit-log
+      persistentVolumeClaim:
+        claimName: {{ include "ccs-exporter.auditClaimName" . }}
+    {{- end }}
+    {{- end }}
+    {{- if .Values.webConfig.existingSecret }}
+    - name: web-config
+      {{- if .Values.webConfig.tlsSecret }}
+      # One directory for both, so web-config.yml names the certificate files the same way either way.
+      projected:
+        defaultMode: 0440
+        sources:
+          - secret:
+              name: {{ .Values.webConfig.existingSecret }}
+          - secret:
+              name: {{ .Values.webConfig.tlsSecret }}
+      {{- else }}
+      secret:
+        secretName: {{ .Values.webConfig.existingSecret }}
+        # Readable by the exporter's group (fsGroup) only: it holds the TLS key.
+        defaultMode: 0440
+      {{- end }}
+    {{- end }}
+    {{- with .Values.extraVolumes }}
+    {{- toYaml . | nindent 4 }}
+    {{- end }}
+  {{- with .Values.nodeSelector }}
+  nodeSelector:
+    {{- toYaml . | nindent 4 }}
+  {{- end }}
+  {{- with .Values.affinity }}
+  affinity:
+    {{- toYaml . | nindent 4 }}
+  {{- end }}
+  {{- with .Values.tolerations }}
+  tolerations:
+    {{- toYaml . | nindent 4 }}
+  {{- end }}
+  {{- with .Values.topologySpreadConstraints }}
+  {{- $constraints := list }}
+  {{- range . }}
+  {{- $constraint := deepCopy . }}
+  {{- if not (hasKey $constraint "labelSelector") }}
+  {{- $_ := set $constraint "labelSelector" (dict "matchLabels" (include "ccs-exporter.selectorLabels" $ | fromYaml)) }}
+  {{- end }}
+  {{- $constraints = append $constraints $constraint }}
+  {{- end }}
+  topologySpreadConstraints:
+    {{- toYaml $constraints | nindent 4 }}
+  {{- end }}
 {{- end }}
