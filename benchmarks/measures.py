@@ -22,7 +22,8 @@ from requests.adapters import HTTPAdapter
 
 from ccs_exporter.client import CcsClient
 from ccs_exporter.metrics import ExpositionStore, RequestStats
-from ccs_exporter.poller import Poller, PollSnapshot
+from ccs_exporter.poller import Poller
+from ccs_exporter.snapshot import PollSnapshot
 
 API = "/ccs/api/v1"
 HISTORY_WINDOW = 10

@@ -338,22 +338,13 @@ def _run_exporter(
 
     from ccs_exporter.exporter import Exporter
 
-    on_change = None
-    audit_counts = None
+    audit_log = None
     if settings.audit_log is not None:
         from ccs_exporter.audit import AuditLog
 
         audit_log = AuditLog(settings.audit_log, user_name=settings.username)
-        on_change = audit_log.observe
-        audit_counts = audit_log.stats
     try:
-        exporter = Exporter(
-            settings,
-            on_change=on_change,
-            audit_counts=audit_counts,
-            reload=reload,
-            source_changed=source_changed,
-        )
+        exporter = Exporter(settings, audit_log=audit_log, reload=reload, source_changed=source_changed)
     except OSError as exc:
         raise ConfigError(
             f"CCS_EXPORTER_LISTEN_ADDRESS (listen_address) = {settings.listen_address!r}: "
@@ -364,7 +355,7 @@ def _run_exporter(
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
     if hasattr(signal, "SIGHUP"):
-        signal.signal(signal.SIGHUP, lambda *_: exporter.loop.request_reload())
+        signal.signal(signal.SIGHUP, lambda *_: exporter.request_reload())
     exporter.start()
     if banner is not None:
         banner(exporter.url)

@@ -1,21 +1,24 @@
-"""Assembles the running exporter from settings: client -> poller -> metrics -> HTTP server.
+"""Assembles the running exporter from settings: client -> poller -> snapshot -> metrics -> HTTP server.
 
-``cli.py`` builds the settings and the audit log and hands them here; tests and benchmarks use
+With an audit log, an auditor on the poll loop's thread records the job changes each published snapshot
+carries. ``cli.py`` builds the settings and the audit log and hands them here; tests and benchmarks use
 ``Exporter`` directly to run the whole pipeline in-process.
 """
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Callable
 
 import structlog
 
+from ccs_exporter.audit import AuditLog
+from ccs_exporter.auditor import ChangeAuditor
 from ccs_exporter.client import CcsClient
 from ccs_exporter.config import Settings
-from ccs_exporter.metrics import AuditCounts, ExpositionStore, LiveMetrics, RequestStats
-from ccs_exporter.poller import ChangeObserver, Poller, PollLoop, PollSnapshot
+from ccs_exporter.metrics import ExpositionStore, LiveMetrics, RequestStats
+from ccs_exporter.poller import Poller, PollLoop
 from ccs_exporter.server import MetricsServer
+from ccs_exporter.snapshot import PollSnapshot
 from ccs_exporter.webconfig import load_web_config
 
 log = structlog.get_logger(__name__)
@@ -28,23 +31,22 @@ class Exporter:
         self,
         settings: Settings,
         *,
-        on_change: ChangeObserver | None = None,
-        audit_counts: Callable[[], AuditCounts] | None = None,
+        audit_log: AuditLog | None = None,
         reload: Callable[[], list[str]] | None = None,
         source_changed: Callable[[], bool] | None = None,
     ) -> None:
         web_config = load_web_config(settings.web_config_file) if settings.web_config_file else None
         self.requests = RequestStats()
         self.client = CcsClient.from_settings(settings, observer=self.requests.observe)
+        self.auditor = ChangeAuditor(audit_log) if audit_log is not None else None
         self.poller = Poller(
             self.client,
             settings.job_ids,
             history_window=settings.history_window,
             concurrency=settings.concurrency,
-            on_change=on_change,
+            track_changes=self.auditor is not None,
         )
         self.store = ExpositionStore()
-        self._published = threading.Event()
         self.loop = PollLoop(
             self.poller,
             settings.poll_interval_seconds,
@@ -52,16 +54,19 @@ class Exporter:
             reload=reload,
             source_changed=source_changed,
         )
-        self.server = MetricsServer(
-            settings.listen, self.store, LiveMetrics(self.requests, audit_counts), web_config
-        )
+        extra = [self.auditor.collector()] if self.auditor is not None else []
+        live = LiveMetrics(self.requests, extra)
+        self.server = MetricsServer(settings.listen, self.store, live, web_config)
         self.last_snapshot: PollSnapshot | None = None
         if not settings.verify_tls:
             log.warning("tls_verification_disabled", url=settings.url)
 
     def _publish(self, snapshot: PollSnapshot) -> None:
+        """Runs on the poll loop's thread: publish first, so the audit trail never delays a scrape."""
         self.store.publish(snapshot)
         self.last_snapshot = snapshot
+        if self.auditor is not None:
+            self.auditor.record(snapshot.changes)
 
     @property
     def url(self) -> str:
@@ -74,6 +79,10 @@ class Exporter:
         self.loop.start()
         log.info("exporter_started", listen=self.url, jobs=len(self.poller.job_ids))
         return self
+
+    def request_reload(self) -> None:
+        """Re-read the job list and start a cycle now (SIGHUP); safe to call from a signal handler."""
+        self.loop.request_reload()
 
     def wait_ready(self, timeout: float | None = None) -> bool:
         """Block until the first cycle is published; False on timeout."""

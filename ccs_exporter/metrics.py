@@ -2,8 +2,8 @@
 
 The job part comes from an immutable ``PollSnapshot`` through a private registry and fresh metric
 families, and is kept as ready bytes (plain and gzip) so a scrape never calls CCS and never waits on a
-cycle. The live part (build info, CCS request counters and latency, audit counters, process metrics) is
-small and rendered on each scrape. Sample of the job part::
+cycle. The live part (build info, CCS request counters and latency, process metrics, and any collectors
+the composition adds) is small and rendered on each scrape. Sample of the job part::
 
     # HELP ccs_job_last_run_status Latest run's status as a state set: 1 for the current state.
     # TYPE ccs_job_last_run_status gauge
@@ -19,9 +19,9 @@ import itertools
 import math
 import threading
 import zlib
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Protocol, cast
+from typing import cast
 
 from prometheus_client import CollectorRegistry, ProcessCollector, generate_latest
 from prometheus_client.metrics_core import (
@@ -36,7 +36,7 @@ from prometheus_client.utils import floatToGoString
 
 from ccs_exporter import __version__
 from ccs_exporter.models import JobStatus
-from ccs_exporter.poller import JobSnapshot, JobState, PollSnapshot
+from ccs_exporter.snapshot import JobSnapshot, JobState, PollSnapshot
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 MAX_LABEL_LENGTH = 200
@@ -406,33 +406,6 @@ def _bound(value: float) -> str:
     return repr(float(value))
 
 
-class AuditCounts(Protocol):
-    """What the audit trail reports about itself, for ``ccs_audit_*``."""
-
-    @property
-    def records(self) -> Mapping[tuple[str, str], int]: ...
-
-    @property
-    def write_errors(self) -> int: ...
-
-
-class _AuditCollector(Collector):
-    def __init__(self, source: Callable[[], AuditCounts]) -> None:
-        self._source = source
-
-    def collect(self) -> Iterator[Metric]:
-        counts = self._source()
-        records = CounterMetricFamily(
-            "ccs_audit_records", "Audit records written by action and outcome.", labels=["action", "outcome"]
-        )
-        for (action, outcome), count in sorted(counts.records.items()):
-            records.add_metric([action, outcome], count)
-        yield records
-        yield CounterMetricFamily(
-            "ccs_audit_write_errors", "Audit records that could not be written.", value=counts.write_errors
-        )
-
-
 class _BuildInfoCollector(Collector):
     def collect(self) -> Iterator[Metric]:
         info = InfoMetricFamily("ccs_exporter_build", "The exporter's version.", labels=["version"])
@@ -441,14 +414,14 @@ class _BuildInfoCollector(Collector):
 
 
 class LiveMetrics:
-    """The per-scrape part of /metrics: build info, CCS request stats, audit counters, process metrics."""
+    """The per-scrape part of /metrics: build info, CCS request stats, process metrics, ``extra``."""
 
-    def __init__(self, requests: RequestStats, audit: Callable[[], AuditCounts] | None = None) -> None:
+    def __init__(self, requests: RequestStats, extra: Iterable[Collector] = ()) -> None:
         self._registry = CollectorRegistry(auto_describe=False)
         self._registry.register(_BuildInfoCollector())
         self._registry.register(requests)
-        if audit is not None:
-            self._registry.register(_AuditCollector(audit))
+        for collector in extra:
+            self._registry.register(collector)
         ProcessCollector(registry=self._registry)
 
     def render(self) -> bytes:

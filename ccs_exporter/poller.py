@@ -11,14 +11,10 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import queue
 import threading
 import time
-from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
-from datetime import datetime
-from typing import Generic, TypeVar
+from dataclasses import dataclass
 
 import structlog
 
@@ -35,78 +31,15 @@ from ccs_exporter.errors import (
     ServerError,
     UnavailableError,
 )
-from ccs_exporter.models import Job, JobRuns, JobStatus
+from ccs_exporter.models import Job
+from ccs_exporter.snapshot import JobChange, JobSnapshot, JobState, PollSnapshot, epoch, summarize_runs
+from ccs_exporter.workers import WorkerPool
 
 log = structlog.get_logger(__name__)
-
-ChangeObserver = Callable[[str, "Job | None", "Job | None"], None]
-"""Told (job id, job before, job after) when a watched job's JobModifiedTime moved or it disappeared."""
 
 # Per-job failure lines logged in one cycle before the rest are summed up in one line (a CCS outage
 # would otherwise log one line per job).
 _MAX_JOB_LOG_LINES_PER_CYCLE = 10
-_FAILED_RUN_STATUSES = (JobStatus.FAULTED, JobStatus.ABORTED)
-_MAX_CATEGORY_LENGTH = 64
-
-
-@dataclass(frozen=True, slots=True)
-class RunSummary:
-    """What the exporter keeps of a job's run history window: the derived figures, not the payload."""
-
-    status_code: int
-    start_seconds: float | None
-    end_seconds: float | None
-    duration_seconds: float | None
-    messages: tuple[tuple[str, int], ...]
-    total_runs: int
-    last_success_seconds: float | None
-    consecutive_failures: int
-    running: bool
-
-
-@dataclass(frozen=True, slots=True)
-class JobSnapshot:
-    """The last good reading of one job: its metadata and its run summary."""
-
-    job_id: str
-    name: str
-    job_type: str
-    owner: str
-    is_system: bool
-    last_run_status: int
-    modified_seconds: float | None
-    runs: RunSummary | None
-    read_at: float
-
-
-@dataclass(frozen=True, slots=True)
-class JobState:
-    """One watched job in a published snapshot: its last good values and whether the last poll worked."""
-
-    job_id: str
-    data: JobSnapshot | None
-    poll_success: bool
-    error: str | None = None
-
-
-@dataclass(frozen=True)
-class PollSnapshot:
-    """Everything one cycle learned; what /metrics renders. Immutable once published."""
-
-    taken_at: float
-    jobs: tuple[JobState, ...]
-    up: bool
-    last_success_at: float | None
-    cycle_seconds: float
-    cycles: int
-    overruns: int = 0
-    requests: int = 0
-    runs_fetched: int = 0
-
-    @property
-    def failed_jobs(self) -> int:
-        """How many jobs failed to poll in this cycle."""
-        return sum(1 for job in self.jobs if not job.poll_success)
 
 
 @dataclass(slots=True)
@@ -127,54 +60,7 @@ class _Outcome:
     message: str = ""
     reached_ccs: bool = True
     runs_fetched: bool = False
-
-
-def epoch(value: datetime | None) -> float | None:
-    """A UTC datetime as Unix seconds; None stays None."""
-    return value.timestamp() if value is not None else None
-
-
-def summarize_runs(runs: JobRuns, known_success: float | None = None) -> RunSummary:
-    """Derive the metric figures from a jobruns answer (the window of latest runs).
-
-    ``known_success`` is the last success seen before; it survives a window that no longer holds it.
-    """
-    ordered = runs.newest_first()
-    latest = ordered[0] if ordered else None
-    finished = [run for run in ordered if run.is_finished]
-    last_finished = finished[0] if finished else None
-    success = next((run for run in finished if run.status is JobStatus.COMPLETED), None)
-    success_seconds = epoch(success.JobEndTime) if success is not None else None
-    candidates = [value for value in (known_success, success_seconds) if value is not None]
-    consecutive = 0
-    for run in finished:
-        if run.status is JobStatus.COMPLETED:
-            break
-        if run.status in _FAILED_RUN_STATUSES:
-            consecutive += 1
-    messages: Counter[str] = Counter()
-    if latest is not None:
-        for message in latest.JobMessages:
-            messages[_category(message.Category)] += 1
-    for category in ("error", "warning", "information"):
-        messages.setdefault(category, 0)
-    running = latest is not None and latest.status is not None and latest.status.is_running
-    return RunSummary(
-        status_code=latest.Status if latest is not None else 0,
-        start_seconds=epoch(latest.JobStartTime) if latest is not None else None,
-        end_seconds=epoch(last_finished.JobEndTime) if last_finished is not None else None,
-        duration_seconds=last_finished.duration_seconds if last_finished is not None else None,
-        messages=tuple(sorted(messages.items())),
-        total_runs=max(0, runs.TotalJobRuns),
-        last_success_seconds=max(candidates) if candidates else None,
-        consecutive_failures=consecutive,
-        running=running,
-    )
-
-
-def _category(value: str | None) -> str:
-    text = " ".join((value or "").split()).lower()
-    return text[:_MAX_CATEGORY_LENGTH] or "unknown"
+    change: JobChange | None = None
 
 
 def _error_kind(exc: Exception) -> str:
@@ -206,75 +92,12 @@ def _reached_ccs(exc: Exception) -> bool:
     return isinstance(exc, CcsError) and not isinstance(exc, (UnavailableError, ServerError, AuthError))
 
 
-_ItemT = TypeVar("_ItemT")
-_ResultT = TypeVar("_ResultT")
-
-
-@dataclass
-class _Batch(Generic[_ResultT]):
-    results: list[_ResultT | None]
-    remaining: int
-    done: threading.Condition = field(default_factory=threading.Condition)
-    cancelled: bool = False
-
-
-class WorkerPool:
-    """A fixed set of daemon worker threads: an abandoned request never holds up the process's exit."""
-
-    def __init__(self, size: int, name: str = "ccs-poll") -> None:
-        self._tasks: queue.SimpleQueue[Callable[[], None] | None] = queue.SimpleQueue()
-        self._threads = [
-            threading.Thread(target=self._work, name=f"{name}-{index}", daemon=True)
-            for index in range(max(1, size))
-        ]
-        for thread in self._threads:
-            thread.start()
-
-    def _work(self) -> None:
-        while True:
-            task = self._tasks.get()
-            if task is None:
-                return
-            task()
-
-    def map(
-        self,
-        function: Callable[[_ItemT], _ResultT],
-        items: Sequence[_ItemT],
-        stop: threading.Event | None = None,
-    ) -> list[_ResultT | None]:
-        """Run ``function`` over ``items`` on the workers; None for items skipped because of ``stop``."""
-        batch: _Batch[_ResultT] = _Batch(results=[None] * len(items), remaining=len(items))
-
-        def task(index: int, item: _ItemT) -> None:
-            result: _ResultT | None = None
-            try:
-                if not batch.cancelled:
-                    result = function(item)
-            finally:
-                with batch.done:
-                    batch.results[index] = result
-                    batch.remaining -= 1
-                    batch.done.notify_all()
-
-        for index, item in enumerate(items):
-            self._tasks.put(lambda index=index, item=item: task(index, item))  # type: ignore[misc]
-        with batch.done:
-            while batch.remaining:
-                batch.done.wait(timeout=0.2)
-                if stop is not None and stop.is_set():
-                    batch.cancelled = True
-                    break
-        return list(batch.results)
-
-    def close(self) -> None:
-        """Let the workers end once the queued tasks are done (they are daemons: exit never waits)."""
-        for _ in self._threads:
-            self._tasks.put(None)
-
-
 class Poller:
-    """Polls a set of jobs through one shared client; ``poll_cycle`` runs one full cycle."""
+    """Polls a set of jobs through one shared client; ``poll_cycle`` runs one full cycle.
+
+    With ``track_changes`` it keeps each job's last reading and hands on, in the snapshot's
+    ``changes``, every job whose JobModifiedTime moved or that disappeared.
+    """
 
     def __init__(
         self,
@@ -283,12 +106,12 @@ class Poller:
         *,
         history_window: int = 10,
         concurrency: int = 8,
-        on_change: ChangeObserver | None = None,
+        track_changes: bool = False,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self._client = client
         self._window = history_window
-        self._on_change = on_change
+        self._track_changes = track_changes
         self._clock = clock
         self._pool = WorkerPool(concurrency)
         self._lock = threading.Lock()
@@ -354,6 +177,9 @@ class Poller:
             cycles=self._cycles,
             requests=self._client.requests_sent - requests_before,
             runs_fetched=sum(1 for outcome in outcomes if outcome is not None and outcome.runs_fetched),
+            changes=tuple(
+                outcome.change for outcome in outcomes if outcome is not None and outcome.change is not None
+            ),
         )
         return snapshot
 
@@ -379,9 +205,8 @@ class Poller:
         try:
             return self._read_job(job_id, previous)
         except NotFoundError as exc:
-            if previous is not None and previous.job is not None:
-                self._observe(job_id, previous.job, None)
-            return _Outcome(job_id, None, "not_found", exc.message)
+            gone = JobChange(job_id, previous.job, None) if previous is not None and previous.job else None
+            return _Outcome(job_id, None, "not_found", exc.message, change=gone)
         except (CcsError, ConfigError) as exc:
             return _Outcome(job_id, previous, _error_kind(exc), str(exc), reached_ccs=_reached_ccs(exc))
         except Exception as exc:  # a bug or data we did not foresee must cost one job, not the daemon
@@ -406,13 +231,14 @@ class Poller:
             answer = self._client.get_job_runs(job_id, count=self._window, show_messages=True)
             runs = summarize_runs(answer, old_runs.last_success_seconds if old_runs is not None else None)
         modified = epoch(props.JobModifiedTime)
+        change = None
         if (
             previous is not None
             and previous.job is not None
             and old is not None
             and old.modified_seconds != modified
         ):
-            self._observe(job_id, previous.job, job)
+            change = JobChange(job_id, previous.job, job)
         snapshot = JobSnapshot(
             job_id=job_id,
             name=props.Name,
@@ -426,18 +252,10 @@ class Poller:
         )
         memory = _JobMemory(
             snapshot=snapshot,
-            job=job if self._on_change is not None else None,
+            job=job if self._track_changes else None,
             runs_key=runs_key,
         )
-        return _Outcome(job_id, memory, None, runs_fetched=fetch_runs)
-
-    def _observe(self, job_id: str, before: Job | None, after: Job | None) -> None:
-        if self._on_change is None:
-            return
-        try:
-            self._on_change(job_id, before, after)
-        except Exception as exc:  # the audit trail reports its own failures; polling goes on
-            log.error("change_observer_failed", job_id=job_id, error_type=type(exc).__name__)
+        return _Outcome(job_id, memory, None, runs_fetched=fetch_runs, change=change)
 
     # --- bookkeeping -------------------------------------------------------------------------------
 

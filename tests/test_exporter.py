@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import json
 import os
 import threading
 import time
@@ -17,8 +18,9 @@ from ccs_exporter.client import CcsClient
 from ccs_exporter.config import Settings, load_settings
 from ccs_exporter.exporter import Exporter
 from ccs_exporter.metrics import render_snapshot
-from ccs_exporter.poller import Poller, PollSnapshot
+from ccs_exporter.poller import Poller
 from ccs_exporter.simulator import Simulator
+from ccs_exporter.snapshot import PollSnapshot
 
 GOLDEN = Path(__file__).parent / "golden" / "exposition.prom"
 FIXED_NOW = 1_800_000_000.0  # 2027-01-15: after every sample run, so ages are positive
@@ -192,6 +194,35 @@ class TestFailures:
         assert _job_series_names(text, sim.job_ids[1])
 
 
+class TestJobChangesAsData:
+    """The poller hands on job changes in the snapshot; it never writes anything itself."""
+
+    def test_rename_and_removal_are_in_the_snapshot(
+        self, sim: Simulator, poller_for: Callable[..., Poller]
+    ) -> None:
+        """A console rename gives a change with both readings; a removal gives one whose after is None."""
+        renamed, removed, quiet = sim.job_ids[:3]
+        poller = poller_for([renamed, removed, quiet], track_changes=True)
+        assert poller.poll_cycle().changes == ()
+        sim.set_job_name(renamed, "Renamed in the console")
+        sim.remove_job(removed)
+        changes = {change.job_id: change for change in poller.poll_cycle().changes}
+        assert set(changes) == {renamed, removed}
+        assert changes[renamed].before.JobProperties.Name != "Renamed in the console"
+        after = changes[renamed].after
+        assert after is not None and after.JobProperties.Name == "Renamed in the console"
+        assert changes[removed].after is None
+        assert changes[removed].before.JobProperties.JobID == removed
+        assert poller.poll_cycle().changes == ()
+
+    def test_no_changes_without_tracking(self, sim: Simulator, poller_for: Callable[..., Poller]) -> None:
+        """Without track_changes the poller keeps no job payloads and reports no changes."""
+        poller = poller_for(sim.job_ids[:2])
+        poller.poll_cycle()
+        sim.set_job_name(sim.job_ids[0], "Renamed in the console")
+        assert poller.poll_cycle().changes == ()
+
+
 def _settings(sim: Simulator, **extra: object) -> Settings:
     values: dict[str, object] = {
         "url": sim.url,
@@ -290,6 +321,52 @@ class TestExporterHttp:
         assert value == 1
 
 
+class TestObservedChangesAudit:
+    """With an audit log, serve records job changes made elsewhere, after publishing the cycle."""
+
+    def test_console_rename_and_removal_are_recorded_and_counted(
+        self, sim: Simulator, tmp_path: Path
+    ) -> None:
+        """A console rename and removal become job.changed and job.deleted records, counted in /metrics."""
+        from ccs_exporter.audit import AuditLog, verify
+
+        path = tmp_path / "audit.log"
+        renamed, removed = sim.job_ids[:2]
+        audit_log = AuditLog(path, user_name=sim.username)
+        with Exporter(_settings(sim, job_ids=[renamed, removed]), audit_log=audit_log) as exporter:
+            assert exporter.wait_ready(10)
+            sim.set_job_name(renamed, "Renamed in the console")
+            sim.remove_job(removed)
+            deadline = time.monotonic() + 10
+            series: dict[tuple[str, frozenset[tuple[str, str]]], float] = {}
+            while time.monotonic() < deadline:
+                series = _series(requests.get(f"{exporter.url}/metrics", timeout=5).content)
+                deleted = (
+                    "ccs_audit_records_total",
+                    frozenset({("action", "job.deleted"), ("outcome", "success")}),
+                )
+                if series.get(deleted) == 1:
+                    break
+                time.sleep(0.1)
+        changed = ("ccs_audit_records_total", frozenset({("action", "job.changed"), ("outcome", "success")}))
+        assert series.get(changed) == 1
+        assert series.get(("ccs_audit_write_errors_total", frozenset())) == 0
+        records = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
+        assert sorted((r["event"]["action"], r["ccs"]["job"]["id"]) for r in records) == [
+            ("job.changed", renamed),
+            ("job.deleted", removed),
+        ]
+        assert all(r["audit"]["origin"] == "observed" for r in records)
+        assert verify(path).ok
+
+    def test_no_audit_families_without_an_audit_log(self, sim: Simulator) -> None:
+        """Without an audit log, /metrics has no ccs_audit_* families."""
+        with Exporter(_settings(sim, job_ids=sim.job_ids[:1])) as exporter:
+            assert exporter.wait_ready(10)
+            text = requests.get(f"{exporter.url}/metrics", timeout=5).text
+        assert "ccs_audit_" not in text
+
+
 class TestConcurrency:
     """Workers share one client and one token."""
 
@@ -302,7 +379,7 @@ class TestConcurrency:
 
     def test_worker_pool_skips_the_rest_when_stopped(self) -> None:
         """Stopping mid-batch returns at once with the unstarted items skipped."""
-        from ccs_exporter.poller import WorkerPool
+        from ccs_exporter.workers import WorkerPool
 
         pool = WorkerPool(1)
         stop = threading.Event()

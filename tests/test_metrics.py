@@ -19,7 +19,7 @@ from ccs_exporter.metrics import (
     render_snapshot,
 )
 from ccs_exporter.models import JobRuns
-from ccs_exporter.poller import JobSnapshot, JobState, PollSnapshot, RunSummary, summarize_runs
+from ccs_exporter.snapshot import JobSnapshot, JobState, PollSnapshot, RunSummary, summarize_runs
 
 JOB = "23c59087-f3d4-4e05-a39e-3440c58e58fb"
 

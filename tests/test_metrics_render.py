@@ -7,7 +7,7 @@ import random
 from prometheus_client import CollectorRegistry, generate_latest
 
 from ccs_exporter.metrics import SnapshotCollector, render_snapshot
-from ccs_exporter.poller import JobSnapshot, JobState, PollSnapshot, RunSummary
+from ccs_exporter.snapshot import JobSnapshot, JobState, PollSnapshot, RunSummary
 
 _AWKWARD_TEXT = (
     "Nightly PCI",

@@ -1,0 +1,137 @@
+"""What a poll cycle hands on, as immutable data: job readings, run summaries and the job changes seen.
+
+The poller builds these and nothing downstream writes back: metrics render a ``PollSnapshot``, and
+the auditor turns its ``changes`` into audit records after the snapshot is published.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass
+from datetime import datetime
+
+from ccs_exporter.models import Job, JobRuns, JobStatus
+
+_FAILED_RUN_STATUSES = (JobStatus.FAULTED, JobStatus.ABORTED)
+_MAX_CATEGORY_LENGTH = 64
+
+
+@dataclass(frozen=True, slots=True)
+class RunSummary:
+    """What the exporter keeps of a job's run history window: the derived figures, not the payload."""
+
+    status_code: int
+    start_seconds: float | None
+    end_seconds: float | None
+    duration_seconds: float | None
+    messages: tuple[tuple[str, int], ...]
+    total_runs: int
+    last_success_seconds: float | None
+    consecutive_failures: int
+    running: bool
+
+
+@dataclass(frozen=True, slots=True)
+class JobSnapshot:
+    """The last good reading of one job: its metadata and its run summary."""
+
+    job_id: str
+    name: str
+    job_type: str
+    owner: str
+    is_system: bool
+    last_run_status: int
+    modified_seconds: float | None
+    runs: RunSummary | None
+    read_at: float
+
+
+@dataclass(frozen=True, slots=True)
+class JobState:
+    """One watched job in a published snapshot: its last good values and whether the last poll worked."""
+
+    job_id: str
+    data: JobSnapshot | None
+    poll_success: bool
+    error: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class JobChange:
+    """A watched job's definition moved (JobModifiedTime) between two readings, or the job disappeared.
+
+    ``before`` is the previous reading; ``after`` is None when the job is gone (404).
+    """
+
+    job_id: str
+    before: Job
+    after: Job | None
+
+
+@dataclass(frozen=True)
+class PollSnapshot:
+    """Everything one cycle learned; what /metrics renders. Immutable once published."""
+
+    taken_at: float
+    jobs: tuple[JobState, ...]
+    up: bool
+    last_success_at: float | None
+    cycle_seconds: float
+    cycles: int
+    overruns: int = 0
+    requests: int = 0
+    runs_fetched: int = 0
+    changes: tuple[JobChange, ...] = ()
+
+    @property
+    def failed_jobs(self) -> int:
+        """How many jobs failed to poll in this cycle."""
+        return sum(1 for job in self.jobs if not job.poll_success)
+
+
+def epoch(value: datetime | None) -> float | None:
+    """A UTC datetime as Unix seconds; None stays None."""
+    return value.timestamp() if value is not None else None
+
+
+def summarize_runs(runs: JobRuns, known_success: float | None = None) -> RunSummary:
+    """Derive the metric figures from a jobruns answer (the window of latest runs).
+
+    ``known_success`` is the last success seen before; it survives a window that no longer holds it.
+    """
+    ordered = runs.newest_first()
+    latest = ordered[0] if ordered else None
+    finished = [run for run in ordered if run.is_finished]
+    last_finished = finished[0] if finished else None
+    success = next((run for run in finished if run.status is JobStatus.COMPLETED), None)
+    success_seconds = epoch(success.JobEndTime) if success is not None else None
+    candidates = [value for value in (known_success, success_seconds) if value is not None]
+    consecutive = 0
+    for run in finished:
+        if run.status is JobStatus.COMPLETED:
+            break
+        if run.status in _FAILED_RUN_STATUSES:
+            consecutive += 1
+    messages: Counter[str] = Counter()
+    if latest is not None:
+        for message in latest.JobMessages:
+            messages[_category(message.Category)] += 1
+    for category in ("error", "warning", "information"):
+        messages.setdefault(category, 0)
+    running = latest is not None and latest.status is not None and latest.status.is_running
+    return RunSummary(
+        status_code=latest.Status if latest is not None else 0,
+        start_seconds=epoch(latest.JobStartTime) if latest is not None else None,
+        end_seconds=epoch(last_finished.JobEndTime) if last_finished is not None else None,
+        duration_seconds=last_finished.duration_seconds if last_finished is not None else None,
+        messages=tuple(sorted(messages.items())),
+        total_runs=max(0, runs.TotalJobRuns),
+        last_success_seconds=max(candidates) if candidates else None,
+        consecutive_failures=consecutive,
+        running=running,
+    )
+
+
+def _category(value: str | None) -> str:
+    text = " ".join((value or "").split()).lower()
+    return text[:_MAX_CATEGORY_LENGTH] or "unknown"
