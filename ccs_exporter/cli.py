@@ -228,7 +228,7 @@ def _job_service(args: argparse.Namespace) -> Any:
     """The audited job service; refuses to start without an audit log (mutations fail closed)."""
     from ccs_exporter.audit import AuditLog, secret_variants
     from ccs_exporter.client import CcsClient
-    from ccs_exporter.jobs import JobService, ResponseStatuses
+    from ccs_exporter.jobs import JobService
 
     settings = _settings_from(args, audit_log=args.audit_log)
     if settings.audit_log is None:
@@ -236,12 +236,11 @@ def _job_service(args: argparse.Namespace) -> Any:
             "job changes are audited: set CCS_EXPORTER_AUDIT_LOG or --audit-log", field="audit_log"
         )
     _warn_if_insecure(settings)
-    statuses = ResponseStatuses()
-    client = CcsClient.from_settings(settings, observer=statuses)
+    client = CcsClient.from_settings(settings)
     audit_log = AuditLog(
         settings.audit_log, user_name=settings.username, secrets=secret_variants(settings.password_value())
     )
-    return JobService(client, audit_log, statuses=statuses)
+    return JobService(client, audit_log)
 
 
 def _cmd_jobs_create(args: argparse.Namespace) -> int:

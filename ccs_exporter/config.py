@@ -23,6 +23,9 @@ from ccs_exporter.errors import ConfigError
 from ccs_exporter.models import normalize_guid
 
 ENV_PREFIX = "CCS_EXPORTER_"
+# No CCS answer we use comes near this; a bigger body is read no further and refused, so a broken or
+# hostile server cannot make the exporter buffer gigabytes (8 MiB holds thousands of run messages).
+MAX_RESPONSE_BYTES = 8 * 1024 * 1024
 _SECRET_FIELDS = frozenset({"password"})
 _LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
 
@@ -30,6 +33,14 @@ _LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
 def env_name(field: str) -> str:
     """The environment variable of a setting: ``job_ids`` -> ``CCS_EXPORTER_JOB_IDS``."""
     return f"{ENV_PREFIX}{field.upper()}"
+
+
+def checked_job_id(value: str) -> str:
+    """A job id argument normalised (lower case, no braces); a ConfigError naming it if it is no GUID."""
+    try:
+        return normalize_guid(value)
+    except ValueError as exc:
+        raise ConfigError(f"job id {exc}", field="job_id") from None
 
 
 def parse_job_ids(value: Any) -> list[str]:
@@ -136,8 +147,7 @@ class Settings(BaseSettings):
     poll_interval_seconds: float = Field(default=60.0, gt=0, le=86400)
     concurrency: int = Field(default=8, ge=1, le=256)
     history_window: int = Field(default=10, ge=1, le=1000)
-    # CCS answers larger than this are refused (bounded memory); 8 MiB holds thousands of run messages.
-    max_response_bytes: int = Field(default=8 * 1024 * 1024, ge=64 * 1024, le=1024 * 1024 * 1024)
+    max_response_bytes: int = Field(default=MAX_RESPONSE_BYTES, ge=64 * 1024, le=1024 * 1024 * 1024)
     listen_address: str = "0.0.0.0:9879"
     audit_log: Path | None = None
     web_config_file: Path | None = None

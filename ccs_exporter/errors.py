@@ -7,9 +7,18 @@ path (job ids only, never a query string with credentials) and the server's own 
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 
 class CcsError(Exception):
-    """A request to CCS failed: refused by the server, unreachable, or answered with a bad body."""
+    """A request to CCS failed: refused by the server, unreachable, or answered with a bad body.
+
+    ``kind`` is a short, stable name for the failure (logs, poll state changes); ``status_code`` is the
+    HTTP status a subclass stands for, if one.
+    """
+
+    kind: ClassVar[str] = "ccs_error"
+    status_code: ClassVar[int | None] = None
 
     def __init__(self, message: str, *, method: str = "", path: str = "", status: int | None = None) -> None:
         super().__init__(message)
@@ -24,25 +33,48 @@ class CcsError(Exception):
         prefix = f"{where}{status}: " if where else ""
         return f"{prefix}{self.message}"
 
+    @classmethod
+    def from_status(cls, status: int, message: str, *, method: str = "", path: str = "") -> CcsError:
+        """The error for an HTTP error status: 400, 401, 403 and 404 by class, 5xx a ServerError."""
+        error_type: type[CcsError] = ServerError if status >= 500 else CcsError
+        for subclass in (BadRequestError, AuthError, ForbiddenError, NotFoundError):
+            if subclass.status_code == status:
+                error_type = subclass
+        return error_type(message, method=method, path=path, status=status)
+
 
 class BadRequestError(CcsError):
     """400: bad job id, bad body, duplicate job name or unsupported job type."""
+
+    kind = "bad_request"
+    status_code = 400
 
 
 class AuthError(CcsError):
     """401, or a failed login: missing, invalid or expired token, or wrong credentials."""
 
+    kind = "auth"
+    status_code = 401
+
 
 class ForbiddenError(CcsError):
     """403: the account may not do this (a system job, another owner's job, a missing permission)."""
+
+    kind = "forbidden"
+    status_code = 403
 
 
 class NotFoundError(CcsError):
     """404: the job does not exist."""
 
+    kind = "not_found"
+    status_code = 404
+
 
 class ServerError(CcsError):
     """5xx: CCS failed while serving the request."""
+
+    kind = "server_error"
 
 
 class UnavailableError(CcsError):
@@ -52,6 +84,8 @@ class UnavailableError(CcsError):
     a connect timeout (nothing was sent), True for a read timeout or a connection dropped mid-response,
     where a mutation's outcome is unknown.
     """
+
+    kind = "unavailable"
 
     def __init__(
         self,
@@ -69,9 +103,13 @@ class UnavailableError(CcsError):
 class CcsTimeoutError(UnavailableError):
     """CCS did not answer within the request timeout."""
 
+    kind = "timeout"
+
 
 class BadResponseError(CcsError):
     """CCS answered with a status we accept but a body we cannot use (not JSON, wrong shape)."""
+
+    kind = "bad_response"
 
 
 class ConfigError(Exception):

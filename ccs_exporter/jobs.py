@@ -8,7 +8,6 @@ connection after the request went out is recorded as outcome ``unknown``, never 
 from __future__ import annotations
 
 import json
-import threading
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, NoReturn, TypeVar
@@ -18,23 +17,20 @@ import yaml
 from pydantic import BaseModel, ValidationError
 
 from ccs_exporter.audit import AuditLog, MutationIntent
-from ccs_exporter.client import API_PREFIX, CcsClient
-from ccs_exporter.config import describe_yaml_error
+from ccs_exporter.client import CREATE_JOB, DELETE_JOB, UPDATE_JOB, CcsClient, MutationResult
+from ccs_exporter.config import checked_job_id, describe_yaml_error
 from ccs_exporter.errors import AuditError, BadResponseError, CcsError, ConfigError, UnavailableError
 from ccs_exporter.models import (
     CreateJobRequest,
     Job,
     JobDetailsUpdate,
     describe_validation_error,
-    normalize_guid,
     request_body,
 )
 
 log = structlog.get_logger(__name__)
 _ModelT = TypeVar("_ModelT", bound=BaseModel)
 
-# The endpoint names the client reports to its observer, per mutation.
-_ENDPOINTS = {"job.create": "create_job", "job.update": "update_job", "job.delete": "delete_job"}
 _VERBS = {"job.create": "create", "job.update": "update", "job.delete": "delete"}
 
 
@@ -64,105 +60,77 @@ def load_spec(path: str | Path) -> dict[str, Any]:
     return loaded
 
 
-class ResponseStatuses:
-    """A client observer remembering, per thread, the last HTTP status of each endpoint.
-
-    The client returns parsed results, not responses; this lets the audit record carry the status CCS
-    actually answered a successful mutation with (200 or 204).
-    """
-
-    def __init__(self) -> None:
-        self._local = threading.local()
-
-    def __call__(self, endpoint: str, code: str, seconds: float) -> None:
-        statuses: dict[str, str] = self._local.__dict__.setdefault("statuses", {})
-        statuses[endpoint] = code
-
-    def last(self, endpoint: str) -> int | None:
-        """The last status code seen for ``endpoint`` in this thread, or None (no answer, or none yet)."""
-        code = self._local.__dict__.get("statuses", {}).get(endpoint)
-        return int(code) if isinstance(code, str) and code.isdigit() else None
-
-    def forget(self, endpoint: str) -> None:
-        """Drop what was seen for ``endpoint`` in this thread, before a new request to it."""
-        self._local.__dict__.get("statuses", {}).pop(endpoint, None)
-
-
 class JobService:
     """Creates, updates and deletes CCS jobs, each change recorded in the audit log before and after."""
 
-    def __init__(
-        self, client: CcsClient, audit_log: AuditLog, statuses: ResponseStatuses | None = None
-    ) -> None:
+    def __init__(self, client: CcsClient, audit_log: AuditLog) -> None:
         self._client = client
         self._audit = audit_log
-        self._statuses = statuses
 
     def create(self, spec: Mapping[str, Any], reason: str | None = None) -> str:
         """Create a job from a Create Job body (``{"JobType", "JobDetails"}``); return its new JobID."""
         request = _validated(CreateJobRequest, spec, "")
         intent = self._audit.intent(
             "job.create",
-            method="POST",
-            url_path=f"{API_PREFIX}/jobs",
+            method=CREATE_JOB.method,
+            url_path=CREATE_JOB.url_path(),
             job_name=request.JobDetails.JobName,
             reason=reason,
             requested=request_body(request),
             extra={"ccs": {"job": {"type": request.JobType}}},
         )
-        self._forget_status(intent)
         try:
-            job_id = self._client.create_job(request)
+            result = self._client.create_job(request)
         except CcsError as exc:
             self._record_error(intent, exc)
+        job_id = result.job_id
+        assert job_id is not None  # the client refuses a create answered without one
         after, after_error = self._fetch_after(job_id)
-        self._record_success(intent, job_id=job_id, after=after, after_error=after_error)
+        self._record_success(intent, result, job_id=job_id, after=after, after_error=after_error)
         log.info("job_created", job_id=job_id, audit_id=intent.audit_id)
         return job_id
 
     def update(self, job_id: str, details: Mapping[str, Any], reason: str | None = None) -> None:
         """Change the given ``JobDetails`` fields of a job."""
-        job_id = _checked_job_id(job_id)
+        job_id = checked_job_id(job_id)
         model = _validated(JobDetailsUpdate, details, "JobDetails")
         intent = self._audit.intent(
             "job.update",
-            method="PATCH",
-            url_path=f"{API_PREFIX}/jobs",
+            method=UPDATE_JOB.method,
+            url_path=UPDATE_JOB.url_path(),
             job_id=job_id,
             job_name=model.JobName,
             reason=reason,
             requested=request_body(model),
         )
         before = self._fetch_before(intent, job_id)
-        self._forget_status(intent)
         try:
-            self._client.update_job(job_id, model)
+            result = self._client.update_job(job_id, model)
         except CcsError as exc:
             self._record_error(intent, exc, before=before)
         after, after_error = self._fetch_after(job_id)
-        self._record_success(intent, before=before, after=after, after_error=after_error)
+        self._record_success(intent, result, before=before, after=after, after_error=after_error)
         log.info("job_updated", job_id=job_id, audit_id=intent.audit_id)
 
     def delete(self, job_id: str, keep_job: bool = False, reason: str | None = None) -> None:
         """Delete a job, or with ``keep_job`` only its run history (``DeleteJob=False``)."""
-        job_id = _checked_job_id(job_id)
+        job_id = checked_job_id(job_id)
         intent = self._audit.intent(
             "job.delete",
-            method="DELETE",
-            url_path=f"{API_PREFIX}/Jobs",
+            method=DELETE_JOB.method,
+            url_path=DELETE_JOB.url_path(),
             job_id=job_id,
             reason=reason,
             requested={"DeleteJob": not keep_job},
             extra={"ccs": {"delete_job": not keep_job}},
         )
         before = self._fetch_before(intent, job_id)
-        self._forget_status(intent)
         try:
-            message = self._client.delete_job(job_id, delete_job=not keep_job)
+            result = self._client.delete_job(job_id, delete_job=not keep_job)
         except CcsError as exc:
             self._record_error(intent, exc, before=before)
-        extra = {"message": message} if message else None
-        self._record_success(intent, before=before, extra=extra)
+        extra = {"message": result.message} if result.message else None
+        self._record_success(intent, result, before=before, extra=extra)
         log.info("job_deleted", job_id=job_id, keep_job=keep_job, audit_id=intent.audit_id)
 
     # --- steps -------------------------------------------------------------------------------------
@@ -185,13 +153,10 @@ class JobService:
             log.warning("job_after_state_unavailable", job_id=job_id, error=str(exc))
             return None, str(exc)
 
-    def _forget_status(self, intent: MutationIntent) -> None:
-        if self._statuses is not None:
-            self._statuses.forget(_ENDPOINTS[intent.action])
-
     def _record_success(
         self,
         intent: MutationIntent,
+        result: MutationResult,
         *,
         job_id: str | None = None,
         before: Job | None = None,
@@ -199,7 +164,6 @@ class JobService:
         after_error: str | None = None,
         extra: Mapping[str, Any] | None = None,
     ) -> None:
-        status = self._statuses.last(_ENDPOINTS[intent.action]) if self._statuses is not None else None
         named = after or before
         fields: dict[str, Any] = dict(extra or {})
         if after_error:
@@ -208,7 +172,7 @@ class JobService:
             self._audit.result(
                 intent,
                 "success",
-                status_code=status,
+                status_code=result.status_code,
                 job_id=job_id,
                 job_name=named.JobProperties.Name if named is not None else None,
                 before=before,
@@ -259,13 +223,6 @@ class JobService:
             audit_id=intent.audit_id,
         )
         raise exc
-
-
-def _checked_job_id(job_id: str) -> str:
-    try:
-        return normalize_guid(job_id)
-    except ValueError as exc:
-        raise ConfigError(f"job id {exc}", field="job_id") from None
 
 
 def _validated(model: type[_ModelT], data: Mapping[str, Any], prefix: str) -> _ModelT:

@@ -21,12 +21,8 @@ import structlog
 from ccs_exporter.client import CcsClient
 from ccs_exporter.errors import (
     AuthError,
-    BadRequestError,
-    BadResponseError,
     CcsError,
-    CcsTimeoutError,
     ConfigError,
-    ForbiddenError,
     NotFoundError,
     ServerError,
     UnavailableError,
@@ -65,21 +61,10 @@ class _Outcome:
 
 def _error_kind(exc: Exception) -> str:
     """A short, stable name for a failure, used in logs and state-change detection."""
-    kinds: tuple[tuple[type[Exception], str], ...] = (
-        (NotFoundError, "not_found"),
-        (ForbiddenError, "forbidden"),
-        (AuthError, "auth"),
-        (BadRequestError, "bad_request"),
-        (BadResponseError, "bad_response"),
-        (CcsTimeoutError, "timeout"),
-        (UnavailableError, "unavailable"),
-        (ServerError, "server_error"),
-        (CcsError, "ccs_error"),
-        (ConfigError, "bad_job_id"),
-    )
-    for exc_type, kind in kinds:
-        if isinstance(exc, exc_type):
-            return kind
+    if isinstance(exc, CcsError):
+        return exc.kind
+    if isinstance(exc, ConfigError):  # the client refuses a job id that is no GUID before sending
+        return "bad_job_id"
     return "internal_error"
 
 

@@ -17,7 +17,7 @@ import responses
 from pydantic import SecretStr
 from responses import matchers
 
-from ccs_exporter.client import CcsClient
+from ccs_exporter.client import CcsClient, MutationResult
 from ccs_exporter.errors import (
     AuthError,
     BadRequestError,
@@ -387,7 +387,7 @@ class TestTokenRefresh:
         add_token(mocked_responses, access="access-2")
         mocked_responses.post(f"{API}/jobs", json=load_fixture("create_job_response.json"))
         request = CreateJobRequest.model_validate(load_fixture("create_job_request.json"))
-        assert make_client().create_job(request) == "5ade67f0-0c93-49f3-9f2b-b8ec4beaa99c"
+        assert make_client().create_job(request).job_id == "5ade67f0-0c93-49f3-9f2b-b8ec4beaa99c"
 
 
 class TestConcurrency:
@@ -718,7 +718,7 @@ class TestEndpoints:
         make_client: Callable[..., CcsClient],
         load_fixture: Any,
     ) -> None:
-        """create_job POSTs the body as given and returns the new JobID normalised."""
+        """create_job POSTs the body as given and returns the status and the new JobID normalised."""
         sample = load_fixture("create_job_request.json")
         add_token(mocked_responses)
         mocked_responses.post(
@@ -726,8 +726,8 @@ class TestEndpoints:
             json={"JobID": "{5ADE67F0-0C93-49F3-9F2B-B8EC4BEAA99C}"},
             match=[matchers.json_params_matcher(sample)],
         )
-        job_id = make_client().create_job(CreateJobRequest.model_validate(sample))
-        assert job_id == "5ade67f0-0c93-49f3-9f2b-b8ec4beaa99c"
+        result = make_client().create_job(CreateJobRequest.model_validate(sample))
+        assert result == MutationResult(200, job_id="5ade67f0-0c93-49f3-9f2b-b8ec4beaa99c")
 
     @pytest.mark.parametrize(
         "body", ['{"JobID": "not-a-guid"}', "{}", '{"JobID": null}', "[]", "created", '"5ade67f0"']
@@ -752,12 +752,12 @@ class TestEndpoints:
         make_client: Callable[..., CcsClient],
         load_fixture: Any,
     ) -> None:
-        """update_job PATCHes JobDetails and the normalised JobID, as in the vendor sample."""
+        """update_job PATCHes JobDetails and the normalised JobID (as in the vendor sample); returns 204."""
         sample = load_fixture("update_job_request.json")
         add_token(mocked_responses)
         mocked_responses.patch(f"{API}/jobs", status=204, match=[matchers.json_params_matcher(sample)])
         details = JobDetailsUpdate.model_validate(sample["JobDetails"])
-        assert make_client().update_job(sample["JobID"].upper(), details) is None
+        assert make_client().update_job(sample["JobID"].upper(), details) == MutationResult(204)
 
     @pytest.mark.parametrize(("delete_job", "flag"), [(True, "True"), (False, "False")])
     def test_delete_job(
@@ -767,22 +767,22 @@ class TestEndpoints:
         delete_job: bool,
         flag: str,
     ) -> None:
-        """delete_job sends jobid and DeleteJob=True/False as query parameters."""
+        """delete_job sends jobid and DeleteJob=True/False as query parameters; returns the status."""
         add_token(mocked_responses)
         mocked_responses.delete(
             f"{API}/Jobs",
             status=204,
             match=[matchers.query_param_matcher({"jobid": JOB_ID, "DeleteJob": flag})],
         )
-        assert make_client().delete_job(JOB_ID, delete_job=delete_job) is None
+        assert make_client().delete_job(JOB_ID, delete_job=delete_job) == MutationResult(204)
 
     def test_delete_job_message(
         self, mocked_responses: responses.RequestsMock, make_client: Callable[..., CcsClient]
     ) -> None:
-        """A delete answered 200 with a message returns that message."""
+        """A delete answered 200 with a message returns that message with the status."""
         add_token(mocked_responses)
         mocked_responses.delete(f"{API}/Jobs", json={"Message": "Job and its 3 runs deleted."})
-        assert make_client().delete_job(JOB_ID) == "Job and its 3 runs deleted."
+        assert make_client().delete_job(JOB_ID) == MutationResult(200, "Job and its 3 runs deleted.")
 
 
 class TestObserver:
@@ -913,3 +913,32 @@ class TestSecretsNeverInErrors:
             for text in texts:
                 assert secret not in text
         assert exc.__cause__ is None or not isinstance(exc.__cause__, requests.RequestException)
+
+
+class TestErrorHierarchy:
+    @pytest.mark.parametrize(
+        ("status", "error_type", "kind"),
+        [
+            (400, BadRequestError, "bad_request"),
+            (401, AuthError, "auth"),
+            (403, ForbiddenError, "forbidden"),
+            (404, NotFoundError, "not_found"),
+            (409, CcsError, "ccs_error"),
+            (500, ServerError, "server_error"),
+            (503, ServerError, "server_error"),
+        ],
+    )
+    def test_from_status_picks_the_class_and_kind(
+        self, status: int, error_type: type[CcsError], kind: str
+    ) -> None:
+        """CcsError.from_status maps a status to its class (which names its kind) and keeps the request."""
+        error = CcsError.from_status(status, "refused", method="GET", path="/ccs/api/v1/jobs/x")
+        assert type(error) is error_type
+        assert error.kind == kind
+        assert str(error) == f"GET /ccs/api/v1/jobs/x -> {status}: refused"
+
+    def test_unavailable_kinds(self) -> None:
+        """A timeout and an unreachable CCS have their own kinds, as the poller reports them."""
+        assert CcsTimeoutError("late").kind == "timeout"
+        assert UnavailableError("down").kind == "unavailable"
+        assert BadResponseError("garbled").kind == "bad_response"

@@ -109,11 +109,12 @@ class TestMutations:
     def test_create_update_delete(self, simulator: Simulator, client_for: Callable[..., CcsClient]) -> None:
         """A job created by the client can be read, renamed and deleted by it."""
         client = client_for(simulator)
-        job_id = client.create_job(create_request("client job"))
+        job_id = client.create_job(create_request("client job")).job_id
+        assert job_id is not None
         assert client.get_job(job_id).JobProperties.JobType == "COLLECTIONJOB"
         client.update_job(job_id, JobDetailsUpdate(JobName="client job renamed"))
         assert client.get_job(job_id).JobProperties.Name == "client job renamed"
-        assert client.delete_job(job_id) is None
+        assert client.delete_job(job_id).message is None
         with pytest.raises(NotFoundError):
             client.get_job(job_id)
 

@@ -26,8 +26,8 @@ import structlog
 from prometheus_client.parser import text_string_to_metric_families
 from pydantic import SecretStr
 
-from ccs_exporter import client as client_module
 from ccs_exporter.client import LOGIN_BACKOFF_MAX_SECONDS, LOGIN_BACKOFF_SECONDS, CcsClient
+from ccs_exporter.client import tokens as token_module
 from ccs_exporter.config import load_settings
 from ccs_exporter.errors import AuthError
 from ccs_exporter.exporter import Exporter
@@ -228,7 +228,7 @@ class TestFaults:
         """During the fault ccs_up/poll_success say so and data ages grow; after it, all recovers alone."""
         fault = FAULTS[name]
         # The real lockout guard waits 15 s after a refused login; a second keeps this test short.
-        monkeypatch.setattr(client_module, "LOGIN_BACKOFF_SECONDS", 1.0)
+        monkeypatch.setattr(token_module, "LOGIN_BACKOFF_SECONDS", 1.0)
         exporter = exporter_for(ccs.sim)
         before = wait_for(exporter, healthy, 10)[0]
         job_ids = set(job_values(before, "ccs_job_poll_success"))

@@ -22,7 +22,7 @@ import responses
 from pydantic import SecretStr
 
 from ccs_exporter.audit import GENESIS_HASH, AuditLog, secret_variants, verify
-from ccs_exporter.client import CcsClient
+from ccs_exporter.client import CcsClient, RequestObserver
 from ccs_exporter.errors import (
     AuditError,
     CcsError,
@@ -31,7 +31,7 @@ from ccs_exporter.errors import (
     NotFoundError,
     UnavailableError,
 )
-from ccs_exporter.jobs import JobService, ResponseStatuses, load_spec
+from ccs_exporter.jobs import JobService, load_spec
 from ccs_exporter.simulator import Simulator
 
 GOLDEN_DIR = Path(__file__).parent / "golden" / "audit"
@@ -102,11 +102,14 @@ def log_path(tmp_path: Path) -> Path:
 
 
 def make_service(
-    url: str, audit_path: Path | str, timeout: float = 5.0, username: str = "CCS\\demo"
+    url: str,
+    audit_path: Path | str,
+    timeout: float = 5.0,
+    username: str = "CCS\\demo",
+    observer: RequestObserver | None = None,
 ) -> JobService:
-    statuses = ResponseStatuses()
     client = CcsClient(
-        url, username, SecretStr(PASSWORD), timeout=timeout, observer=statuses, backoff_seconds=0.01
+        url, username, SecretStr(PASSWORD), timeout=timeout, observer=observer, backoff_seconds=0.01
     )
     audit_log = AuditLog(
         audit_path,
@@ -116,7 +119,7 @@ def make_service(
         os_user="tester",
         clock=lambda: FIXED_CLOCK,
     )
-    return JobService(client, audit_log, statuses=statuses)
+    return JobService(client, audit_log)
 
 
 @pytest.fixture
@@ -514,16 +517,12 @@ class TestAgainstSimulator:
     @pytest.mark.parametrize("fault", ["hang", "drop_connections"])
     def test_fault_on_the_mutation_gives_unknown(self, sim: Simulator, log_path: Path, fault: str) -> None:
         """A mutation CCS received but never answered (hang, dropped connection) is outcome unknown."""
-        service = make_service(sim.url, log_path, timeout=0.5)
-        statuses = service._statuses
-        assert statuses is not None
 
         def fault_after_reading(endpoint: str, code: str, seconds: float) -> None:
-            ResponseStatuses.__call__(statuses, endpoint, code, seconds)
             if endpoint == "job":  # the before-read is done: break CCS for the PATCH that follows
                 setattr(sim.faults, fault, True)
 
-        service._client._observer = fault_after_reading
+        service = make_service(sim.url, log_path, timeout=0.5, observer=fault_after_reading)
         try:
             with pytest.raises(UnavailableError, match="may or may not"):
                 service.update(sim.job_ids[0], {"JobDescription": "sent into the void"})
