@@ -226,7 +226,7 @@ def _cmd_jobs_runs(args: argparse.Namespace) -> int:
 
 def _job_service(args: argparse.Namespace) -> Any:
     """The audited job service; refuses to start without an audit log (mutations fail closed)."""
-    from ccs_exporter.audit import AuditLog, secret_variants
+    from ccs_exporter.audit import AuditLog
     from ccs_exporter.client import CcsClient
     from ccs_exporter.jobs import JobService
 
@@ -237,10 +237,7 @@ def _job_service(args: argparse.Namespace) -> Any:
         )
     _warn_if_insecure(settings)
     client = CcsClient.from_settings(settings)
-    audit_log = AuditLog(
-        settings.audit_log, user_name=settings.username, secrets=secret_variants(settings.password_value())
-    )
-    return JobService(client, audit_log)
+    return JobService(client, AuditLog.from_settings(settings))
 
 
 def _cmd_jobs_create(args: argparse.Namespace) -> int:
@@ -341,7 +338,7 @@ def _run_exporter(
     if settings.audit_log is not None:
         from ccs_exporter.audit import AuditLog
 
-        audit_log = AuditLog(settings.audit_log, user_name=settings.username)
+        audit_log = AuditLog.from_settings(settings)
     try:
         exporter = Exporter(settings, audit_log=audit_log, reload=reload, source_changed=source_changed)
     except OSError as exc:

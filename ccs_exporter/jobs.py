@@ -77,7 +77,7 @@ class JobService:
             job_name=request.JobDetails.JobName,
             reason=reason,
             requested=request_body(request),
-            extra={"ccs": {"job": {"type": request.JobType}}},
+            job_type=request.JobType,
         )
         try:
             result = self._client.create_job(request)
@@ -122,15 +122,14 @@ class JobService:
             job_id=job_id,
             reason=reason,
             requested={"DeleteJob": not keep_job},
-            extra={"ccs": {"delete_job": not keep_job}},
+            delete_job=not keep_job,
         )
         before = self._fetch_before(intent, job_id)
         try:
             result = self._client.delete_job(job_id, delete_job=not keep_job)
         except CcsError as exc:
             self._record_error(intent, exc, before=before)
-        extra = {"message": result.message} if result.message else None
-        self._record_success(intent, result, before=before, extra=extra)
+        self._record_success(intent, result, before=before)
         log.info("job_deleted", job_id=job_id, keep_job=keep_job, audit_id=intent.audit_id)
 
     # --- steps -------------------------------------------------------------------------------------
@@ -162,12 +161,8 @@ class JobService:
         before: Job | None = None,
         after: Job | None = None,
         after_error: str | None = None,
-        extra: Mapping[str, Any] | None = None,
     ) -> None:
         named = after or before
-        fields: dict[str, Any] = dict(extra or {})
-        if after_error:
-            fields["change"] = {"after_error": after_error}
         try:
             self._audit.result(
                 intent,
@@ -177,7 +172,8 @@ class JobService:
                 job_name=named.JobProperties.Name if named is not None else None,
                 before=before,
                 after=after,
-                extra=fields,
+                after_error=after_error,
+                message=result.message,
             )
         except AuditError as exc:
             created = f" (new JobID {job_id})" if job_id else ""

@@ -556,7 +556,7 @@ class TestObserve:
     ) -> None:
         """Our own audited delete explains the job's disappearance."""
         intent = clocked_log.intent(
-            "job.delete", method="DELETE", url_path="/x", job_id=JOB_ID, extra={"ccs": {"delete_job": True}}
+            "job.delete", method="DELETE", url_path="/x", job_id=JOB_ID, delete_job=True
         )
         clocked_log.result(intent, "success", before=jobs["v2"])
         clocked_log.observe(JOB_ID, jobs["v2"], None)
@@ -567,7 +567,7 @@ class TestObserve:
     ) -> None:
         """A --keep-job delete (DeleteJob=False) keeps the job, so its disappearance is someone else's."""
         intent = clocked_log.intent(
-            "job.delete", method="DELETE", url_path="/x", job_id=JOB_ID, extra={"ccs": {"delete_job": False}}
+            "job.delete", method="DELETE", url_path="/x", job_id=JOB_ID, delete_job=False
         )
         clocked_log.result(intent, "success", before=jobs["v2"])
         clocked_log.observe(JOB_ID, jobs["v2"], None)

@@ -359,6 +359,23 @@ class TestObservedChangesAudit:
         assert all(r["audit"]["origin"] == "observed" for r in records)
         assert verify(path).ok
 
+    def test_serve_audit_log_never_holds_the_password(self, sim: Simulator, tmp_path: Path) -> None:
+        """The audit log serve builds from the settings removes the CCS password from observed changes."""
+        from ccs_exporter.audit import AuditLog
+
+        path = tmp_path / "audit.log"
+        job_id = sim.job_ids[0]
+        settings = _settings(sim, job_ids=[job_id], audit_log=path)
+        with Exporter(settings, audit_log=AuditLog.from_settings(settings)) as exporter:
+            assert exporter.wait_ready(10)
+            sim.edit_job(job_id, {"JobDescription": f"temporary login {sim.password} for the audit"})
+            deadline = time.monotonic() + 10
+            while time.monotonic() < deadline and not (path.exists() and path.read_text(encoding="utf-8")):
+                time.sleep(0.1)
+        text = path.read_text(encoding="utf-8")
+        assert "temporary login [REDACTED] for the audit" in text
+        assert sim.password not in text
+
     def test_no_audit_families_without_an_audit_log(self, sim: Simulator) -> None:
         """Without an audit log, /metrics has no ccs_audit_* families."""
         with Exporter(_settings(sim, job_ids=sim.job_ids[:1])) as exporter:

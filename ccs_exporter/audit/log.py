@@ -1,0 +1,238 @@
+"""``AuditLog``: the audit trail as the rest of the program sees it, built once by ``from_settings``.
+
+It redacts and stamps records, appends them through the chain writer, writes mutation intents and
+results, records observed changes unless they were our own, and counts what it wrote for metrics.
+"""
+
+from __future__ import annotations
+
+import getpass
+import os
+import socket
+import threading
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import structlog
+
+from ccs_exporter.audit.mutations import MutationIntent, intent_record, result_record
+from ccs_exporter.audit.observer import OwnMutations, observation_record
+from ccs_exporter.audit.records import AuditRecord, Stamp
+from ccs_exporter.audit.writer import ChainWriter
+from ccs_exporter.errors import AuditError
+from ccs_exporter.models import Job
+from ccs_exporter.redaction import Redactor, secret_variants
+
+if TYPE_CHECKING:
+    from ccs_exporter.config import Settings
+
+log = structlog.get_logger(__name__)
+
+
+@dataclass(frozen=True)
+class AuditStats:
+    """Counters for ``ccs_audit_records_total{action,outcome}`` and ``ccs_audit_write_errors_total``.
+
+    ``records`` counts completed records this ``AuditLog`` wrote: mutation results and observations
+    (intents are not counted, so each mutation counts once, under its outcome).
+    """
+
+    records: dict[tuple[str, str], int] = field(default_factory=dict)
+    write_errors: int = 0
+
+
+def _utc_now() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def _os_user() -> str:
+    try:
+        return getpass.getuser()
+    except Exception:  # getpass raises assorted errors when no user name is known (containers)
+        return str(os.getuid())
+
+
+class AuditLog:
+    """Appends hash-chained audit records to one JSON-lines file; safe across threads and processes.
+
+    ``user_name`` is the CCS account mutations are made as. ``secrets`` are values that must never be
+    written (the password and its Base64 form); secret-named keys and secret-looking text are redacted
+    as well. ``match_window_seconds`` is how far apart our own mutation and an observed change of the
+    same job may be (clock skew between us and CCS) for ``observe`` to treat the change as ours.
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        user_name: str,
+        *,
+        secrets: Iterable[str] = (),
+        host_name: str | None = None,
+        os_user: str | None = None,
+        clock: Callable[[], datetime] = _utc_now,
+        match_window_seconds: float = 300.0,
+        fsync: bool = True,
+    ) -> None:
+        self._path = Path(path)
+        self._user_name = user_name
+        self._redact = Redactor(secrets)
+        self._stamp = Stamp(
+            host_name if host_name is not None else socket.gethostname(),
+            os_user if os_user is not None else _os_user(),
+        )
+        self._clock = clock
+        self._writer = ChainWriter(self._path, self._stamped, fsync=fsync)
+        self._lock = threading.Lock()
+        self._records: dict[tuple[str, str], int] = {}
+        self._write_errors = 0
+        self._own = OwnMutations(self._path, timedelta(seconds=match_window_seconds))
+        self._own_lock = threading.Lock()
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> AuditLog:
+        """The audit log of ``settings.audit_log``, as the CCS account, never writing the password."""
+        if settings.audit_log is None:
+            raise ValueError("no audit log configured")
+        return cls(
+            settings.audit_log,
+            user_name=settings.username,
+            secrets=secret_variants(settings.password_value()),
+        )
+
+    @property
+    def path(self) -> Path:
+        """The audit log file."""
+        return self._path
+
+    @property
+    def user_name(self) -> str:
+        """The CCS account recorded as ``user.name`` of our mutations."""
+        return self._user_name
+
+    def redact(self, value: Any) -> Any:
+        """``value`` with every secret removed, as it would be written."""
+        return self._redact(value)
+
+    def stats(self) -> AuditStats:
+        """A snapshot of the record and write-error counters."""
+        with self._lock:
+            errors = self._write_errors + self._writer.head_write_errors
+            return AuditStats(records=dict(self._records), write_errors=errors)
+
+    # --- mutations: intent, then result --------------------------------------------------------------
+
+    def intent(
+        self,
+        action: str,
+        *,
+        method: str,
+        url_path: str,
+        job_id: str | None = None,
+        job_name: str | None = None,
+        job_type: str | None = None,
+        delete_job: bool | None = None,
+        reason: str | None = None,
+        requested: Mapping[str, Any] | None = None,
+    ) -> MutationIntent:
+        """Write and fsync the intent record of a mutation about to be sent; raise AuditError if not."""
+        record = intent_record(
+            action,
+            self._user_name,
+            method=method,
+            url_path=url_path,
+            job_id=job_id,
+            job_name=job_name,
+            job_type=job_type,
+            delete_job=delete_job,
+            reason=reason,
+            requested=requested,
+        )
+        written = self.append(record)
+        return MutationIntent(record.audit_id, action, method, url_path, job_id, job_name, reason, written)
+
+    def result(
+        self,
+        intent: MutationIntent,
+        outcome: str,
+        *,
+        status_code: int | None = None,
+        job_id: str | None = None,
+        job_name: str | None = None,
+        before: Job | None = None,
+        after: Job | None = None,
+        after_error: str | None = None,
+        error_message: str | None = None,
+        message: str | None = None,
+    ) -> dict[str, Any]:
+        """Write and fsync the result record of ``intent``; raise AuditError if it cannot be written."""
+        record = result_record(
+            intent,
+            outcome,
+            self._user_name,
+            status_code=status_code,
+            job_id=job_id,
+            job_name=job_name,
+            before=before,
+            after=after,
+            after_error=after_error,
+            error_message=error_message,
+            message=message,
+        )
+        return self.append(record)
+
+    # --- changes made elsewhere ------------------------------------------------------------------------
+
+    def observe(self, job_id: str, before: Job | None, after: Job | None) -> None:
+        """Record a change the poller saw on a watched job, unless it was one of our own mutations.
+
+        ``after=None`` means the job disappeared. Never raises: a failure is logged and counted as a
+        write error.
+        """
+        try:
+            self._observe(job_id.lower(), before, after)
+        except Exception as exc:
+            if not isinstance(exc, AuditError):  # append() has already counted its own failures
+                with self._lock:
+                    self._write_errors += 1
+            log.error("audit_observe_failed", job_id=job_id, path=str(self._path), error=str(exc))
+
+    def _observe(self, job_id: str, before: Job | None, after: Job | None) -> None:
+        if before is None:
+            if after is not None:  # nothing to compare with (a cold start): not a change we can describe
+                log.debug("audit_observe_skipped", job_id=job_id, reason="no previous snapshot")
+            return
+        with self._own_lock:
+            ours = self._own.match(job_id, before, after)
+        if ours is not None:
+            log.debug("audit_observed_own_mutation", job_id=job_id, audit_id=ours)
+            return
+        record = observation_record(job_id, before, after, self._user_name)
+        self.append(record)
+        log.info("audit_observed_change", job_id=job_id, action=record.action)
+
+    # --- appending -------------------------------------------------------------------------------------
+
+    def append(self, record: AuditRecord | Mapping[str, Any]) -> dict[str, Any]:
+        """Append one record (redacted, stamped, chained); return it as written.
+
+        Raises ``AuditError`` when the record cannot be written and fsync'd; the file is left as it was.
+        """
+        fields = record.fields() if isinstance(record, AuditRecord) else record
+        with self._lock:
+            try:
+                written = self._writer.append(fields)
+            except AuditError as exc:
+                self._write_errors += 1
+                log.error("audit_write_failed", path=str(self._path), error=str(exc))
+                raise
+            if written["audit"].get("phase") != "intent":
+                key = (str(written["event"].get("action")), str(written["event"].get("outcome", "")))
+                self._records[key] = self._records.get(key, 0) + 1
+            return written
+
+    def _stamped(self, fields: Mapping[str, Any], sequence: int, prev_hash: str) -> dict[str, Any]:
+        record: dict[str, Any] = self._redact(fields)
+        return self._stamp.apply(record, moment=self._clock(), sequence=sequence, prev_hash=prev_hash)

@@ -1,0 +1,172 @@
+"""Observed job changes: tell changes made elsewhere from our own mutations, and describe them as records.
+
+``OwnMutations`` reads our update/delete records from the log incrementally (other processes write
+there too) and matches an observed change to at most one of them: an update whose recorded after-state
+has the observed JobModifiedTime, or, for an update whose outcome is unknown or in flight, one started
+within the match window of the change; a disappearance to a delete without ``--keep-job``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from ccs_exporter.audit.records import AuditRecord, JobRef
+from ccs_exporter.models import Job, parse_ccs_datetime
+
+# Our own mutations remembered per job: enough for any realistic burst between two poll cycles.
+_MAX_OWN_PER_JOB = 64
+
+
+@dataclass
+class _OwnMutation:
+    """What matching needs to know about one of our own update/delete mutations."""
+
+    audit_id: str
+    action: str
+    started: datetime | None
+    delete_job: bool
+    outcome: str | None = None
+    after_modified: datetime | None = None
+
+
+def observation_record(job_id: str, before: Job, after: Job | None, observer_name: str) -> AuditRecord:
+    """``job.changed`` (with the diff) or, when ``after`` is None, ``job.deleted`` with the last state."""
+    props = (after or before).JobProperties
+    return AuditRecord(
+        action="job.changed" if after is not None else "job.deleted",
+        phase="observation",
+        outcome="success",
+        user_name=observer_name,
+        job=JobRef(job_id, props.Name or None, owner=props.Owner),
+        before=before,
+        after=after,
+    )
+
+
+class OwnMutations:
+    """An index of our own mutations in the log, read incrementally; callers serialise calls."""
+
+    def __init__(self, path: Path, match_window: timedelta) -> None:
+        self._path = path
+        self._window = match_window
+        self._offset = 0
+        self._identity: tuple[int, int] | None = None
+        self._by_job: dict[str, list[_OwnMutation]] = {}
+        self._by_id: dict[str, _OwnMutation] = {}
+        self._matched: set[str] = set()
+
+    def match(self, job_id: str, before: Job, after: Job | None) -> str | None:
+        """The audit id of our own mutation that explains this observed change, or None."""
+        self._refresh()
+        candidates = [
+            own
+            for own in self._by_job.get(job_id, ())
+            if own.audit_id not in self._matched and own.outcome in (None, "success", "unknown")
+        ]
+        if after is None:
+            for own in candidates:
+                if own.action == "job.delete" and own.delete_job:
+                    self._matched.add(own.audit_id)
+                    return own.audit_id
+            return None
+        return self._match_update(candidates, before, after)
+
+    def _match_update(self, candidates: list[_OwnMutation], before: Job, after: Job) -> str | None:
+        seen_before = before.JobProperties.JobModifiedTime
+        seen_after = after.JobProperties.JobModifiedTime
+        found: str | None = None
+        for own in candidates:
+            if own.action != "job.update":
+                continue
+            if own.after_modified is not None and seen_after is not None:
+                if own.after_modified == seen_after:
+                    found = own.audit_id
+                if own.after_modified <= seen_after:
+                    # Ours happened and this observation covers it, whether or not more happened after.
+                    self._matched.add(own.audit_id)
+                continue
+            # Outcome unknown or still in flight: match by time, allowing for clock skew.
+            if own.started is None or seen_after is None:
+                in_window = True
+            else:
+                low = (seen_before or seen_after) - self._window
+                in_window = low <= own.started <= seen_after + self._window
+            if in_window and found is None:
+                found = own.audit_id
+                self._matched.add(own.audit_id)
+        return found
+
+    def _refresh(self) -> None:
+        """Read records appended since the last call and index our own update/delete mutations."""
+        try:
+            handle = open(self._path, "rb")  # noqa: SIM115 - closed below; fstat needs the handle
+        except FileNotFoundError:
+            return
+        with handle:
+            info = os.fstat(handle.fileno())
+            identity = (info.st_dev, info.st_ino)
+            if not stat.S_ISREG(info.st_mode):
+                return
+            if identity != self._identity or info.st_size < self._offset:
+                self._identity = identity
+                self._offset = 0
+                self._by_job.clear()
+                self._by_id.clear()
+            handle.seek(self._offset)
+            data = handle.read()
+        end = data.rfind(b"\n")
+        if end < 0:
+            return
+        self._offset += end + 1
+        for line in data[: end + 1].splitlines():
+            try:
+                record = json.loads(line)
+            except ValueError:
+                continue
+            if isinstance(record, dict):
+                self._index(record)
+
+    def _index(self, record: dict[str, Any]) -> None:
+        event = record.get("event") or {}
+        audit = record.get("audit") or {}
+        action = event.get("action")
+        if action not in ("job.update", "job.delete") or not isinstance(audit, dict):
+            return
+        audit_id = str(audit.get("id"))
+        if audit.get("phase") == "intent":
+            self._index_intent(record, audit_id, str(action))
+        elif audit.get("phase") == "result":
+            known = self._by_id.pop(audit_id, None)
+            if known is None:
+                return
+            known.outcome = str(event.get("outcome"))
+            after = (record.get("change") or {}).get("after") or {}
+            modified = (after.get("JobProperties") or {}).get("JobModifiedTime")
+            known.after_modified = _datetime_or_none(modified)
+
+    def _index_intent(self, record: dict[str, Any], audit_id: str, action: str) -> None:
+        ccs = record.get("ccs") or {}
+        job_id = str((ccs.get("job") or {}).get("id") or "").lower()
+        if not job_id:
+            return
+        own = _OwnMutation(
+            audit_id, action, _datetime_or_none(record.get("@timestamp")), bool(ccs.get("delete_job", True))
+        )
+        self._by_id[audit_id] = own
+        mutations = self._by_job.setdefault(job_id, [])
+        mutations.append(own)
+        if len(mutations) > _MAX_OWN_PER_JOB:
+            del mutations[:-_MAX_OWN_PER_JOB]
+
+
+def _datetime_or_none(value: Any) -> datetime | None:
+    try:
+        return parse_ccs_datetime(value)
+    except ValueError:
+        return None
