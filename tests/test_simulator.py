@@ -291,7 +291,9 @@ class TestSearchJob:
         assert props["LastRunStatus"] == 0
         assert props["Owner"] == "CCS\\demo"
         assert body["JobConfigDetails"]["JobName"] == props["Name"]
-        assert body["JobConfigDetails"]["Schedule"]["StartDate"] == "2026-11-18T21:14:27.513+05:30"
+        # The sample's StartDate shape (+05:30, milliseconds), moved past CapturedAt: not yet due.
+        assert body["JobConfigDetails"]["Schedule"]["StartDate"] == "2026-12-18T21:14:27.513+05:30"
+        assert body["JobConfigDetails"]["Schedule"]["RepeatDays"] == 50
 
     @pytest.mark.parametrize("job_id", [REPORT, ASSET_IMPORT, SYSTEM])
     def test_other_job_types_answer_properties_only(self, api: Api, job_id: str) -> None:

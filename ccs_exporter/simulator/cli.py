@@ -31,6 +31,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="SECONDS",
         help="every job starts a run about this often (default: runs never progress)",
     )
+    parser.add_argument(
+        "--live",
+        action="store_true",
+        help="move the samples to now and run jobs on their schedules (default: as of 2026-11-23T08:00Z)",
+    )
     parser.add_argument("--latency-ms", type=float, default=0.0, help="added to every request (default 0)")
     parser.add_argument(
         "--search-page-size-cap",
@@ -73,6 +78,9 @@ def run(args: argparse.Namespace) -> int:
     if args.jobs is not None and args.jobs < 0:
         print("ccs-exporter: --jobs must be 0 or more", file=sys.stderr)
         return 2
+    if args.live and args.jobs is not None:
+        print("ccs-exporter: --live applies to the sample jobs, not to --jobs", file=sys.stderr)
+        return 2
     if args.search_page_size_cap < 1:
         print("ccs-exporter: --search-page-size-cap must be 1 or more", file=sys.stderr)
         return 2
@@ -90,6 +98,7 @@ def run(args: argparse.Namespace) -> int:
             seed=args.seed,
             latency_seconds=args.latency_ms / 1000.0,
             search_page_size_cap=args.search_page_size_cap,
+            live=args.live,
             tls_cert=args.tls_cert,
             tls_key=args.tls_key,
         ).start()

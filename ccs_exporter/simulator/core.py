@@ -14,8 +14,10 @@ from ccs_exporter.models import normalize_guid
 from ccs_exporter.simulator.api import CcsApi, json_response
 from ccs_exporter.simulator.faults import DEFAULT_SEARCH_PAGE_SIZE_CAP, Faults, RequestLog, RequestRecord
 from ccs_exporter.simulator.jobs import JobStore
+from ccs_exporter.simulator.live import move_jobs, whole_seconds
 from ccs_exporter.simulator.progression import RunProgression
-from ccs_exporter.simulator.samples import generated_jobs, sample_jobs
+from ccs_exporter.simulator.records import utc_now
+from ccs_exporter.simulator.samples import GENERATED_EPOCH, generated_jobs, sample_captured_at, sample_jobs
 from ccs_exporter.simulator.server import HttpResponse, HttpServer
 from ccs_exporter.simulator.tokens import TokenStore
 from ccs_exporter.simulator.validation import ApiError
@@ -31,6 +33,9 @@ class Simulator:
     None or 0 keeps every run as it is (deterministic payloads); seconds make every job start a run
     about that often. ``seed`` makes ids, outcomes and message counts reproducible.
     ``search_page_size_cap``: Search Jobs silently answers at most this many jobs per page.
+    ``live``: the samples move so that their capture instant (``captured_at``) is now, and jobs with a
+    schedule start a run at each occurrence (with ``run_interval`` too, only the others run on it).
+    Without it the samples stand as of ``CapturedAt`` in ``sample_jobs.json`` (2026-11-23T08:00:00Z).
     """
 
     def __init__(
@@ -47,6 +52,7 @@ class Simulator:
         seed: int = 0,
         latency_seconds: float = 0.0,
         search_page_size_cap: int = DEFAULT_SEARCH_PAGE_SIZE_CAP,
+        live: bool = False,
         tls_cert: str | None = None,
         tls_key: str | None = None,
     ) -> None:
@@ -56,6 +62,8 @@ class Simulator:
             raise ValueError("jobs must be 0 or more")
         if (tls_cert is None) != (tls_key is None):
             raise ValueError("tls_cert and tls_key go together")
+        if live and jobs is not None:
+            raise ValueError("live applies to the sample jobs, not to generated ones")
         self.host = host
         self.username = username
         self.password = password
@@ -65,12 +73,21 @@ class Simulator:
         self._tokens = TokenStore(access_token_seconds, refresh_token_seconds)
         self._store = JobStore(username, random.Random(seed))
         if jobs is None:
-            self._store.add_many(sample_jobs(username))
+            samples = sample_jobs(username)
+            self.captured_at = sample_captured_at()
+            if live:
+                now = utc_now()
+                move_jobs(samples, self.captured_at, now)
+                self.captured_at += whole_seconds(now, self.captured_at)
+            self._store.add_many(samples)
         else:
+            self.captured_at = GENERATED_EPOCH
             self._store.add_many(generated_jobs(jobs, username, random.Random(seed)))
         self._progression: RunProgression | None = None
-        if run_interval:
-            self._progression = RunProgression(self._store, run_interval, seed, self._stopping)
+        if run_interval or live:
+            self._progression = RunProgression(
+                self._store, run_interval, seed, self._stopping, follow_schedules=live
+            )
         self._api = CcsApi(
             username=username,
             password=password,
@@ -103,6 +120,7 @@ class Simulator:
         if self._progression is not None:
             self._store.on_job_added = self._progression.job_added
             self._store.on_run_queued = self._progression.run_queued
+            self._store.on_job_changed = self._progression.job_changed
             self._progression.start()
         return self
 

@@ -64,6 +64,7 @@ class JobStore:
         self.version = 0
         self.on_job_added: Callable[[StoredJob], None] | None = None
         self.on_run_queued: Callable[[StoredJob], None] | None = None
+        self.on_job_changed: Callable[[StoredJob], None] | None = None
 
     # --- reading ---------------------------------------------------------------------------------
 
@@ -348,6 +349,8 @@ class JobStore:
             job.name = changes.name
         job.modified = format_time(self._clock(), "utc")
         self.version += 1
+        if self.on_job_changed is not None:
+            self.on_job_changed(job)
 
 
 def default_config(name: str, description: str, start_date: str) -> dict[str, Any]:

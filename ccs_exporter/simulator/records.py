@@ -150,6 +150,9 @@ class StoredJob:
     last_run_date: str = NEVER
     last_run_status: int = 0
     time_style: str = "utc"
+    # Sample scenarios: the scheduler never starts a stalled job; a hung run never ends by itself.
+    stalled: bool = False
+    hung_run: str | None = None
     # Bumped whenever the run progression schedules this job, so stale scheduled events are ignored.
     schedule_seq: int = 0
 

@@ -36,6 +36,12 @@ def load_sample_document() -> dict[str, Any]:
     return document
 
 
+def sample_captured_at() -> datetime:
+    """The moment the sample payloads describe (``CapturedAt``): their runs and schedules stand as of then."""
+    text: str = load_sample_document()["CapturedAt"]
+    return datetime.fromisoformat(text.replace("Z", "+00:00"))
+
+
 def sample_jobs(username: str) -> list[StoredJob]:
     """The built-in sample jobs; an Owner of null becomes ``username``."""
     return [_stored_job(entry, username) for entry in load_sample_document()["Jobs"]]
@@ -57,6 +63,8 @@ def _stored_job(entry: dict[str, Any], username: str) -> StoredJob:
         )
         for run in reversed(entry["JobStatusInfo"])
     ]
+    progression = entry.get("Progression")
+    hung = runs[-1].run_id if progression == "hung" and runs and runs[-1].running else None
     return StoredJob(
         job_id=props["JobID"],
         name=props["Name"],
@@ -70,6 +78,8 @@ def _stored_job(entry: dict[str, Any], username: str) -> StoredJob:
         last_run_date=props["LastRunDate"],
         last_run_status=props["LastRunStatus"],
         time_style=entry.get("TimeStyle", "utc"),
+        stalled=progression == "stalled",
+        hung_run=hung,
     )
 
 
