@@ -32,7 +32,7 @@ _GUID_RE = re.compile(GUID_PATTERN)
 _BRACED_GUID_RE = re.compile(r"^\{(" + GUID_PATTERN[1:-1] + r")\}$")
 
 _ISO_RE = re.compile(
-    r"^(?P<date>\d{4}-\d{2}-\d{2})[T ](?P<h>\d{2}):(?P<m>\d{2})(?::(?P<s>\d{2})(?:[.,](?P<frac>\d{1,9}))?)?"
+    r"^(?P<date>\d{4}-\d{2}-\d{2})[T ](?P<h>\d{2}):(?P<m>\d{2})(?::(?P<s>\d{2})(?:[.,](?P<frac>\d+))?)?"
     r"\s*(?P<tz>Z|z|[+-]\d{2}(?::?\d{2})?)?$"
 )
 # WCF's JSON DateTime form, e.g. "/Date(1537422282000+0530)/"; not in the pages, but .NET services emit it.

@@ -160,6 +160,13 @@ class TestParseCcsDatetime:
         assert start is not None and end is not None
         assert (end - start).total_seconds() == 8
 
+    @pytest.mark.parametrize("digits", [10, 12, 30, 200])
+    def test_long_fractions_are_truncated(self, digits: int) -> None:
+        """A fraction longer than nine digits is cut to microseconds, as the README promises, not refused."""
+        fraction = ("5120788" + "9" * digits)[:digits]
+        parsed = parse_ccs_datetime(f"2018-11-18T02:14:27.{fraction}-08:00")
+        assert parsed == datetime(2018, 11, 18, 10, 14, 27, 512078, tzinfo=UTC)
+
     def test_naive_datetime_object_is_utc(self, other_local_timezone: None) -> None:
         """An already-parsed naive datetime is taken as UTC, not local time."""
         assert parse_ccs_datetime(datetime(2020, 1, 1, 12)) == datetime(2020, 1, 1, 12, tzinfo=UTC)
