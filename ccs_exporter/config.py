@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import re
 import ssl
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -27,6 +28,10 @@ ENV_PREFIX = "CCS_EXPORTER_"
 # hostile server cannot make the exporter buffer gigabytes (8 MiB holds thousands of run messages).
 MAX_RESPONSE_BYTES = 8 * 1024 * 1024
 _SECRET_FIELDS = frozenset({"password"})
+# The client appends this to the base URL; a URL that already ends in it would be doubled.
+_API_PATH = "/ccs/api/v1"
+_USERINFO_RE = re.compile(r"^((?:[A-Za-z][A-Za-z0-9+.-]*:)?//)?[^/?#]*@")
+_HOST_LABEL_RE = re.compile(r"^(?!-)[^\s./:@\\[\]]{1,63}(?<!-)$")
 _LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
 
 
@@ -81,6 +86,90 @@ def parse_listen_address(value: str) -> tuple[str, int]:
         host = host[1:-1]
         ipaddress.IPv6Address(host)
     return host or "0.0.0.0", port
+
+
+def url_without_credentials(url: str) -> str:
+    """``url`` with any ``user:password@`` part replaced by ``[REDACTED]@``, for messages and logs."""
+    return _USERINFO_RE.sub(r"\1[REDACTED]@", url, count=1)
+
+
+def check_ccs_url(value: str) -> str:
+    """The CCS base URL without a trailing slash; ValueError naming the part no request could use."""
+    text = value.strip()
+    if any(char.isspace() or not char.isprintable() for char in text):
+        raise ValueError("has an invalid host or path: it holds spaces or control characters")
+    try:
+        parts = urlsplit(text)
+    except ValueError:  # an unclosed or invalid [IPv6] host
+        raise ValueError("has an invalid host: not a valid [IPv6] address") from None
+    if parts.scheme not in ("http", "https"):
+        raise ValueError("must start with https:// (or http://), e.g. https://ccs.example.com:12431")
+    if "@" in parts.netloc:
+        # requests would send these as Basic auth in place of the bearer token, on every request.
+        raise ValueError(
+            f"must not hold a user name or password: set {env_name('username')} and {env_name('password')}"
+        )
+    if parts.query or parts.fragment:
+        raise ValueError("must not have a query or fragment")
+    try:
+        port = parts.port
+    except ValueError:
+        raise ValueError("has an invalid port (a number 1-65535)") from None
+    if port == 0 or parts.netloc.endswith(":"):
+        raise ValueError("has an invalid port (a number 1-65535)")
+    _check_host(parts.netloc, parts.hostname)
+    if parts.path.rstrip("/").lower().endswith(_API_PATH):
+        raise ValueError(f"must be the server's base URL without {_API_PATH} (it is appended)")
+    return text.rstrip("/")
+
+
+def _check_host(netloc: str, host: str | None) -> None:
+    if not host:
+        raise ValueError("has no host name")
+    if netloc.startswith("["):
+        try:
+            ipaddress.IPv6Address(host)
+        except ValueError:
+            raise ValueError(f"has an invalid host: {host!r} is not an IPv6 address") from None
+        return
+    labels = host.rstrip(".").split(".")
+    if not all(_HOST_LABEL_RE.match(label) for label in labels):
+        raise ValueError(f"has an invalid host name {host!r}")
+
+
+def read_password_file(path: Path) -> str:
+    """The password in ``path`` (UTF-8; a byte order mark and one trailing newline dropped).
+
+    ValueError says why the file cannot hold a usable password (unreadable, not UTF-8, empty); the
+    message never holds the file's content.
+    """
+    try:
+        text = path.read_bytes().decode("utf-8-sig")
+    except OSError as exc:
+        raise ValueError(f"cannot be read ({exc.strerror})") from None
+    except UnicodeDecodeError:
+        raise ValueError("is not UTF-8 text (save it as UTF-8)") from None
+    password = text.rstrip("\r\n")
+    if not password:
+        raise ValueError("is empty")
+    return password
+
+
+def check_writable_file(path: Path) -> None:
+    """ValueError unless ``path`` is a file this process can append to, or create (the audit log)."""
+    if path.is_dir():
+        raise ValueError("is a directory; give a file in it, e.g. audit.jsonl")
+    if path.exists():
+        if not os.access(path, os.W_OK):
+            raise ValueError("is not writable")
+        return
+    parent = path.parent
+    if not parent.exists():
+        raise ValueError(f"cannot be created: its directory {parent} does not exist")
+    if not parent.is_dir():
+        raise ValueError(f"cannot be created: {parent} is not a directory")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise ValueError(f"cannot be created: its directory {parent} is not writable")
 
 
 class _FileValuesSource(PydanticBaseSettingsSource):
@@ -142,9 +231,9 @@ class Settings(BaseSettings):
     password_encoding: Literal["base64", "plain"] = "base64"
     verify_tls: bool = True
     ca_bundle: Path | None = None
-    request_timeout_seconds: float = Field(default=30.0, gt=0, le=3600)
+    request_timeout_seconds: float = Field(default=30.0, gt=0, le=3600, allow_inf_nan=False)
     job_ids: Annotated[list[str], NoDecode] = Field(default_factory=list)
-    poll_interval_seconds: float = Field(default=60.0, gt=0, le=86400)
+    poll_interval_seconds: float = Field(default=60.0, gt=0, le=86400, allow_inf_nan=False)
     concurrency: int = Field(default=8, ge=1, le=256)
     history_window: int = Field(default=10, ge=1, le=1000)
     max_response_bytes: int = Field(default=MAX_RESPONSE_BYTES, ge=64 * 1024, le=1024 * 1024 * 1024)
@@ -156,21 +245,21 @@ class Settings(BaseSettings):
 
     @field_validator("url")
     @classmethod
-    def _url_has_scheme_and_host(cls, value: str) -> str:
-        parts = urlsplit(value.strip())
-        if parts.scheme not in ("http", "https"):
-            raise ValueError("must start with https:// (or http://), e.g. https://ccs.example.com:12431")
-        if not parts.hostname:
-            raise ValueError("has no host name")
-        if parts.query or parts.fragment:
-            raise ValueError("must not have a query or fragment")
-        return value.strip().rstrip("/")
+    def _url_usable(cls, value: str) -> str:
+        return check_ccs_url(value)
 
     @field_validator("username")
     @classmethod
     def _username_not_blank(cls, value: str) -> str:
         if not value.strip():
             raise ValueError("must not be empty")
+        return value
+
+    @field_validator("password")
+    @classmethod
+    def _password_not_empty(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and not value.get_secret_value():
+            raise ValueError("is empty")
         return value
 
     @field_validator("job_ids", mode="before")
@@ -213,6 +302,22 @@ class Settings(BaseSettings):
                 raise ValueError("holds no PEM certificate") from None
         return value
 
+    @field_validator("password_file")
+    @classmethod
+    def _password_file_usable(cls, value: Path | None) -> Path | None:
+        # Read once now so a file that can never work (empty, UTF-16, Latin-1) stops the program at
+        # start; the client reads it again before each login, to pick up a rotated secret.
+        if value is not None:
+            read_password_file(value)
+        return value
+
+    @field_validator("audit_log")
+    @classmethod
+    def _audit_log_writable(cls, value: Path | None) -> Path | None:
+        if value is not None:
+            check_writable_file(value)
+        return value
+
     @model_validator(mode="after")
     def _has_a_password(self) -> Settings:
         if self.password is None and self.password_file is None:
@@ -236,11 +341,10 @@ class Settings(BaseSettings):
             return self.password.get_secret_value()
         assert self.password_file is not None
         try:
-            return self.password_file.read_text(encoding="utf-8").rstrip("\r\n")
-        except OSError as exc:
+            return read_password_file(self.password_file)
+        except ValueError as exc:
             raise ConfigError(
-                f"{env_name('password_file')}: cannot read {self.password_file} ({exc.strerror})",
-                field="password_file",
+                f"{env_name('password_file')}: {self.password_file} {exc}", field="password_file"
             ) from None
 
     @property
@@ -297,10 +401,13 @@ def _describe_settings_error(exc: ValidationError) -> str:
         return f"unknown setting {field!r}"
     if not field:
         return f"invalid settings: {message}"
-    shown = "" if field in _SECRET_FIELDS else f" = {_shown_value(first.get('input'))}"
+    shown_input = first.get("input")
+    if field == "url" and isinstance(shown_input, str):
+        shown_input = url_without_credentials(shown_input)
+    shown = "" if field in _SECRET_FIELDS else f" = {_shown_value(shown_input)}"
     return f"invalid setting {env_name(field)} ({field}){shown}: {message}"
 
 
 def _shown_value(value: Any) -> str:
-    text = repr(value)
+    text = repr(str(value) if isinstance(value, Path) else value)
     return text if len(text) <= 200 else text[:197] + "..."

@@ -207,6 +207,19 @@ class TestServeRefusesBadSettings:
                 {"CCS_EXPORTER_PASSWORD": "", "CCS_EXPORTER_PASSWORD_FILE": "{tmp}"},
                 "CCS_EXPORTER_PASSWORD_FILE",
             ),
+            (
+                {"CCS_EXPORTER_PASSWORD": "", "CCS_EXPORTER_PASSWORD_FILE": "{tmp}/utf16.txt"},
+                "CCS_EXPORTER_PASSWORD_FILE",
+            ),
+            (
+                {"CCS_EXPORTER_PASSWORD": "", "CCS_EXPORTER_PASSWORD_FILE": "{tmp}/empty.txt"},
+                "CCS_EXPORTER_PASSWORD_FILE",
+            ),
+            ({"CCS_EXPORTER_PASSWORD": "EMPTY"}, "CCS_EXPORTER_PASSWORD "),
+            ({"CCS_EXPORTER_URL": "http://127.0.0.1:99999"}, "CCS_EXPORTER_URL"),
+            ({"CCS_EXPORTER_AUDIT_LOG": "{tmp}"}, "CCS_EXPORTER_AUDIT_LOG"),
+            ({"CCS_EXPORTER_AUDIT_LOG": "{tmp}/missing/audit.jsonl"}, "CCS_EXPORTER_AUDIT_LOG"),
+            ({"CCS_EXPORTER_REQUEST_TIMEOUT_SECONDS": "nan"}, "CCS_EXPORTER_REQUEST_TIMEOUT_SECONDS"),
             ({"CCS_EXPORTER_POLL_INTERVAL_SECONDS": "0"}, "CCS_EXPORTER_POLL_INTERVAL_SECONDS"),
             ({"CCS_EXPORTER_LISTEN_ADDRESS": "127.0.0.1"}, "CCS_EXPORTER_LISTEN_ADDRESS"),
             ({"CONFIG": "job_id: x\n"}, "'job_id'"),
@@ -218,6 +231,13 @@ class TestServeRefusesBadSettings:
             "url-no-scheme",
             "missing-ca",
             "password-file-dir",
+            "password-file-utf16",
+            "password-file-empty",
+            "password-empty",
+            "url-port-out-of-range",
+            "audit-log-dir",
+            "audit-log-no-parent",
+            "timeout-nan",
             "zero-interval",
             "listen-no-port",
             "config-unknown-key",
@@ -235,12 +255,16 @@ class TestServeRefusesBadSettings:
             "CCS_EXPORTER_LISTEN_ADDRESS": "127.0.0.1:0",
         }
         args = ["serve"]
+        (tmp_path / "utf16.txt").write_bytes(simulator.password.encode("utf-16"))
+        (tmp_path / "empty.txt").write_bytes(b"\n")
         for key, value in change.items():
             value = value.format(url=simulator.url, tmp=tmp_path, hostport=simulator.url.split("//")[1])
             if key == "CONFIG":
                 config = tmp_path / "config.yaml"
                 config.write_text(value, encoding="utf-8")
                 args += ["--config", str(config)]
+            elif value == "EMPTY":
+                env[key] = ""
             elif value:
                 env[key] = value
             else:
@@ -251,3 +275,70 @@ class TestServeRefusesBadSettings:
         assert len(lines) == 1, result.stderr
         assert named in lines[0] and simulator.password not in lines[0]
         assert simulator.request_count() == 0
+
+
+class TestJobsCommandsRefuseBadSecrets:
+    """Every jobs command checks the password and URL before anything is sent to CCS."""
+
+    @pytest.mark.parametrize(
+        "command",
+        [
+            ["jobs", "get", "{job}"],
+            ["jobs", "runs", "{job}"],
+            ["jobs", "create", "-f", "{tmp}/spec.json"],
+            ["jobs", "update", "{job}", "-f", "{tmp}/spec.json"],
+            ["jobs", "delete", "{job}"],
+        ],
+        ids=["get", "runs", "create", "update", "delete"],
+    )
+    @pytest.mark.parametrize(
+        ("password", "named"),
+        [
+            ({"CCS_EXPORTER_PASSWORD_FILE": "{tmp}/utf16.txt"}, "CCS_EXPORTER_PASSWORD_FILE"),
+            ({"CCS_EXPORTER_PASSWORD_FILE": "{tmp}/empty.txt"}, "CCS_EXPORTER_PASSWORD_FILE"),
+            ({"CCS_EXPORTER_PASSWORD": ""}, "CCS_EXPORTER_PASSWORD "),
+        ],
+        ids=["file-utf16", "file-empty", "variable-empty"],
+    )
+    def test_bad_password_exit_2_nothing_sent(
+        self, simulator: Any, tmp_path: Path, command: list[str], password: dict[str, str], named: str
+    ) -> None:
+        """A non-UTF-8 or empty password exits 2 with one line naming the setting, without a traceback."""
+        (tmp_path / "utf16.txt").write_bytes(simulator.password.encode("utf-16"))
+        (tmp_path / "empty.txt").write_bytes(b"")
+        (tmp_path / "spec.json").write_text('{"JobDescription": "x"}', encoding="utf-8")
+        env = {
+            "CCS_EXPORTER_URL": simulator.url,
+            "CCS_EXPORTER_USERNAME": simulator.username,
+            "CCS_EXPORTER_AUDIT_LOG": str(tmp_path / "audit.jsonl"),
+            **{key: value.format(tmp=tmp_path) for key, value in password.items()},
+        }
+        args = [part.format(job=simulator.job_ids[0], tmp=tmp_path) for part in command]
+        result = run_module(*args, env=env)
+        assert result.returncode == 2, result.stderr
+        lines = result.stderr.strip().splitlines()
+        assert len(lines) == 1, result.stderr
+        assert named in lines[0] + " " and "Traceback" not in result.stderr
+        assert simulator.request_count() == 0
+        assert not (tmp_path / "audit.jsonl").exists()
+
+
+class TestUrlCredentials:
+    """A URL with credentials in it is refused, and its password is never echoed."""
+
+    @pytest.mark.parametrize("command", [["serve"], ["jobs", "get", JOB_ID, "--insecure"]])
+    def test_refused_and_never_echoed(self, tmp_path: Path, command: list[str]) -> None:
+        """Even with TLS verification off (whose warning names the URL), the URL's password is never shown."""
+        result = run_module(
+            *command,
+            env={
+                "CCS_EXPORTER_URL": "https://svc:Url-Canary-pw-88@127.0.0.1:9",
+                "CCS_EXPORTER_USERNAME": "CORP\\svc-ccs",
+                "CCS_EXPORTER_PASSWORD": PASSWORD,
+                "CCS_EXPORTER_VERIFY_TLS": "false",
+            },
+        )
+        assert result.returncode == 2
+        lines = result.stderr.strip().splitlines()
+        assert len(lines) == 1 and "CCS_EXPORTER_URL" in lines[0]
+        assert "Url-Canary-pw-88" not in result.stderr + result.stdout

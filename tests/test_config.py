@@ -433,3 +433,177 @@ class TestTlsVerify:
         monkeypatch.setenv("CCS_EXPORTER_VERIFY_TLS", "false")
         monkeypatch.setenv("CCS_EXPORTER_CA_BUNDLE", str(write_file("ca.pem", ca_pem())))
         assert load_settings().tls_verify is False
+
+
+class TestPasswordCheckedAtStart:
+    """A password that cannot work stops the program when the settings load, not at every login."""
+
+    def test_empty_password_variable(self, monkeypatch: pytest.MonkeyPatch, required_env: None) -> None:
+        """An empty CCS_EXPORTER_PASSWORD is an error naming it."""
+        monkeypatch.setenv("CCS_EXPORTER_PASSWORD", "")
+        exc = config_error()
+        assert "CCS_EXPORTER_PASSWORD " in f"{exc} " and "empty" in str(exc)
+        assert exc.field == "password"
+
+    @pytest.mark.parametrize("content", [b"", b"\n", b"\r\n"])
+    def test_empty_password_file(
+        self, monkeypatch: pytest.MonkeyPatch, required_env: None, tmp_path: Path, content: bytes
+    ) -> None:
+        """A password file holding nothing (or only a newline) is an error naming the file."""
+        monkeypatch.delenv("CCS_EXPORTER_PASSWORD")
+        path = tmp_path / "pw"
+        path.write_bytes(content)
+        exc = config_error(password_file=str(path))
+        assert "CCS_EXPORTER_PASSWORD_FILE" in str(exc) and str(path) in str(exc) and "empty" in str(exc)
+
+    @pytest.mark.parametrize(
+        "content", [b"\xff\xfep\x00w\x00", b"caf\xe9-latin1", PASSWORD.encode() + b"\x80"]
+    )
+    def test_password_file_not_utf8(
+        self, monkeypatch: pytest.MonkeyPatch, required_env: None, tmp_path: Path, content: bytes
+    ) -> None:
+        """A password file not in UTF-8 (UTF-16, Latin-1) is one line naming the file, not the password."""
+        monkeypatch.delenv("CCS_EXPORTER_PASSWORD")
+        path = tmp_path / "pw"
+        path.write_bytes(content)
+        exc = config_error(password_file=str(path))
+        message = str(exc)
+        assert "CCS_EXPORTER_PASSWORD_FILE" in message and "UTF-8" in message and "\n" not in message
+        assert PASSWORD not in message and "latin1" not in message
+
+    def test_byte_order_mark_is_not_part_of_the_password(
+        self, monkeypatch: pytest.MonkeyPatch, required_env: None, tmp_path: Path
+    ) -> None:
+        """A UTF-8 byte order mark an editor put at the start of the file is not part of the password."""
+        monkeypatch.delenv("CCS_EXPORTER_PASSWORD")
+        path = tmp_path / "pw"
+        path.write_bytes(b"\xef\xbb\xbf" + PASSWORD.encode() + b"\n")
+        assert load_settings(overrides={"password_file": str(path)}).password_value() == PASSWORD
+
+    @pytest.mark.parametrize("content", [b"", b"\xff\xfe"])
+    def test_file_spoiled_after_start(
+        self, monkeypatch: pytest.MonkeyPatch, required_env: None, tmp_path: Path, content: bytes
+    ) -> None:
+        """A password file emptied or garbled while running is a ConfigError at the next read, not a crash."""
+        monkeypatch.delenv("CCS_EXPORTER_PASSWORD")
+        path = tmp_path / "pw"
+        path.write_text(PASSWORD, encoding="utf-8")
+        settings = load_settings(overrides={"password_file": str(path)})
+        path.write_bytes(content)
+        with pytest.raises(ConfigError) as caught:
+            settings.password_value()
+        assert "CCS_EXPORTER_PASSWORD_FILE" in str(caught.value)
+
+
+class TestUrlCheckedAtStart:
+    """A URL that every request would fail on is refused at start, naming CCS_EXPORTER_URL."""
+
+    @pytest.mark.parametrize(
+        ("url", "problem"),
+        [
+            ("https://ccs.example.com:99999", "port"),
+            ("https://ccs.example.com:0", "port"),
+            ("https://ccs.example.com:12x31", "port"),
+            ("https://ccs.example.com:", "port"),
+            ("https://[zz::1]:12431", "host"),
+            ("https://[::1:12431", "host"),
+            ("https://ccs..example.com", "host"),
+            ("https://ccs example.com", "host"),
+            ("https://ccs.example.com\t:12431", "host"),
+            ("https://.example.com", "host"),
+            (f"https://{'a' * 64}.example.com", "host"),
+            ("https://ccs.example.com:12431/ccs/api/v1", "/ccs/api/v1"),
+        ],
+    )
+    def test_invalid_part(self, required_env: None, url: str, problem: str) -> None:
+        """Each invalid part of the URL is a one-line error naming the setting and the problem."""
+        exc = config_error(url=url)
+        assert "CCS_EXPORTER_URL" in str(exc) and problem in str(exc) and "\n" not in str(exc)
+        assert exc.field == "url"
+
+    @pytest.mark.parametrize(
+        "url",
+        [
+            "https://ccs.example.com:12431",
+            "https://ccs.example.com",
+            "http://10.1.2.3:12431/",
+            "https://[fd00::1]:12431",
+            "https://ccs-01.corp.example.com:443/prefix",
+            "https://münchen.example.com:12431",
+        ],
+    )
+    def test_valid(self, required_env: None, url: str) -> None:
+        """Ordinary base URLs (IPv4, IPv6, a path prefix, an international name) are accepted."""
+        assert load_settings(overrides={"url": url}).url == url.rstrip("/")
+
+    @pytest.mark.parametrize(
+        "url",
+        [
+            "https://svc:Url-Secret-77@ccs.example.com:12431",
+            "https://Url-Secret-77@ccs.example.com",
+            "https://svc:Url-Secret-77@ccs.example.com:99999",
+            "svc:Url-Secret-77@ccs.example.com",
+            "https://svc:Url-Secret-77@ccs.example.com/?debug=1",
+        ],
+    )
+    def test_credentials_refused_and_never_shown(self, required_env: None, url: str) -> None:
+        """Credentials in the URL are refused (sent, they would replace the token) and never echoed."""
+        exc = config_error(url=url)
+        assert "CCS_EXPORTER_URL" in str(exc)
+        assert "Url-Secret-77" not in str(exc) and "Url-Secret-77" not in repr(exc)
+
+
+class TestNumbersCheckedAtStart:
+    @pytest.mark.parametrize("setting", ["request_timeout_seconds", "poll_interval_seconds"])
+    @pytest.mark.parametrize("value", ["nan", "NaN", "inf", "-inf", float("nan")])
+    def test_not_a_finite_number(self, required_env: None, setting: str, value: Any) -> None:
+        """NaN and infinity are named as what they are, not as 'less than or equal to 3600'."""
+        message = str(config_error(**{setting: value}))
+        assert setting.upper() in message and "finite" in message
+
+    @pytest.mark.parametrize("value", ["-1", "0"])
+    def test_negative_timeout(self, required_env: None, value: str) -> None:
+        """A timeout of zero or less says it must be greater than 0."""
+        assert "greater than 0" in str(config_error(request_timeout_seconds=value))
+
+
+class TestAuditLogCheckedAtStart:
+    """An audit log path the program could never write is refused at start, naming CCS_EXPORTER_AUDIT_LOG."""
+
+    def test_directory(self, required_env: None, tmp_path: Path) -> None:
+        """A directory is not an audit log file."""
+        message = str(config_error(audit_log=str(tmp_path)))
+        assert "CCS_EXPORTER_AUDIT_LOG" in message and "is a directory" in message
+
+    def test_missing_parent(self, required_env: None, tmp_path: Path) -> None:
+        """A file in a directory that does not exist names that directory."""
+        message = str(config_error(audit_log=str(tmp_path / "nope" / "audit.jsonl")))
+        assert "CCS_EXPORTER_AUDIT_LOG" in message and f"{tmp_path / 'nope'} does not exist" in message
+
+    def test_parent_is_a_file(self, required_env: None, write_file: Callable[[str, str], Path]) -> None:
+        """A path under a regular file says its parent is not a directory."""
+        parent = write_file("plain", "x")
+        message = str(config_error(audit_log=str(parent / "audit.jsonl")))
+        assert "CCS_EXPORTER_AUDIT_LOG" in message and "not a directory" in message
+
+    @pytest.mark.skipif(hasattr(os, "geteuid") and os.geteuid() == 0, reason="root writes anywhere")
+    def test_parent_not_writable(self, required_env: None, tmp_path: Path) -> None:
+        """A new file in a directory the program may not write to is refused."""
+        locked = tmp_path / "locked"
+        locked.mkdir()
+        locked.chmod(0o500)
+        try:
+            message = str(config_error(audit_log=str(locked / "audit.jsonl")))
+        finally:
+            locked.chmod(0o700)
+        assert "CCS_EXPORTER_AUDIT_LOG" in message and "not writable" in message
+
+    def test_new_and_existing_files_accepted(
+        self, required_env: None, write_file: Callable[[str, str], Path]
+    ) -> None:
+        """A new file in a writable directory, or an existing file, is fine."""
+        existing = write_file("audit.jsonl", "")
+        assert load_settings(overrides={"audit_log": str(existing)}).audit_log == existing
+        fresh = existing.parent / "new.jsonl"
+        assert load_settings(overrides={"audit_log": str(fresh)}).audit_log == fresh
+        assert not fresh.exists()
