@@ -417,6 +417,8 @@ class TestConfigFile:
         for key in ("password_file", "ca_bundle", "web_config_file"):
             if key in config:
                 config[key] = str(_local_stand_in(key, tmp_path))
+        if "audit_log" in config:  # the pod's volume; its directory must exist and be writable
+            config["audit_log"] = str(tmp_path / "audit.jsonl")
         config_file = tmp_path / "config.yaml"
         config_file.write_text(yaml.safe_dump(config), encoding="utf-8")
         settings = load_settings(config_file)
