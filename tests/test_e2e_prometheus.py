@@ -242,7 +242,9 @@ class TestFaultAlert:
         )
         assert alert["labels"]["job_name"] == job_name
         assert alert["labels"]["severity"] == "warning"
-        assert alert["annotations"]["summary"] == f'CCS job "{job_name}" faulted'
+        assert alert["annotations"]["summary"] == "A CCS job run faulted."
+        assert f'"{job_name}" ({job_id}' in alert["annotations"]["description"]
+        assert alert["annotations"]["runbook_url"].endswith("docs/runbooks.md#ccsjobrunfaulted")
         (errors,) = stack.query(f'ccs_job_last_run_messages{{job_id="{job_id}", category="error"}}')
         assert errors["value"][1] == "2"
 

@@ -766,23 +766,66 @@ class TestSharding:
 
 
 class TestPrometheusRule:
-    """The chart's PrometheusRule carries the rules file unchanged, plus per-job overrides."""
+    """The chart's PrometheusRule carries the rules file, with the selector and runbook address in values."""
 
     def test_groups_equal_the_rules_file(self, render: Render) -> None:
         """With default settings the PrometheusRule's groups are exactly the rules file's."""
         rule = _one(render(settings=("prometheusRule.enabled=true",)), "PrometheusRule")
         assert rule["spec"]["groups"] == yaml.safe_load(RULES_FILE.read_text(encoding="utf-8"))["groups"]
 
-    def test_overrides_and_selector(self, full_manifests: Manifests) -> None:
-        """Overrides become lower-case job_id recording rules; the exporter-down selector is replaced."""
+    def test_selector_and_runbooks_as_render_rules_makes_them(self, full_manifests: Manifests) -> None:
+        """The chart replaces selector and runbook address exactly as prometheus/render_rules.py does."""
+        values = yaml.safe_load(FULL_VALUES.read_text(encoding="utf-8"))["prometheusRule"]
+        script = subprocess.run(
+            [
+                sys.executable,
+                str(REPO_ROOT / "prometheus" / "render_rules.py"),
+                "--selector",
+                values["scrapeJobSelector"],
+                "--runbook-url",
+                values["runbookUrl"],
+            ],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        groups = _one(full_manifests, "PrometheusRule")["spec"]["groups"]
+        assert groups[:-1] == yaml.safe_load(script.stdout)["groups"]
+        down = next(r for g in groups for r in g["rules"] if r.get("alert") == "CcsExporterDown")
+        assert down["expr"] == 'up{job="ccs-exporter-prod",namespace="monitoring"} == 0'
+        assert (
+            down["annotations"]["runbook_url"]
+            == "https://wiki.corp.example.com/ccs/runbooks.md#ccsexporterdown"
+        )
+
+    def test_per_job_overrides(self, full_manifests: Manifests) -> None:
+        """Staleness and grace overrides become lower-case job_id recording rules in one extra group."""
         groups = _one(full_manifests, "PrometheusRule")["spec"]["groups"]
         overrides = next(group for group in groups if group["name"] == "ccs-exporter.overrides")
-        assert {(r["labels"]["job_id"], r["expr"]) for r in overrides["rules"]} == {
-            ("23c59087-f3d4-4e05-a39e-3440c58e58fb", "vector(691200)"),
-            ("ff761384-4b49-40b4-97d8-0de38669075a", "vector(46800)"),
+        assert {(r["record"], r["labels"]["job_id"], r["expr"]) for r in overrides["rules"]} == {
+            (
+                "ccs_job_success_max_age_seconds_override",
+                "23c59087-f3d4-4e05-a39e-3440c58e58fb",
+                "vector(691200)",
+            ),
+            (
+                "ccs_job_success_max_age_seconds_override",
+                "ff761384-4b49-40b4-97d8-0de38669075a",
+                "vector(46800)",
+            ),
+            (
+                "ccs_job_schedule_grace_seconds_override",
+                "23c59087-f3d4-4e05-a39e-3440c58e58fb",
+                "vector(14400)",
+            ),
         }
-        down = next(r for g in groups for r in g["rules"] if r.get("alert") == "CcsExporterDown")
-        assert down["expr"] == 'up{job=~".*ccs-exporter.*"} == 0'
+
+    def test_malformed_selector_is_refused(self, refused: Callable[..., str]) -> None:
+        """A selector that is not label matchers fails the render, naming the value."""
+        stderr = refused(
+            MINIMAL_SETTINGS[0], "prometheusRule.enabled=true", "prometheusRule.scrapeJobSelector=ccs"
+        )
+        assert "scrapeJobSelector" in stderr
 
     def test_rendered_rules_pass_promtool(
         self, full_manifests: Manifests, require_tool: Callable[[str], str], tmp_path: Path
