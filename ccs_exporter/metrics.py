@@ -17,17 +17,15 @@ from __future__ import annotations
 
 import itertools
 import math
-import threading
 import zlib
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import cast
+from typing import NamedTuple, cast
 
-from prometheus_client import CollectorRegistry, ProcessCollector, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Histogram, ProcessCollector, generate_latest
 from prometheus_client.metrics_core import (
     CounterMetricFamily,
     GaugeMetricFamily,
-    HistogramMetricFamily,
     InfoMetricFamily,
     Metric,
 )
@@ -36,7 +34,7 @@ from prometheus_client.utils import floatToGoString
 
 from ccs_exporter import __version__
 from ccs_exporter.models import JobStatus
-from ccs_exporter.snapshot import JobSnapshot, JobState, PollSnapshot
+from ccs_exporter.snapshot import JobSnapshot, JobState, PollSnapshot, RunSummary
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 MAX_LABEL_LENGTH = 200
@@ -69,21 +67,14 @@ def _number(value: float) -> float:
     return max(-_MAX_VALUE, min(_MAX_VALUE, number))
 
 
-class SnapshotCollector(Collector):
-    """Yields the job and poll-cycle families of one snapshot (``jobs=False``: the cycle families only).
+class CycleCollector(Collector):
+    """Yields the poll-cycle families of one snapshot (``ccs_up``, durations, counters)."""
 
-    This is the reference form of the job series, for a registry; ``render_snapshot`` writes the same
-    text directly, because 10,000 jobs make some 220,000 samples (a test keeps the two identical).
-    """
-
-    def __init__(self, snapshot: PollSnapshot, *, jobs: bool = True) -> None:
+    def __init__(self, snapshot: PollSnapshot) -> None:
         self._snapshot = snapshot
-        self._jobs = jobs
 
     def collect(self) -> Iterator[Metric]:
         snapshot = self._snapshot
-        if self._jobs:
-            yield from _job_families(snapshot.jobs, snapshot.taken_at)
         yield _gauge("ccs_up", "1 if the last cycle could log in to CCS and reach it.", snapshot.up)
         if snapshot.last_success_at is not None:
             yield _gauge(
@@ -105,80 +96,6 @@ def _gauge(name: str, documentation: str, value: float) -> GaugeMetricFamily:
     return GaugeMetricFamily(name, documentation, value=_number(value))
 
 
-def _job_families(jobs: Iterable[JobState], now: float) -> Iterator[Metric]:
-    info = InfoMetricFamily(
-        "ccs_job",
-        "Job metadata; join on job_id for names.",
-        labels=["job_id", "job_name", "job_type", "job_owner", "is_system"],
-    )
-
-    def gauge(name: str, documentation: str, extra: tuple[str, ...] = ()) -> GaugeMetricFamily:
-        return GaugeMetricFamily(name, documentation, labels=["job_id", *extra])
-
-    status = gauge(
-        "ccs_job_last_run_status", "Latest run's status as a state set: 1 for the current state.", ("status",)
-    )
-    code = gauge("ccs_job_last_run_status_code", "Latest run's raw status code (0 none ... 7 aborted).")
-    start = gauge("ccs_job_last_run_start_timestamp_seconds", "Start of the latest run (Unix time).")
-    end = gauge("ccs_job_last_run_end_timestamp_seconds", "End of the latest finished run (Unix time).")
-    duration = gauge("ccs_job_last_run_duration_seconds", "Duration of the latest finished run.")
-    messages = gauge("ccs_job_last_run_messages", "Messages of the latest run by category.", ("category",))
-    runs = gauge("ccs_job_runs", "Runs of the job (TotalJobRuns).")
-    success = gauge(
-        "ccs_job_last_success_timestamp_seconds", "End of the latest completed run seen (Unix time)."
-    )
-    failures = gauge(
-        "ccs_job_consecutive_failures",
-        "Faulted or aborted runs since the latest completed one, in the window.",
-    )
-    modified = gauge(
-        "ccs_job_modified_timestamp_seconds", "When the job definition last changed (Unix time)."
-    )
-    poll = gauge("ccs_job_poll_success", "1 if the job's last poll succeeded.")
-    age = gauge("ccs_job_data_age_seconds", "Seconds since this job's values were last read from CCS.")
-
-    for job in jobs:
-        job_id = job.job_id
-        poll.add_metric([job_id], 1.0 if job.poll_success else 0.0)
-        data = job.data
-        if data is None:
-            continue
-        info.add_metric(
-            [
-                job_id,
-                label_value(data.name),
-                label_value(data.job_type),
-                label_value(data.owner),
-                "true" if data.is_system else "false",
-            ],
-            {},
-        )
-        age.add_metric([job_id], _number(max(0.0, now - data.read_at)))
-        if data.modified_seconds is not None:
-            modified.add_metric([job_id], _number(data.modified_seconds))
-        summary = data.runs
-        status_code = summary.status_code if summary is not None else data.last_run_status
-        code.add_metric([job_id], _number(status_code))
-        for value, label in _STATUS_LABELS:
-            status.add_metric([job_id, label], 1.0 if value == status_code else 0.0)
-        if summary is None:
-            continue
-        runs.add_metric([job_id], _number(summary.total_runs))
-        failures.add_metric([job_id], float(summary.consecutive_failures))
-        for category, count in summary.messages:
-            messages.add_metric([job_id, label_value(category)], float(count))
-        if summary.start_seconds is not None:
-            start.add_metric([job_id], _number(summary.start_seconds))
-        if summary.end_seconds is not None:
-            end.add_metric([job_id], _number(summary.end_seconds))
-        if summary.duration_seconds is not None:
-            duration.add_metric([job_id], _number(summary.duration_seconds))
-        if summary.last_success_seconds is not None:
-            success.add_metric([job_id], _number(summary.last_success_seconds))
-    yield info
-    yield from (status, code, start, end, duration, messages, runs, success, failures, modified, poll, age)
-
-
 def render_snapshot(snapshot: PollSnapshot) -> bytes:
     """The text exposition of one snapshot's job and cycle families."""
     return b"".join(_render_parts(snapshot))
@@ -187,7 +104,7 @@ def render_snapshot(snapshot: PollSnapshot) -> bytes:
 def _render_parts(snapshot: PollSnapshot) -> tuple[bytes, ...]:
     """The exposition in consecutive pieces (one per family): never joined into one 20 MB buffer."""
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(SnapshotCollector(snapshot, jobs=False))
+    registry.register(CycleCollector(snapshot))
     return (*_job_exposition(snapshot.jobs, snapshot.taken_at), generate_latest(registry))
 
 
@@ -196,130 +113,184 @@ def _escape(value: str) -> str:
     return value.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
 
 
-def _job_exposition(jobs: Sequence[JobState], now: float) -> Iterator[bytes]:
-    """The job families as text, byte for byte what ``generate_latest`` makes of ``_job_families``.
+# --- the job families, written directly ----------------------------------------------------------------
+#
+# 10,000 jobs make some 220,000 samples: building prometheus_client samples for them took seconds of CPU
+# (holding the GIL that scrapes need) and over a hundred megabytes at its peak. So the job families are
+# written as text here, one family at a time, with each job's job_id label formatted once. The lines are
+# byte for byte what generate_latest makes of the same families (labels sorted, its float format): a
+# test renders the families with prometheus_client and compares.
 
-    Written directly, one family at a time, with each job's ``job_id`` label formatted once: building
-    prometheus_client samples for 10,000 jobs took seconds of CPU (holding the GIL that scrapes need)
-    and over a hundred megabytes at its peak.
-    """
-    fmt = _format_value
-    with_data = [(f'job_id="{_escape(job.job_id)}"', job.data) for job in jobs if job.data is not None]
-    summaries = [(ids, data.runs) for ids, data in with_data if data.runs is not None]
 
-    def family(name: str, documentation: str, lines: Iterable[str]) -> Iterator[bytes]:
+@dataclass(frozen=True)
+class _Jobs:
+    """The jobs of one snapshot, each with its ``job_id="..."`` label formatted once."""
+
+    states: Sequence[JobState]
+    with_data: list[tuple[str, JobSnapshot]]
+    summaries: list[tuple[str, RunSummary]]
+    now: float
+
+    @classmethod
+    def of(cls, states: Sequence[JobState], now: float) -> _Jobs:
+        with_data = [(f'job_id="{_escape(job.job_id)}"', job.data) for job in states if job.data is not None]
+        summaries = [(ids, data.runs) for ids, data in with_data if data.runs is not None]
+        return cls(states, with_data, summaries, now)
+
+
+def _status_code(data: JobSnapshot) -> float:
+    return data.runs.status_code if data.runs is not None else data.last_run_status
+
+
+def _info_lines(name: str, jobs: _Jobs) -> Iterator[str]:
+    for ids, data in jobs.with_data:
+        system = "true" if data.is_system else "false"
+        yield (
+            f'{name}{{is_system="{system}",{ids},job_name="{_escape(label_value(data.name))}",'
+            f'job_owner="{_escape(label_value(data.owner))}",job_type="{_escape(label_value(data.job_type))}"}}'
+            " 1.0\n"
+        )
+
+
+def _state_set_lines(name: str, jobs: _Jobs) -> Iterator[str]:
+    for ids, data in jobs.with_data:
+        code = _status_code(data)
+        for value, label in _STATUS_LABELS:
+            yield f'{name}{{{ids},status="{label}"}} {"1.0" if value == code else "0.0"}\n'
+
+
+def _status_code_lines(name: str, jobs: _Jobs) -> Iterator[str]:
+    for ids, data in jobs.with_data:
+        yield f"{name}{{{ids}}} {_format_value(_number(_status_code(data)))}\n"
+
+
+def _summary_lines(field: str) -> Callable[[str, _Jobs], Iterator[str]]:
+    """Lines of one optional number of the run summary (jobs without it have no series)."""
+
+    def lines(name: str, jobs: _Jobs) -> Iterator[str]:
+        for ids, summary in jobs.summaries:
+            value = getattr(summary, field)
+            if value is not None:
+                yield f"{name}{{{ids}}} {_format_value(_number(value))}\n"
+
+    return lines
+
+
+def _message_lines(name: str, jobs: _Jobs) -> Iterator[str]:
+    for ids, summary in jobs.summaries:
+        for category, count in summary.messages:
+            label = _escape(label_value(category))
+            yield f'{name}{{category="{label}",{ids}}} {_format_value(float(count))}\n'
+
+
+def _failure_lines(name: str, jobs: _Jobs) -> Iterator[str]:
+    for ids, summary in jobs.summaries:
+        yield f"{name}{{{ids}}} {_format_value(float(summary.consecutive_failures))}\n"
+
+
+def _modified_lines(name: str, jobs: _Jobs) -> Iterator[str]:
+    for ids, data in jobs.with_data:
+        if data.modified_seconds is not None:
+            yield f"{name}{{{ids}}} {_format_value(_number(data.modified_seconds))}\n"
+
+
+def _poll_success_lines(name: str, jobs: _Jobs) -> Iterator[str]:
+    for job in jobs.states:
+        yield f'{name}{{job_id="{_escape(job.job_id)}"}} {"1.0" if job.poll_success else "0.0"}\n'
+
+
+def _age_lines(name: str, jobs: _Jobs) -> Iterator[str]:
+    for ids, data in jobs.with_data:
+        yield f"{name}{{{ids}}} {_format_value(_number(max(0.0, jobs.now - data.read_at)))}\n"
+
+
+class _JobFamily(NamedTuple):
+    name: str
+    documentation: str
+    lines: Callable[[str, _Jobs], Iterator[str]]
+
+
+# The job families, in exposition order: the one place their names and HELP texts are spelled.
+JOB_FAMILIES = (
+    _JobFamily(
+        "ccs_job_info",
+        "Job metadata; join on job_id for names.",
+        _info_lines,
+    ),
+    _JobFamily(
+        "ccs_job_last_run_status",
+        "Latest run's status as a state set: 1 for the current state.",
+        _state_set_lines,
+    ),
+    _JobFamily(
+        "ccs_job_last_run_status_code",
+        "Latest run's raw status code (0 none ... 7 aborted).",
+        _status_code_lines,
+    ),
+    _JobFamily(
+        "ccs_job_last_run_start_timestamp_seconds",
+        "Start of the latest run (Unix time).",
+        _summary_lines("start_seconds"),
+    ),
+    _JobFamily(
+        "ccs_job_last_run_end_timestamp_seconds",
+        "End of the latest finished run (Unix time).",
+        _summary_lines("end_seconds"),
+    ),
+    _JobFamily(
+        "ccs_job_last_run_duration_seconds",
+        "Duration of the latest finished run.",
+        _summary_lines("duration_seconds"),
+    ),
+    _JobFamily(
+        "ccs_job_last_run_messages",
+        "Messages of the latest run by category.",
+        _message_lines,
+    ),
+    _JobFamily(
+        "ccs_job_runs",
+        "Runs of the job (TotalJobRuns).",
+        _summary_lines("total_runs"),
+    ),
+    _JobFamily(
+        "ccs_job_last_success_timestamp_seconds",
+        "End of the latest completed run seen (Unix time).",
+        _summary_lines("last_success_seconds"),
+    ),
+    _JobFamily(
+        "ccs_job_consecutive_failures",
+        "Faulted or aborted runs since the latest completed one, in the window.",
+        _failure_lines,
+    ),
+    _JobFamily(
+        "ccs_job_modified_timestamp_seconds",
+        "When the job definition last changed (Unix time).",
+        _modified_lines,
+    ),
+    _JobFamily(
+        "ccs_job_poll_success",
+        "1 if the job's last poll succeeded.",
+        _poll_success_lines,
+    ),
+    _JobFamily(
+        "ccs_job_data_age_seconds",
+        "Seconds since this job's values were last read from CCS.",
+        _age_lines,
+    ),
+)
+
+
+def _job_exposition(states: Sequence[JobState], now: float) -> Iterator[bytes]:
+    """The job families as text, family after family, in parts of at most ``_LINES_PER_PART`` lines."""
+    jobs = _Jobs.of(states, now)
+    for name, documentation, lines in JOB_FAMILIES:
         help_text = documentation.replace("\\", "\\\\").replace("\n", "\\n")
         yield f"# HELP {name} {help_text}\n# TYPE {name} gauge\n".encode()
         # Parts of a few hundred kilobytes: whole families (8 MB for the state set) made copies that
         # raised the peak and fragmented the heap, so resident memory grew cycle after cycle.
-        pending = iter(lines)
+        pending = lines(name, jobs)
         while batch := list(itertools.islice(pending, _LINES_PER_PART)):
             yield "".join(batch).encode()
-
-    def code_of(data: JobSnapshot) -> float:
-        return data.runs.status_code if data.runs is not None else data.last_run_status
-
-    yield from family(
-        "ccs_job_info",
-        "Job metadata; join on job_id for names.",
-        (
-            f'ccs_job_info{{is_system="{"true" if data.is_system else "false"}",{ids},'
-            f'job_name="{_escape(label_value(data.name))}",job_owner="{_escape(label_value(data.owner))}",'
-            f'job_type="{_escape(label_value(data.job_type))}"}} 1.0\n'
-            for ids, data in with_data
-        ),
-    )
-    yield from family(
-        "ccs_job_last_run_status",
-        "Latest run's status as a state set: 1 for the current state.",
-        (
-            f'ccs_job_last_run_status{{{ids},status="{label}"}} {"1.0" if value == code else "0.0"}\n'
-            for ids, data in with_data
-            for code in (code_of(data),)
-            for value, label in _STATUS_LABELS
-        ),
-    )
-    yield from family(
-        "ccs_job_last_run_status_code",
-        "Latest run's raw status code (0 none ... 7 aborted).",
-        (f"ccs_job_last_run_status_code{{{ids}}} {fmt(_number(code_of(data)))}\n" for ids, data in with_data),
-    )
-    for name, documentation, field in (
-        ("ccs_job_last_run_start_timestamp_seconds", "Start of the latest run (Unix time).", "start_seconds"),
-        (
-            "ccs_job_last_run_end_timestamp_seconds",
-            "End of the latest finished run (Unix time).",
-            "end_seconds",
-        ),
-        ("ccs_job_last_run_duration_seconds", "Duration of the latest finished run.", "duration_seconds"),
-    ):
-        yield from family(
-            name,
-            documentation,
-            (
-                f"{name}{{{ids}}} {fmt(_number(value))}\n"
-                for ids, summary in summaries
-                for value in (getattr(summary, field),)
-                if value is not None
-            ),
-        )
-    yield from family(
-        "ccs_job_last_run_messages",
-        "Messages of the latest run by category.",
-        (
-            f'ccs_job_last_run_messages{{category="{_escape(label_value(category))}",{ids}}} '
-            f"{fmt(float(count))}\n"
-            for ids, summary in summaries
-            for category, count in summary.messages
-        ),
-    )
-    yield from family(
-        "ccs_job_runs",
-        "Runs of the job (TotalJobRuns).",
-        (f"ccs_job_runs{{{ids}}} {fmt(_number(summary.total_runs))}\n" for ids, summary in summaries),
-    )
-    yield from family(
-        "ccs_job_last_success_timestamp_seconds",
-        "End of the latest completed run seen (Unix time).",
-        (
-            f"ccs_job_last_success_timestamp_seconds{{{ids}}} {fmt(_number(summary.last_success_seconds))}\n"
-            for ids, summary in summaries
-            if summary.last_success_seconds is not None
-        ),
-    )
-    yield from family(
-        "ccs_job_consecutive_failures",
-        "Faulted or aborted runs since the latest completed one, in the window.",
-        (
-            f"ccs_job_consecutive_failures{{{ids}}} {fmt(float(summary.consecutive_failures))}\n"
-            for ids, summary in summaries
-        ),
-    )
-    yield from family(
-        "ccs_job_modified_timestamp_seconds",
-        "When the job definition last changed (Unix time).",
-        (
-            f"ccs_job_modified_timestamp_seconds{{{ids}}} {fmt(_number(data.modified_seconds))}\n"
-            for ids, data in with_data
-            if data.modified_seconds is not None
-        ),
-    )
-    yield from family(
-        "ccs_job_poll_success",
-        "1 if the job's last poll succeeded.",
-        (
-            f'ccs_job_poll_success{{job_id="{_escape(job.job_id)}"}} {"1.0" if job.poll_success else "0.0"}\n'
-            for job in jobs
-        ),
-    )
-    yield from family(
-        "ccs_job_data_age_seconds",
-        "Seconds since this job's values were last read from CCS.",
-        (
-            f"ccs_job_data_age_seconds{{{ids}}} {fmt(_number(max(0.0, now - data.read_at)))}\n"
-            for ids, data in with_data
-        ),
-    )
 
 
 @dataclass(frozen=True)
@@ -359,51 +330,39 @@ class ExpositionStore:
 
 
 class RequestStats(Collector):
-    """Counts and times every HTTP attempt to CCS; its ``observe`` is the client's observer."""
+    """Counts and times every HTTP attempt to CCS; its ``observe`` is the client's observer.
+
+    A prometheus_client Counter and Histogram, kept off the global registry and collected through this
+    collector, without their ``_created`` series (the exposition has never had them) and sorted by
+    endpoint and code, so the text is stable from scrape to scrape.
+    """
 
     def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._counts: dict[tuple[str, str], int] = {}
-        self._buckets: dict[str, list[int]] = {}
-        self._sums: dict[str, float] = {}
+        self._requests = Counter(
+            "ccs_api_requests",
+            "HTTP requests to CCS by endpoint and status code.",
+            ["endpoint", "code"],
+            registry=None,
+        )
+        self._latency = Histogram(
+            "ccs_api_request_duration_seconds",
+            "Latency of HTTP requests to CCS.",
+            ["endpoint"],
+            registry=None,
+            buckets=_LATENCY_BUCKETS,
+        )
 
     def observe(self, endpoint: str, code: str, seconds: float) -> None:
         """Record one attempt: endpoint template, status code (or error/timeout) and its duration."""
-        with self._lock:
-            key = (endpoint, code)
-            self._counts[key] = self._counts.get(key, 0) + 1
-            buckets = self._buckets.setdefault(endpoint, [0] * (len(_LATENCY_BUCKETS) + 1))
-            for index, bound in enumerate(_LATENCY_BUCKETS):
-                if seconds <= bound:
-                    buckets[index] += 1
-            buckets[-1] += 1
-            self._sums[endpoint] = self._sums.get(endpoint, 0.0) + seconds
+        self._requests.labels(endpoint, code).inc()
+        self._latency.labels(endpoint).observe(seconds)
 
     def collect(self) -> Iterator[Metric]:
-        with self._lock:
-            counts = dict(self._counts)
-            buckets = {endpoint: list(values) for endpoint, values in self._buckets.items()}
-            sums = dict(self._sums)
-        requests = CounterMetricFamily(
-            "ccs_api_requests",
-            "HTTP requests to CCS by endpoint and status code.",
-            labels=["endpoint", "code"],
-        )
-        for (endpoint, code), count in sorted(counts.items()):
-            requests.add_metric([endpoint, code], count)
-        yield requests
-        latency = HistogramMetricFamily(
-            "ccs_api_request_duration_seconds", "Latency of HTTP requests to CCS.", labels=["endpoint"]
-        )
-        for endpoint, values in sorted(buckets.items()):
-            bounds = [(_bound(bound), float(values[i])) for i, bound in enumerate(_LATENCY_BUCKETS)]
-            bounds.append(("+Inf", float(values[-1])))
-            latency.add_metric([endpoint], bounds, sum_value=sums[endpoint])
-        yield latency
-
-
-def _bound(value: float) -> str:
-    return repr(float(value))
+        for metric in (*self._requests.collect(), *self._latency.collect()):
+            kept = [sample for sample in metric.samples if not sample.name.endswith("_created")]
+            # A stable sort: each endpoint's buckets, count and sum stay in their order.
+            metric.samples = sorted(kept, key=lambda s: (s.labels["endpoint"], s.labels.get("code", "")))
+            yield metric
 
 
 class _BuildInfoCollector(Collector):

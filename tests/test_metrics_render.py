@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import math
 import random
+from collections.abc import Iterable, Iterator
 
 from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.metrics_core import GaugeMetricFamily, InfoMetricFamily, Metric
+from prometheus_client.registry import Collector
 
-from ccs_exporter.metrics import SnapshotCollector, render_snapshot
+from ccs_exporter.metrics import CycleCollector, label_value, render_snapshot
+from ccs_exporter.models import JobStatus
 from ccs_exporter.snapshot import JobSnapshot, JobState, PollSnapshot, RunSummary
 
 _AWKWARD_TEXT = (
@@ -20,6 +25,111 @@ _AWKWARD_TEXT = (
     "trailing \\",
 )
 _AWKWARD_NUMBERS = (0.0, 1.5, 1_790_000_000.123456, 1e22, 10**400, float("nan"), float("inf"), -3.0)
+
+_STATUS_LABELS = tuple((status.value, status.label) for status in JobStatus)
+_MAX_VALUE = 1e300
+
+
+def _number(value: float) -> float:
+    """Clamped as the exporter clamps: finite, NaN as 0."""
+    try:
+        number = float(value)
+    except OverflowError:
+        number = _MAX_VALUE if value > 0 else -_MAX_VALUE
+    if math.isnan(number):
+        return 0.0
+    return max(-_MAX_VALUE, min(_MAX_VALUE, number))
+
+
+class ReferenceJobCollector(Collector):
+    """The job families as prometheus_client builds them: the reference the direct rendering must match."""
+
+    def __init__(self, snapshot: PollSnapshot) -> None:
+        self._snapshot = snapshot
+
+    def collect(self) -> Iterator[Metric]:
+        return _job_families(self._snapshot.jobs, self._snapshot.taken_at)
+
+
+def _job_families(jobs: Iterable[JobState], now: float) -> Iterator[Metric]:
+    info = InfoMetricFamily(
+        "ccs_job",
+        "Job metadata; join on job_id for names.",
+        labels=["job_id", "job_name", "job_type", "job_owner", "is_system"],
+    )
+
+    def gauge(name: str, documentation: str, extra: tuple[str, ...] = ()) -> GaugeMetricFamily:
+        return GaugeMetricFamily(name, documentation, labels=["job_id", *extra])
+
+    status = gauge(
+        "ccs_job_last_run_status", "Latest run's status as a state set: 1 for the current state.", ("status",)
+    )
+    code = gauge("ccs_job_last_run_status_code", "Latest run's raw status code (0 none ... 7 aborted).")
+    start = gauge("ccs_job_last_run_start_timestamp_seconds", "Start of the latest run (Unix time).")
+    end = gauge("ccs_job_last_run_end_timestamp_seconds", "End of the latest finished run (Unix time).")
+    duration = gauge("ccs_job_last_run_duration_seconds", "Duration of the latest finished run.")
+    messages = gauge("ccs_job_last_run_messages", "Messages of the latest run by category.", ("category",))
+    runs = gauge("ccs_job_runs", "Runs of the job (TotalJobRuns).")
+    success = gauge(
+        "ccs_job_last_success_timestamp_seconds", "End of the latest completed run seen (Unix time)."
+    )
+    failures = gauge(
+        "ccs_job_consecutive_failures",
+        "Faulted or aborted runs since the latest completed one, in the window.",
+    )
+    modified = gauge(
+        "ccs_job_modified_timestamp_seconds", "When the job definition last changed (Unix time)."
+    )
+    poll = gauge("ccs_job_poll_success", "1 if the job's last poll succeeded.")
+    age = gauge("ccs_job_data_age_seconds", "Seconds since this job's values were last read from CCS.")
+
+    for job in jobs:
+        job_id = job.job_id
+        poll.add_metric([job_id], 1.0 if job.poll_success else 0.0)
+        data = job.data
+        if data is None:
+            continue
+        info.add_metric(
+            [
+                job_id,
+                label_value(data.name),
+                label_value(data.job_type),
+                label_value(data.owner),
+                "true" if data.is_system else "false",
+            ],
+            {},
+        )
+        age.add_metric([job_id], _number(max(0.0, now - data.read_at)))
+        if data.modified_seconds is not None:
+            modified.add_metric([job_id], _number(data.modified_seconds))
+        summary = data.runs
+        status_code = summary.status_code if summary is not None else data.last_run_status
+        code.add_metric([job_id], _number(status_code))
+        for value, label in _STATUS_LABELS:
+            status.add_metric([job_id, label], 1.0 if value == status_code else 0.0)
+        if summary is None:
+            continue
+        runs.add_metric([job_id], _number(summary.total_runs))
+        failures.add_metric([job_id], float(summary.consecutive_failures))
+        for category, count in summary.messages:
+            messages.add_metric([job_id, label_value(category)], float(count))
+        if summary.start_seconds is not None:
+            start.add_metric([job_id], _number(summary.start_seconds))
+        if summary.end_seconds is not None:
+            end.add_metric([job_id], _number(summary.end_seconds))
+        if summary.duration_seconds is not None:
+            duration.add_metric([job_id], _number(summary.duration_seconds))
+        if summary.last_success_seconds is not None:
+            success.add_metric([job_id], _number(summary.last_success_seconds))
+    yield info
+    yield from (status, code, start, end, duration, messages, runs, success, failures, modified, poll, age)
+
+
+def _reference(snapshot: PollSnapshot) -> bytes:
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(ReferenceJobCollector(snapshot))
+    registry.register(CycleCollector(snapshot))
+    return generate_latest(registry)
 
 
 def _summary(rng: random.Random) -> RunSummary | None:
@@ -75,13 +185,9 @@ class TestDirectRendering:
         """Hostile names, missing data and absurd numbers render exactly as generate_latest renders them."""
         for seed in range(20):
             snapshot = _snapshot(seed, jobs=40)
-            registry = CollectorRegistry(auto_describe=False)
-            registry.register(SnapshotCollector(snapshot))
-            assert render_snapshot(snapshot) == generate_latest(registry), f"seed {seed}"
+            assert render_snapshot(snapshot) == _reference(snapshot), f"seed {seed}"
 
     def test_no_jobs_still_renders_every_family_header(self) -> None:
         """An empty job list gives the same headers-only families as the reference."""
         snapshot = _snapshot(0, jobs=0)
-        registry = CollectorRegistry(auto_describe=False)
-        registry.register(SnapshotCollector(snapshot))
-        assert render_snapshot(snapshot) == generate_latest(registry)
+        assert render_snapshot(snapshot) == _reference(snapshot)
