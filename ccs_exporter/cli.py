@@ -190,14 +190,6 @@ def _flag_overrides(args: argparse.Namespace, **extra: Any) -> dict[str, Any]:
     return overrides
 
 
-def _warn_if_insecure(settings: Any) -> None:
-    """Say at start that CCS's certificate is not checked (``serve`` says it in the Exporter)."""
-    if not settings.verify_tls:
-        import structlog
-
-        structlog.get_logger(__name__).warning("tls_verification_disabled", url=settings.url)
-
-
 def _print_json(payload: Any) -> None:
     print(json.dumps(payload, indent=2, ensure_ascii=False))
 
@@ -206,7 +198,6 @@ def _cmd_jobs_get(args: argparse.Namespace) -> int:
     from ccs_exporter.client import CcsClient
 
     settings = _settings_from(args)
-    _warn_if_insecure(settings)
     with CcsClient.from_settings(settings) as client:
         job = client.get_job(args.job_id)
     _print_json(job.model_dump(mode="json"))
@@ -217,7 +208,6 @@ def _cmd_jobs_runs(args: argparse.Namespace) -> int:
     from ccs_exporter.client import CcsClient
 
     settings = _settings_from(args)
-    _warn_if_insecure(settings)
     with CcsClient.from_settings(settings) as client:
         runs = client.get_job_runs(args.job_id, count=args.count, show_messages=args.messages)
     _print_json(runs.model_dump(mode="json"))
@@ -235,7 +225,6 @@ def _job_service(args: argparse.Namespace) -> Any:
         raise ConfigError(
             "job changes are audited: set CCS_EXPORTER_AUDIT_LOG or --audit-log", field="audit_log"
         )
-    _warn_if_insecure(settings)
     client = CcsClient.from_settings(settings)
     return JobService(client, AuditLog.from_settings(settings))
 

@@ -21,7 +21,29 @@ from pydantic import Field, SecretStr, ValidationError, field_validator, model_v
 from pydantic_settings import BaseSettings, NoDecode, PydanticBaseSettingsSource, SettingsConfigDict
 
 from ccs_exporter.errors import ConfigError
+from ccs_exporter.inputs import (
+    describe_validation_error,
+    describe_yaml_error,
+    first_validation_error,
+    load_yaml_file,
+    read_input_file,
+)
 from ccs_exporter.models import normalize_guid
+
+__all__ = [  # the input helpers are shared with job specs and the web config
+    "MAX_RESPONSE_BYTES",
+    "Settings",
+    "checked_job_id",
+    "describe_validation_error",
+    "describe_yaml_error",
+    "env_name",
+    "first_validation_error",
+    "load_settings",
+    "load_yaml_file",
+    "parse_job_ids",
+    "parse_listen_address",
+    "read_input_file",
+]
 
 ENV_PREFIX = "CCS_EXPORTER_"
 # No CCS answer we use comes near this; a bigger body is read no further and refused, so a broken or
@@ -186,22 +208,8 @@ class _FileValuesSource(PydanticBaseSettingsSource):
         return dict(self._values)
 
 
-def describe_yaml_error(exc: yaml.YAMLError) -> str:
-    """``not valid YAML at line N`` (the line when PyYAML knows it), without echoing the file's content."""
-    mark = getattr(exc, "problem_mark", None)
-    where = f" at line {mark.line + 1}" if mark is not None else ""
-    return f"not valid YAML{where}"
-
-
 def _read_config_file(path: Path, known: set[str]) -> dict[str, Any]:
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise ConfigError(f"config file {path}: cannot read it ({exc.strerror})", field="config") from None
-    try:
-        loaded = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"config file {path}: {describe_yaml_error(exc)}", field="config") from None
+    loaded = load_yaml_file(path, "config", "config")
     if loaded is None:
         return {}
     if not isinstance(loaded, dict):
@@ -380,32 +388,26 @@ def load_settings(config_file: Path | None = None, overrides: dict[str, Any] | N
     try:
         return _SettingsWithFile(**values)
     except ValidationError as exc:
-        raise ConfigError(_describe_settings_error(exc), field=_first_field(exc)) from None
+        message, field = _describe_settings_error(exc)
+        raise ConfigError(message, field=field) from None
 
 
-def _first_field(exc: ValidationError) -> str:
-    errors = exc.errors(include_url=False, include_input=False)
-    loc = errors[0].get("loc", ()) if errors else ()
-    return str(loc[0]) if loc else ""
-
-
-def _describe_settings_error(exc: ValidationError) -> str:
-    errors = exc.errors(include_url=False)
-    first = errors[0]
-    loc = first.get("loc", ())
-    field = str(loc[0]) if loc else ""
-    message = str(first.get("msg", "invalid")).removeprefix("Value error, ")
-    if first.get("type") == "missing":
-        return f"missing setting {env_name(field)} ({field}): it is required"
-    if first.get("type") == "extra_forbidden":
-        return f"unknown setting {field!r}"
+def _describe_settings_error(exc: ValidationError) -> tuple[str, str]:
+    """The one-line message for invalid settings, and the setting it names."""
+    first = first_validation_error(exc)
+    field = str(first.loc[0]) if first.loc else ""
+    message = first.message
+    if first.type == "missing":
+        return f"missing setting {env_name(field)} ({field}): it is required", field
+    if first.type == "extra_forbidden":
+        return f"unknown setting {field!r}", field
     if not field:
-        return f"invalid settings: {message}"
-    shown_input = first.get("input")
+        return f"invalid settings: {message}", field
+    shown_input = first.input
     if field == "url" and isinstance(shown_input, str):
         shown_input = url_without_credentials(shown_input)
     shown = "" if field in _SECRET_FIELDS else f" = {_shown_value(shown_input)}"
-    return f"invalid setting {env_name(field)} ({field}){shown}: {message}"
+    return f"invalid setting {env_name(field)} ({field}){shown}: {message}", field
 
 
 def _shown_value(value: Any) -> str:

@@ -58,8 +58,6 @@ class Exporter:
         live = LiveMetrics(self.requests, extra)
         self.server = MetricsServer(settings.listen, self.store, live, web_config)
         self.last_snapshot: PollSnapshot | None = None
-        if not settings.verify_tls:
-            log.warning("tls_verification_disabled", url=settings.url)
 
     def _publish(self, snapshot: PollSnapshot) -> None:
         """Runs on the poll loop's thread: publish first, so the audit trail never delays a scrape."""

@@ -13,18 +13,22 @@ from pathlib import Path
 from typing import Any, NoReturn, TypeVar
 
 import structlog
-import yaml
 from pydantic import BaseModel, ValidationError
 
 from ccs_exporter.audit import AuditLog, MutationIntent
 from ccs_exporter.client import CREATE_JOB, DELETE_JOB, UPDATE_JOB, CcsClient, MutationResult
-from ccs_exporter.config import checked_job_id, describe_yaml_error
+from ccs_exporter.config import (
+    checked_job_id,
+    describe_validation_error,
+    first_validation_error,
+    load_yaml_file,
+    read_input_file,
+)
 from ccs_exporter.errors import AuditError, BadResponseError, CcsError, ConfigError, UnavailableError
 from ccs_exporter.models import (
     CreateJobRequest,
     Job,
     JobDetailsUpdate,
-    describe_validation_error,
     request_body,
 )
 
@@ -37,12 +41,8 @@ _VERBS = {"job.create": "create", "job.update": "update", "job.delete": "delete"
 def load_spec(path: str | Path) -> dict[str, Any]:
     """Read a job spec (JSON, or YAML for any other extension) into a mapping; ConfigError if unusable."""
     spec_path = Path(path)
-    try:
-        text = spec_path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        reason = getattr(exc, "strerror", None) or str(exc)
-        raise ConfigError(f"spec file {spec_path}: cannot read it ({reason})", field="spec") from None
     if spec_path.suffix.lower() == ".json":
+        text = read_input_file(spec_path, "spec", "spec")
         try:
             loaded = json.loads(text)
         except json.JSONDecodeError as exc:
@@ -51,10 +51,7 @@ def load_spec(path: str | Path) -> dict[str, Any]:
                 field="spec",
             ) from None
     else:
-        try:
-            loaded = yaml.safe_load(text)
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"spec file {spec_path}: {describe_yaml_error(exc)}", field="spec") from None
+        loaded = load_yaml_file(spec_path, "spec", "spec")
     if not isinstance(loaded, dict):
         raise ConfigError(f"spec file {spec_path}: must hold a JSON/YAML object (a mapping)", field="spec")
     return loaded
@@ -228,7 +225,5 @@ def _validated(model: type[_ModelT], data: Mapping[str, Any], prefix: str) -> _M
     try:
         return model.model_validate(dict(data))
     except ValidationError as exc:
-        errors = exc.errors(include_url=False, include_input=False)
-        loc = errors[0].get("loc", ()) if errors else ()
-        field = ".".join(part for part in (prefix, ".".join(str(p) for p in loc)) if part)
+        field = first_validation_error(exc, prefix).location
         raise ConfigError(describe_validation_error(exc, prefix), field=field) from None

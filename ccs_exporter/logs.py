@@ -1,7 +1,8 @@
 """Logging set-up: structlog events to stderr, JSON lines unless stderr is a terminal.
 
-Events are snake_case names with keyword context. A processor drops any key that names a secret
-(password, token, authorization), so a careless ``log.info(..., token=...)`` cannot leak one.
+Events are snake_case names with keyword context. A processor redacts any key that names a secret
+(the shared vocabulary of ``redaction.py``: password, token, authorization...), so a careless
+``log.info(..., token=...)`` cannot leak one.
 """
 
 from __future__ import annotations
@@ -13,7 +14,8 @@ from typing import Any, TextIO
 
 import structlog
 
-_SECRET_KEY_MARKERS = ("password", "token", "authorization", "secret", "cookie")
+from ccs_exporter.redaction import REDACTED, names_secret
+
 _LEVELS = {
     "debug": logging.DEBUG,
     "info": logging.INFO,
@@ -23,14 +25,10 @@ _LEVELS = {
 }
 
 
-def _names_secret(key: object) -> bool:
-    return isinstance(key, str) and any(marker in key.lower() for marker in _SECRET_KEY_MARKERS)
-
-
 def _redacted(value: Any) -> Any:
     """A copy of ``value`` with secret-named keys of nested mappings (headers, forms) redacted."""
     if isinstance(value, Mapping):
-        return {key: "[REDACTED]" if _names_secret(key) else _redacted(item) for key, item in value.items()}
+        return {key: REDACTED if names_secret(key) else _redacted(item) for key, item in value.items()}
     if isinstance(value, list):
         return [_redacted(item) for item in value]
     if type(value) is tuple:  # keeps exc_info=(type, value, traceback) a tuple for format_exc_info
@@ -41,7 +39,7 @@ def _redacted(value: Any) -> Any:
 def redact_secrets(_: Any, __: str, event_dict: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
     """Replace the value of every key that names a secret, at any depth, with ``[REDACTED]``."""
     for key in list(event_dict):
-        event_dict[key] = "[REDACTED]" if _names_secret(key) else _redacted(event_dict[key])
+        event_dict[key] = REDACTED if names_secret(key) else _redacted(event_dict[key])
     return event_dict
 
 

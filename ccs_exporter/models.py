@@ -62,11 +62,6 @@ class JobStatus(enum.IntEnum):
         return self in (JobStatus.PENDING, JobStatus.EXECUTING)
 
 
-def is_guid(value: str) -> bool:
-    """True when ``value`` is a GUID in the 8-4-4-4-12 hex form."""
-    return bool(_GUID_RE.match(value))
-
-
 def normalize_guid(value: str) -> str:
     """Return the GUID in lower case without braces, or raise ``ValueError`` naming the value."""
     text = value.strip()
@@ -493,24 +488,3 @@ class CreateJobRequest(_RequestModel):
 def request_body(model: BaseModel) -> dict[str, Any]:
     """The JSON body for a request model: only the fields the user gave, in CCS's names."""
     return model.model_dump(mode="json", exclude_unset=True)
-
-
-def describe_validation_error(exc: ValidationError, prefix: str = "") -> str:
-    """One line naming the first invalid field and why, e.g. ``JobDetails.AssetTimeOut: ...``.
-
-    Input values are not echoed, so a secret in a spec cannot leak into the message.
-    """
-    errors = exc.errors(include_url=False, include_input=False)
-    if not errors:
-        return f"{prefix or 'input'}: invalid"
-    first = errors[0]
-    path = ".".join(str(part) for part in first.get("loc", ()))
-    where = ".".join(part for part in (prefix, path) if part) or "input"
-    message = str(first.get("msg", "invalid"))
-    if first.get("type") == "extra_forbidden":
-        message = "unknown field (check its spelling against the CCS API reference)"
-    elif first.get("type") == "literal_error" and path.endswith("JobType"):
-        message = "must be one of CollectionEvaluationJob, CollectionJob, EvaluationJob (case-sensitive)"
-    message = message.removeprefix("Value error, ")
-    more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
-    return f"{where}: {message}{more}"

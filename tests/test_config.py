@@ -319,6 +319,15 @@ class TestErrors:
             load_settings(config_file=config)
         assert str(config) in str(caught.value) and "\n" not in str(caught.value)
 
+    def test_config_file_not_utf8(self, required_env: None, tmp_path: Path) -> None:
+        """A config file that is not UTF-8 text (a binary copied by mistake) is one line naming it."""
+        config = tmp_path / "c.yaml"
+        config.write_bytes(b"url: https://ccs\xff\xfe.example\n")
+        with pytest.raises(ConfigError) as caught:
+            load_settings(config_file=config)
+        assert str(caught.value).startswith(f"config file {config}: cannot read it (")
+        assert "\n" not in str(caught.value)
+
     def test_missing_config_file(self, required_env: None, tmp_path: Path) -> None:
         """A config file that does not exist is an error naming it."""
         with pytest.raises(ConfigError) as caught:

@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
+from ccs_exporter.inputs import describe_validation_error
 from ccs_exporter.models import (
     CreateJobRequest,
     Job,
@@ -20,7 +21,6 @@ from ccs_exporter.models import (
     JobRun,
     JobRuns,
     JobStatus,
-    describe_validation_error,
     normalize_guid,
     parse_ccs_datetime,
     request_body,

@@ -13,14 +13,13 @@ import requests
 from pydantic import ValidationError
 
 from ccs_exporter.client.transport import Endpoint, TokenSource, Transport, json_body, server_message
-from ccs_exporter.config import checked_job_id
+from ccs_exporter.config import checked_job_id, describe_validation_error
 from ccs_exporter.errors import BadResponseError, ConfigError
 from ccs_exporter.models import (
     CreateJobRequest,
     Job,
     JobDetailsUpdate,
     JobRuns,
-    describe_validation_error,
     normalize_guid,
     request_body,
 )

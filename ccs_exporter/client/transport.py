@@ -96,6 +96,8 @@ class Transport:
         self._session.mount("http://", adapter)
         self._requests = 0
         self._requests_lock = threading.Lock()
+        if verify is False:  # said once, where the connection to CCS is made (every command builds one)
+            log.warning("tls_verification_disabled", url=self._root)
 
     @property
     def requests_sent(self) -> int:

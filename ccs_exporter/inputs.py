@@ -1,0 +1,87 @@
+"""Operator input read one way: input files, YAML, and the first validation error as one line.
+
+The settings file, job specs and the web config all go through these, so a bad file or value gives the
+same kind of one-line ``ConfigError`` naming the file or the field, never a traceback and never the
+content (a secret may be in it). ``config.py`` re-exports them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import ValidationError
+
+from ccs_exporter.errors import ConfigError
+
+
+def describe_yaml_error(exc: yaml.YAMLError) -> str:
+    """``not valid YAML at line N`` (the line when PyYAML knows it), without echoing the file's content."""
+    mark = getattr(exc, "problem_mark", None)
+    where = f" at line {mark.line + 1}" if mark is not None else ""
+    return f"not valid YAML{where}"
+
+
+def read_input_file(path: Path, what: str, field: str) -> str:
+    """The text of an input file (``what``: "config", "spec"...); a one-line ConfigError if unreadable."""
+    try:
+        return path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = getattr(exc, "strerror", None) or str(exc)
+        raise ConfigError(f"{what} file {path}: cannot read it ({reason})", field=field) from None
+
+
+def load_yaml_file(path: Path, what: str, field: str) -> Any:
+    """An input file parsed as YAML (JSON is YAML too); a one-line ConfigError naming the line if not."""
+    text = read_input_file(path, what, field)
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{what} file {path}: {describe_yaml_error(exc)}", field=field) from None
+
+
+@dataclass(frozen=True)
+class FirstError:
+    """The first error of a pydantic ``ValidationError``, for a one-line message."""
+
+    loc: tuple[int | str, ...]
+    location: str  # the dotted path, after the prefix; "" for the whole input
+    message: str  # pydantic's message without its "Value error, " prefix
+    type: str
+    input: Any
+    others: int  # how many more errors there were
+
+
+def first_validation_error(exc: ValidationError, prefix: str = "") -> FirstError:
+    """The first error of ``exc``, located under ``prefix`` (e.g. ``JobDetails``)."""
+    errors = exc.errors(include_url=False)
+    if not errors:
+        return FirstError((), prefix, "invalid", "", None, 0)
+    first = errors[0]
+    loc = tuple(first.get("loc", ()))
+    path = ".".join(str(part) for part in loc)
+    return FirstError(
+        loc=loc,
+        location=".".join(part for part in (prefix, path) if part),
+        message=str(first.get("msg", "invalid")).removeprefix("Value error, "),
+        type=str(first.get("type", "")),
+        input=first.get("input"),
+        others=len(errors) - 1,
+    )
+
+
+def describe_validation_error(exc: ValidationError, prefix: str = "") -> str:
+    """One line naming the first invalid field and why, e.g. ``JobDetails.AssetTimeOut: ...``.
+
+    Input values are not echoed, so a secret in a spec cannot leak into the message.
+    """
+    first = first_validation_error(exc, prefix)
+    message = first.message
+    if first.type == "extra_forbidden":
+        message = "unknown field (check its spelling against the CCS API reference)"
+    elif first.type == "literal_error" and first.location.endswith("JobType"):
+        message = "must be one of CollectionEvaluationJob, CollectionJob, EvaluationJob (case-sensitive)"
+    more = f" (and {first.others} more)" if first.others else ""
+    return f"{first.location or 'input'}: {message}{more}"
