@@ -245,17 +245,18 @@ class TestLiveSamples:
 
 class TestScheduledRuns:
     def test_a_job_starts_a_run_at_its_occurrence(self, started: Callable[..., Simulator]) -> None:
-        """In live mode a job scheduled once, two seconds ahead, starts a pending run then, not before."""
+        """In live mode a job scheduled once, a few seconds ahead, starts a pending run then, not before."""
         sim = started(live=True)
-        at = datetime.now(timezone.utc).replace(microsecond=0) + timedelta(seconds=2)
+        # Far enough ahead that a loaded machine still edits the schedule before the occurrence.
+        at = datetime.now(timezone.utc).replace(microsecond=0) + timedelta(seconds=4)
         once = {"RunOnce": True, "RunPeriodically": False, "StartDate": f"{at:%Y-%m-%dT%H:%M:%S}"}
-        for job_id in (OTHER_OWNER, COMPLETED):
-            schedule = {**sim.job_snapshot(job_id)["JobConfigDetails"]["Schedule"], **once}
-            sim.edit_job(job_id, {"Schedule": schedule})
         totals = {
             job_id: sim.job_runs_snapshot(job_id)["TotalJobRuns"] for job_id in (OTHER_OWNER, COMPLETED)
         }
-        assert wait_for(lambda: sim.job_runs_snapshot(OTHER_OWNER)["TotalJobRuns"] > totals[OTHER_OWNER], 10)
+        for job_id in (OTHER_OWNER, COMPLETED):
+            schedule = {**sim.job_snapshot(job_id)["JobConfigDetails"]["Schedule"], **once}
+            sim.edit_job(job_id, {"Schedule": schedule})
+        assert wait_for(lambda: sim.job_runs_snapshot(OTHER_OWNER)["TotalJobRuns"] > totals[OTHER_OWNER], 15)
         run = JobRuns.model_validate(sim.job_runs_snapshot(OTHER_OWNER)).newest_first()[0]
         assert run.Status == 1 and run.JobStartTime is not None and run.JobStartTime >= at
         # The stalled sample never starts, whatever its schedule says.
