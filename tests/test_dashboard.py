@@ -14,6 +14,10 @@ import yaml
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DASHBOARD_FILE = REPO_ROOT / "grafana" / "ccs-exporter.json"
+RULES_FILE = REPO_ROOT / "prometheus" / "ccs-exporter.rules.yml"
+SCRAPE_JOB_SELECTOR = 'job=~"$scrape_job"'
+# The states of ccs_job_last_run_status, in the order of their status codes (0-7).
+RUN_STATES = ("none", "pending", "executing", "idle", "completed", "faulted", "custom", "aborted")
 
 # The exporter's public interface (issue 3) plus what Prometheus and client_python add.
 EXPORTER_METRICS = frozenset(
@@ -42,8 +46,21 @@ EXPORTER_METRICS = frozenset(
         "ccs_exporter_build_info",
         "ccs_audit_records_total",
         "ccs_audit_write_errors_total",
+        "ccs_job_schedule_next_run_timestamp_seconds",
+        "ccs_job_schedule_last_due_timestamp_seconds",
+        "ccs_job_schedule_period_seconds",
+        "ccs_job_run_time_limit_seconds",
+        "ccs_exporter_shard_ordinal",
+        "ccs_exporter_total_shards",
         "up",
     }
+)
+# Series our rules record (level:metric:operations); the dashboard may use them.
+RECORDED_METRICS = frozenset(
+    rule["record"]
+    for group in yaml.safe_load(RULES_FILE.read_text(encoding="utf-8"))["groups"]
+    for rule in group["rules"]
+    if "record" in rule
 )
 
 # What Grafana puts in place of the variables when "All" is selected, and of its interval macros.
@@ -52,8 +69,9 @@ VARIABLE_VALUES = {
     "$__interval": "15s",
     "$__range": "1h",
     "${datasource}": "prometheus",
+    "$scrape_job": ".*",
     "$instance": ".*",
-    "$job": ".*",
+    "$job_id": ".*",
 }
 _PROMQL_WORDS = frozenset(
     {"and", "or", "unless", "bool", "offset", "by", "without", "on", "ignoring", "group_left", "group_right"}
@@ -95,6 +113,18 @@ def metric_names(expr: str) -> set[str]:
     text = re.sub(r"\b(?:by|without|on|ignoring|group_left|group_right)\s*\([^)]*\)", " ", text)
     names = set(re.findall(r"(?<![\w.:])([a-zA-Z_:][a-zA-Z0-9_:]*)(?![\w:])(?!\s*\()", text))
     return {name for name in names if name not in _PROMQL_WORDS and name.lower() not in _PROMQL_CONSTANTS}
+
+
+def _panel(title: str) -> dict[str, Any]:
+    panels = [panel for panel in load_dashboard()["panels"] if panel["title"] == title]
+    assert len(panels) == 1, f"expected one panel titled {title!r}, got {len(panels)}"
+    return panels[0]
+
+
+def scrape_job_scoped(expr: str) -> list[str]:
+    """Exporter metrics an expression selects without the scrape-job variable in their matchers."""
+    found = re.findall(r"(?<![\w:])(ccs_[a-z0-9_]+|up|process_[a-z_]+)(?![\w:(])(\{[^}]*\})?", expr)
+    return [name for name, matchers in found if SCRAPE_JOB_SELECTOR not in matchers]
 
 
 def _variable(dashboard: dict[str, Any], name: str) -> dict[str, Any]:
@@ -142,10 +172,10 @@ class TestDashboardStructure:
             for target in panel["targets"]:
                 assert target["datasource"]["uid"] == "${datasource}", panel["title"]
 
-    def test_job_variable_shows_names_and_selects_ids(self) -> None:
-        """The job variable lists ccs_job_info's job_name as text and its job_id as value."""
-        job = _variable(load_dashboard(), "job")
-        assert "ccs_job_info" in _variable_query(job)
+    def test_job_id_variable_shows_names_and_selects_ids(self) -> None:
+        """The job_id variable lists ccs_job_info's job_name as text and its job_id as value."""
+        job = _variable(load_dashboard(), "job_id")
+        assert "ccs_job_info" in _variable_query(job) and SCRAPE_JOB_SELECTOR in _variable_query(job)
         pattern = re.compile(job["regex"].strip("/").replace("(?<", "(?P<"))
         sample = (
             '{__name__="ccs_job_info", instance="a:9879", is_system="false", job="ccs", '
@@ -157,13 +187,40 @@ class TestDashboardStructure:
         assert match.group("text") == "Nightly PCI scan"
         assert job["multi"] and job["includeAll"] and job["allValue"] == ".*"
 
+    def test_scrape_job_variable_lists_exporter_jobs_only(self) -> None:
+        """scrape_job lists the scrape jobs of ccs_up; "All" means those, never every job in Prometheus."""
+        variable = _variable(load_dashboard(), "scrape_job")
+        assert _variable_query(variable) == "label_values(ccs_up, job)"
+        assert variable["multi"] and variable["includeAll"]
+        assert not variable.get("allValue"), "a custom All value (.*) would select every scrape job"
+
     def test_instance_variable_lists_exporters(self) -> None:
-        """The instance variable lists the instances that export ccs_up."""
-        assert _variable_query(_variable(load_dashboard(), "instance")) == "label_values(ccs_up, instance)"
+        """The instance variable lists the instances of the chosen scrape jobs that export ccs_up."""
+        variable = _variable(load_dashboard(), "instance")
+        assert _variable_query(variable) == 'label_values(ccs_up{job=~"$scrape_job"}, instance)'
+
+    def test_no_hard_coded_scrape_job(self) -> None:
+        """No query selects an exporter metric without the scrape_job variable (no job=~".*ccs.*" left)."""
+        dashboard = load_dashboard()
+        raw = [t["expr"] for p in dashboard["panels"] for t in p.get("targets", [])]
+        raw += [a["expr"] for a in dashboard["annotations"]["list"] if a.get("expr")]
+        assert not [expr for expr in raw if '".*ccs.*"' in expr]
+        unscoped = {name for expr in raw for name in scrape_job_scoped(expr)}
+        assert not unscoped, f"selected without the scrape_job variable: {sorted(unscoped)}"
+
+    def test_scope_finder_sees_unscoped_metrics(self) -> None:
+        """The finder reports a bare or differently scoped exporter metric and ignores recorded series."""
+        expr = 'up{job=~".*ccs.*"} + ccs_up + ccs_up{job=~"$scrape_job"} + job_id:ccs_job_x:max'
+        assert scrape_job_scoped(expr) == ["up", "ccs_up"]
 
     @pytest.mark.parametrize(
         "title",
         [
+            "All jobs",
+            "Run status over time",
+            "Missed schedules",
+            "Stale evidence",
+            "Jobs failing",
             "Jobs by status",
             "Failing jobs",
             "Run durations",
@@ -177,17 +234,62 @@ class TestDashboardStructure:
         ],
     )
     def test_has_panel(self, title: str) -> None:
-        """The panel the issue asks for exists and has at least one query."""
-        panels = {panel["title"]: panel for panel in load_dashboard()["panels"]}
-        assert title in panels
-        assert panels[title]["targets"]
+        """The panel exists, once, and has at least one query."""
+        assert _panel(title)["targets"]
 
     def test_failing_jobs_table_has_its_columns(self) -> None:
         """The failing-jobs table shows name, status, last run, last success and messages."""
-        panels = {panel["title"]: panel for panel in load_dashboard()["panels"]}
-        organize = next(t for t in panels["Failing jobs"]["transformations"] if t["id"] == "organize")
+        organize = next(t for t in _panel("Failing jobs")["transformations"] if t["id"] == "organize")
         columns = set(organize["options"]["renameByName"].values())
         assert {"Job", "Status", "Last run ended", "Last success", "Errors", "Warnings"} <= columns
+
+    def test_all_jobs_table_has_the_compliance_columns(self) -> None:
+        """The all-jobs table merges one query per column: status, runs, schedule, the missed occurrence."""
+        table = _panel("All jobs")
+        assert [t["id"] for t in table["transformations"]] == ["merge", "organize"]
+        assert all(t["format"] == "table" and t["instant"] for t in table["targets"])
+        organize = table["transformations"][1]["options"]
+        assert set(organize["renameByName"].values()) == {
+            "Job",
+            "Job id",
+            "Type",
+            "Status",
+            "Last run ended",
+            "Last success",
+            "Duration",
+            "Errors",
+            "Last due",
+            "Next run",
+            "Missed occurrence",
+        }
+        by_ref = {t["refId"]: t["expr"] for t in table["targets"]}
+        named = {
+            name: by_ref[key.removeprefix("Value #")]
+            for key, name in organize["renameByName"].items()
+            if key.startswith("Value #")
+        }
+        assert "ccs_job_schedule_next_run_timestamp_seconds" in named["Next run"]
+        assert "ccs_job_schedule_last_due_timestamp_seconds" in named["Last due"]
+        assert (
+            "instance_job_id:ccs_job_schedule_last_due_timestamp_seconds:missed" in named["Missed occurrence"]
+        )
+        overrides = {o["matcher"]["options"]: o["properties"] for o in table["fieldConfig"]["overrides"]}
+        missed = {prop["id"]: prop["value"] for prop in overrides["Missed occurrence"]}
+        assert missed["custom.cellOptions"] == {"type": "color-background"}
+        assert missed["color"]["fixedColor"] == "red"
+
+    def test_run_status_timeline_maps_every_state(self) -> None:
+        """The state timeline turns each job's state at 1 into its code and names all eight states."""
+        timeline = _panel("Run status over time")
+        assert timeline["type"] == "state-timeline"
+        (target,) = timeline["targets"]
+        assert target["legendFormat"] == "{{job_name}}" and not target["instant"]
+        for code, state in enumerate(RUN_STATES):
+            assert f'status="{state}"}} == 1) * {code})' in target["expr"], state
+        (mapping,) = timeline["fieldConfig"]["defaults"]["mappings"]
+        assert {int(code): option["text"] for code, option in mapping["options"].items()} == dict(
+            enumerate(RUN_STATES)
+        )
 
     def test_panels_fit_the_grid(self) -> None:
         """Panel ids are unique and every panel lies within Grafana's 24-column grid."""
@@ -207,13 +309,14 @@ class TestDashboardQueries:
         """The query selects only metrics the exporter (or Prometheus) exposes."""
         names = metric_names(expr)
         assert names, f"{where}: no metric found in {expr}"
-        unknown = {name for name in names if name not in EXPORTER_METRICS and not name.startswith("process_")}
+        known = EXPORTER_METRICS | RECORDED_METRICS
+        unknown = {name for name in names if name not in known and not name.startswith("process_")}
         assert not unknown, f"{where}: unknown metrics {sorted(unknown)} in {expr}"
 
     def test_variable_queries_use_exporter_metrics(self) -> None:
-        """The instance and job variables are filled from exporter metrics."""
+        """The scrape_job, instance and job_id variables are filled from exporter metrics."""
         dashboard = load_dashboard()
-        for name in ("instance", "job"):
+        for name in ("scrape_job", "instance", "job_id"):
             query = _variable_query(_variable(dashboard, name))
             inner = re.sub(r"^\w+\((.*?)(?:,\s*\w+)?\)$", r"\1", query)
             assert metric_names(substitute_variables(inner)) <= EXPORTER_METRICS, query
@@ -240,3 +343,56 @@ class TestDashboardQueries:
         )
         assert result.returncode == 0, result.stdout + result.stderr
         assert f"SUCCESS: {len(queries)} rules found" in result.stdout
+
+
+class TestStatusModes:
+    """The run-status queries read the same with the full and the sparse status metric."""
+
+    def test_timeline_value_is_the_status_code_in_both_modes(
+        self, require_tool: Callable[[str], str], tmp_path: Path
+    ) -> None:
+        """With a series per state (full) or only the current one (sparse), each job gets its state's code."""
+        promtool = require_tool("promtool")
+        (expr,) = [t["expr"] for t in _panel("Run status over time")["targets"]]
+        info = 'ccs_job_info{{instance="a:9879",job="ccs",job_id="{0}",job_name="{1}"}}'
+        status = 'ccs_job_last_run_status{{instance="a:9879",job="ccs",job_id="{0}",status="{1}"}}'
+        full = [
+            {"series": status.format("f", state), "values": "1x10" if state == "executing" else "0x10"}
+            for state in RUN_STATES
+        ]
+        sparse = [{"series": status.format("s", "faulted"), "values": "1x10"}]
+        infos = [
+            {"series": info.format(job, name), "values": "1x10"} for job, name in (("f", "F"), ("s", "S"))
+        ]
+        (tmp_path / "empty.rules.yml").write_text("groups: []\n", encoding="utf-8")
+        test = {
+            "rule_files": ["empty.rules.yml"],
+            "tests": [
+                {
+                    "interval": "1m",
+                    "input_series": full + sparse + infos,
+                    "promql_expr_test": [
+                        {
+                            "expr": substitute_variables(expr),
+                            "eval_time": "5m",
+                            "exp_samples": [
+                                {
+                                    "labels": '{job_id="f",job_name="F"}',
+                                    "value": RUN_STATES.index("executing"),
+                                },
+                                {"labels": '{job_id="s",job_name="S"}', "value": RUN_STATES.index("faulted")},
+                            ],
+                        }
+                    ],
+                }
+            ],
+        }
+        (tmp_path / "timeline.test.yml").write_text(yaml.safe_dump(test), encoding="utf-8")
+        result = subprocess.run(
+            [promtool, "test", "rules", "timeline.test.yml"],
+            capture_output=True,
+            text=True,
+            check=False,
+            cwd=tmp_path,
+        )
+        assert result.returncode == 0, result.stdout + result.stderr

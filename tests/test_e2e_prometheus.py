@@ -23,7 +23,14 @@ from typing import Any
 
 import pytest
 import yaml
-from test_dashboard import EXPORTER_METRICS, dashboard_queries, load_dashboard, metric_names
+from test_dashboard import (
+    EXPORTER_METRICS,
+    RECORDED_METRICS,
+    RUN_STATES,
+    dashboard_queries,
+    load_dashboard,
+    metric_names,
+)
 
 from ccs_exporter.simulator import Simulator
 
@@ -37,6 +44,15 @@ STARTUP_BOUND_SECONDS = 30.0
 FAULTED = 5
 # Metrics that only exist with an audit log configured (this stack has none).
 AUDIT_METRICS = frozenset({"ccs_audit_records_total", "ccs_audit_write_errors_total"})
+# Metrics that exist only for jobs with a schedule or a run-time limit ("absent where they don't apply").
+SCHEDULE_METRICS = frozenset(
+    {
+        "ccs_job_schedule_next_run_timestamp_seconds",
+        "ccs_job_schedule_last_due_timestamp_seconds",
+        "ccs_job_schedule_period_seconds",
+        "ccs_job_run_time_limit_seconds",
+    }
+)
 # Local HTTP only: never through a proxy from the environment.
 _HTTP = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 
@@ -291,6 +307,9 @@ class TestDashboardAgainstPrometheus:
         """Jobs by status, durations, CCS requests and latency return series for the simulator's jobs."""
         queries = {where: expr for where, expr in dashboard_queries()}
         for where in (
+            "panel 'All jobs' target A",
+            "panel 'All jobs' target B",
+            "panel 'Run status over time' target A",
             "panel 'Jobs by status' target A",
             "panel 'Run durations' target A",
             "panel 'CCS requests' target A",
@@ -300,15 +319,29 @@ class TestDashboardAgainstPrometheus:
             assert stack.query(queries[where]), f"{where} returned nothing: {queries[where]}"
 
     def test_variable_queries_list_jobs_by_name(self, stack: Stack) -> None:
-        """The instance variable finds the exporter and the job variable one entry per watched job."""
+        """scrape_job finds the exporter's job, instance the exporter, job_id one entry per watched job."""
         dashboard = load_dashboard()
         variables = {v["name"]: v for v in dashboard["templating"]["list"]}
-        instances = stack.api("/api/v1/label/instance/values", **{"match[]": "ccs_up"})
+        assert variables["scrape_job"]["query"]["query"] == "label_values(ccs_up, job)"
+        assert stack.api("/api/v1/label/job/values", **{"match[]": "ccs_up"}) == ["ccs-exporter"]
+        instances = stack.api("/api/v1/label/instance/values", **{"match[]": 'ccs_up{job=~"ccs-exporter"}'})
         assert instances == [stack.exporter_url.removeprefix("http://")]
-        job_query = variables["job"]["query"]["query"]
-        inner = job_query.removeprefix("query_result(").removesuffix(")").replace("$instance", ".*")
+        job_query = variables["job_id"]["query"]["query"]
+        inner = job_query.removeprefix("query_result(").removesuffix(")")
+        inner = inner.replace("$scrape_job", "ccs-exporter").replace("$instance", ".*")
         names = {s["metric"]["job_id"]: s["metric"]["job_name"] for s in stack.query(inner)}
         assert sorted(names) == sorted(stack.simulator.job_ids)
+
+    def test_status_timeline_shows_each_jobs_state(self, stack: Stack) -> None:
+        """The run-status timeline gives every job the code of its state at 1 in ccs_job_last_run_status."""
+        queries = {where: expr for where, expr in dashboard_queries()}
+        timeline = stack.query(queries["panel 'Run status over time' target A"])
+        current = {
+            s["metric"]["job_id"]: s["metric"]["status"] for s in stack.query("ccs_job_last_run_status == 1")
+        }
+        shown = {s["metric"]["job_id"]: RUN_STATES[int(float(s["value"][1]))] for s in timeline}
+        assert shown == current
+        assert all(s["metric"].get("job_name") for s in timeline)
 
     def test_exporter_exposes_every_dashboard_metric(self, stack: Stack) -> None:
         """Each metric the dashboard uses is in the exporter's /metrics (audit ones need an audit log)."""
@@ -316,6 +349,8 @@ class TestDashboardAgainstPrometheus:
         assert status == 200
         exposed = {line.split("{")[0].split(" ")[0] for line in body.splitlines() if line and line[0] != "#"}
         used = set().union(*(metric_names(expr) for _, expr in dashboard_queries()))
-        missing = used - exposed - AUDIT_METRICS - {"up"}
+        missing = used - exposed - AUDIT_METRICS - SCHEDULE_METRICS - RECORDED_METRICS - {"up"}
         assert not missing
-        assert used <= EXPORTER_METRICS | {name for name in used if name.startswith("process_")}
+        assert used <= EXPORTER_METRICS | RECORDED_METRICS | {
+            name for name in used if name.startswith("process_")
+        }
