@@ -11,13 +11,14 @@ from __future__ import annotations
 import ipaddress
 import os
 import re
+import socket
 import ssl
 from pathlib import Path
 from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
 import yaml
-from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic import Field, PrivateAttr, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, PydanticBaseSettingsSource, SettingsConfigDict
 
 from ccs_exporter.errors import ConfigError
@@ -29,6 +30,7 @@ from ccs_exporter.inputs import (
     read_input_file,
 )
 from ccs_exporter.models import normalize_guid
+from ccs_exporter.sharding import MAX_TOTAL_SHARDS, UNSHARDED, Shard, ordinal_from_hostname, parse_shard
 
 __all__ = [  # the input helpers are shared with job specs and the web config
     "MAX_RESPONSE_BYTES",
@@ -250,6 +252,10 @@ class Settings(BaseSettings):
     web_config_file: Path | None = None
     log_format: Literal["json", "console", "auto"] = "auto"
     log_level: str = "info"
+    shard: str | None = None
+    shard_from_hostname: bool = False
+    total_shards: int | None = None
+    _shard: Shard = PrivateAttr(default=UNSHARDED)
 
     @field_validator("url")
     @classmethod
@@ -326,10 +332,31 @@ class Settings(BaseSettings):
             check_writable_file(value)
         return value
 
+    @field_validator("shard", mode="before")
+    @classmethod
+    def _shard_form(cls, value: Any) -> str | None:
+        if value is None or (isinstance(value, str) and not value.strip()):
+            return None  # an empty variable (a chart leaving it blank) means not sharded
+        if not isinstance(value, str):
+            raise ValueError("must be INDEX/TOTAL with a 0-based index, e.g. 1/3")
+        return str(parse_shard(value))
+
+    @field_validator("total_shards")
+    @classmethod
+    def _total_shards_range(cls, value: int | None) -> int | None:
+        if value is not None and not 1 <= value <= MAX_TOTAL_SHARDS:
+            raise ValueError(f"must be 1-{MAX_TOTAL_SHARDS}")
+        return value
+
     @model_validator(mode="after")
     def _has_a_password(self) -> Settings:
         if self.password is None and self.password_file is None:
             raise ValueError(f"no password: set {env_name('password')} or {env_name('password_file')}")
+        return self
+
+    @model_validator(mode="after")
+    def _resolve_shard(self) -> Settings:
+        self._shard = _shard_of_replica(self.shard, self.shard_from_hostname, self.total_shards)
         return self
 
     @classmethod
@@ -366,6 +393,46 @@ class Settings(BaseSettings):
     def listen(self) -> tuple[str, int]:
         """The listen address as (host, port)."""
         return parse_listen_address(self.listen_address)
+
+    @property
+    def shard_of_replica(self) -> Shard:
+        """This replica's shard, from ``shard`` or the host name's pod ordinal; ``0/1`` when not sharded."""
+        return self._shard
+
+
+def _shard_of_replica(shard: str | None, from_hostname: bool, total: int | None) -> Shard:
+    """The shard the settings describe; ValueError naming the settings when they contradict each other."""
+    shard_name = f"{env_name('shard')} (shard)"
+    hostname_name = f"{env_name('shard_from_hostname')} (shard_from_hostname)"
+    total_name = f"{env_name('total_shards')} (total_shards)"
+    if shard is not None:
+        if from_hostname:
+            raise ValueError(f"{shard_name} and {hostname_name} are both set: give one or the other")
+        if total is not None:
+            raise ValueError(
+                f"{total_name} goes with {hostname_name}; {shard_name} = {shard!r} already holds the total"
+            )
+        return parse_shard(shard)
+    if not from_hostname:
+        if total is not None:
+            raise ValueError(
+                f"{total_name} = {total} is read only with {env_name('shard_from_hostname')}=true "
+                f"(or set {shard_name} = INDEX/TOTAL)"
+            )
+        return UNSHARDED
+    if total is None:
+        raise ValueError(f"{hostname_name} needs {total_name}: the number of StatefulSet replicas")
+    hostname = socket.gethostname()
+    try:
+        ordinal = ordinal_from_hostname(hostname)
+    except ValueError as exc:
+        raise ValueError(f"{hostname_name}: {exc}") from None
+    if ordinal >= total:
+        raise ValueError(
+            f"{hostname_name}: the pod ordinal {ordinal} of host name {hostname!r} is not below "
+            f"{total_name} = {total} (replicas and total must match; ordinals start at 0)"
+        )
+    return Shard(ordinal, total)
 
 
 def load_settings(config_file: Path | None = None, overrides: dict[str, Any] | None = None) -> Settings:

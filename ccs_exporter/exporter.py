@@ -39,9 +39,10 @@ class Exporter:
         self.requests = RequestStats()
         self.client = CcsClient.from_settings(settings, observer=self.requests.observe)
         self.auditor = ChangeAuditor(audit_log) if audit_log is not None else None
+        self.shard = settings.shard_of_replica
         self.poller = Poller(
             self.client,
-            settings.job_ids,
+            self._own_jobs(settings.job_ids),
             history_window=settings.history_window,
             concurrency=settings.concurrency,
             track_changes=self.auditor is not None,
@@ -51,13 +52,17 @@ class Exporter:
             self.poller,
             settings.poll_interval_seconds,
             self._publish,
-            reload=reload,
+            reload=(lambda: self._own_jobs(reload())) if reload is not None else None,
             source_changed=source_changed,
         )
         extra = [self.auditor.collector()] if self.auditor is not None else []
-        live = LiveMetrics(self.requests, extra)
+        live = LiveMetrics(self.requests, extra, shard=self.shard)
         self.server = MetricsServer(settings.listen, self.store, live, web_config)
         self.last_snapshot: PollSnapshot | None = None
+
+    def _own_jobs(self, job_ids: list[str]) -> list[str]:
+        """The configured jobs this replica's shard owns (all of them when not sharded)."""
+        return [job_id for job_id in job_ids if self.shard.owns(job_id)]
 
     def _publish(self, snapshot: PollSnapshot) -> None:
         """Runs on the poll loop's thread: publish first, so the audit trail never delays a scrape."""
@@ -75,7 +80,7 @@ class Exporter:
         """Start serving and polling in background threads."""
         self.server.start()
         self.loop.start()
-        log.info("exporter_started", listen=self.url, jobs=len(self.poller.job_ids))
+        log.info("exporter_started", listen=self.url, jobs=len(self.poller.job_ids), shard=str(self.shard))
         return self
 
     def request_reload(self) -> None:

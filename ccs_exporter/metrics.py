@@ -34,6 +34,7 @@ from prometheus_client.utils import floatToGoString
 
 from ccs_exporter import __version__
 from ccs_exporter.models import JobStatus
+from ccs_exporter.sharding import UNSHARDED, Shard
 from ccs_exporter.snapshot import JobSnapshot, JobState, PollSnapshot, RunSummary
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
@@ -372,12 +373,43 @@ class _BuildInfoCollector(Collector):
         yield info
 
 
-class LiveMetrics:
-    """The per-scrape part of /metrics: build info, CCS request stats, process metrics, ``extra``."""
+class ShardCollector(Collector):
+    """This replica's shard::
 
-    def __init__(self, requests: RequestStats, extra: Iterable[Collector] = ()) -> None:
+        # HELP ccs_exporter_shard_ordinal This replica's shard index, 0 to ccs_exporter_total_shards - 1.
+        # TYPE ccs_exporter_shard_ordinal gauge
+        ccs_exporter_shard_ordinal 1.0
+        # HELP ccs_exporter_total_shards Shards the jobs are split over (1: not sharded).
+        # TYPE ccs_exporter_total_shards gauge
+        ccs_exporter_total_shards 3.0
+
+    Present on every replica (0 of 1 when not sharded), so the shard alerts see a missing or duplicated
+    ordinal and replicas that disagree on the total.
+    """
+
+    def __init__(self, shard: Shard) -> None:
+        self._shard = shard
+
+    def collect(self) -> Iterator[Metric]:
+        yield _gauge(
+            "ccs_exporter_shard_ordinal",
+            "This replica's shard index, 0 to ccs_exporter_total_shards - 1.",
+            self._shard.index,
+        )
+        yield _gauge(
+            "ccs_exporter_total_shards", "Shards the jobs are split over (1: not sharded).", self._shard.total
+        )
+
+
+class LiveMetrics:
+    """The per-scrape part of /metrics: build info, shard, CCS request stats, process metrics, ``extra``."""
+
+    def __init__(
+        self, requests: RequestStats, extra: Iterable[Collector] = (), *, shard: Shard = UNSHARDED
+    ) -> None:
         self._registry = CollectorRegistry(auto_describe=False)
         self._registry.register(_BuildInfoCollector())
+        self._registry.register(ShardCollector(shard))
         self._registry.register(requests)
         for collector in extra:
             self._registry.register(collector)

@@ -706,6 +706,27 @@ class TestSharding:
             "CCS_EXPORTER_TOTAL_SHARDS": "3",
         }
 
+    def test_each_pod_is_told_a_different_shard(
+        self, sharding_manifests: Manifests, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """With the rendered config file and environment, pods <name>-0..2 load as shards 0/3, 1/3, 2/3."""
+        config = {
+            key: value for key, value in _config(sharding_manifests).items() if key not in PENDING_SETTINGS
+        }
+        for key in ("password_file", "ca_bundle", "web_config_file"):
+            if key in config:
+                config[key] = str(_local_stand_in(key, tmp_path))
+        config_file = tmp_path / "config.yaml"
+        config_file.write_text(yaml.safe_dump(config), encoding="utf-8")
+        for name, value in _env(sharding_manifests).items():
+            monkeypatch.setenv(name, value)
+        name = _one(sharding_manifests, "StatefulSet")["metadata"]["name"]
+        shards = []
+        for ordinal in range(3):
+            monkeypatch.setattr("socket.gethostname", lambda ordinal=ordinal: f"{name}-{ordinal}")
+            shards.append(str(load_settings(config_file).shard_of_replica))
+        assert shards == ["0/3", "1/3", "2/3"]
+
     def test_total_follows_replicas(self, render: Render) -> None:
         """Another replica count changes the total every shard is told."""
         manifests = render(settings=("sharding.enabled=true", "sharding.replicas=5"))
