@@ -414,13 +414,7 @@ class TestConfigFile:
         assert unknown <= PENDING_SETTINGS, f"keys the exporter does not know: {sorted(unknown)}"
         for key in unknown:
             del config[key]
-        for key in ("password_file", "ca_bundle", "web_config_file"):
-            if key in config:
-                config[key] = str(_local_stand_in(key, tmp_path))
-        if "audit_log" in config:  # the pod's volume; its directory must exist and be writable
-            config["audit_log"] = str(tmp_path / "audit.jsonl")
-        config_file = tmp_path / "config.yaml"
-        config_file.write_text(yaml.safe_dump(config), encoding="utf-8")
+        config_file = _local_config_file(config, tmp_path)
         settings = load_settings(config_file)
         assert settings.job_ids == config["job_ids"]
         assert settings.poll_interval_seconds == config["poll_interval_seconds"]
@@ -444,6 +438,19 @@ class TestConfigFile:
         """A changed job list does not roll the pods: no pod template annotation depends on the config."""
         annotations = _workload(full_manifests)["spec"]["template"]["metadata"].get("annotations", {})
         assert not [name for name in annotations if "checksum" in name]
+
+
+def _local_config_file(config: dict[str, Any], tmp_path: Path) -> Path:
+    """The rendered settings written as a local file, the paths the pod would have mounted made local."""
+    config = dict(config)
+    for key in ("password_file", "ca_bundle", "web_config_file"):
+        if key in config:
+            config[key] = str(_local_stand_in(key, tmp_path))
+    if "audit_log" in config:  # the pod's volume; its directory must exist and be writable
+        config["audit_log"] = str(tmp_path / "audit.jsonl")
+    config_file = tmp_path / "config.yaml"
+    config_file.write_text(yaml.safe_dump(config), encoding="utf-8")
+    return config_file
 
 
 def _local_stand_in(key: str, tmp_path: Path) -> Path:
@@ -713,11 +720,7 @@ class TestSharding:
         config = {
             key: value for key, value in _config(sharding_manifests).items() if key not in PENDING_SETTINGS
         }
-        for key in ("password_file", "ca_bundle", "web_config_file"):
-            if key in config:
-                config[key] = str(_local_stand_in(key, tmp_path))
-        config_file = tmp_path / "config.yaml"
-        config_file.write_text(yaml.safe_dump(config), encoding="utf-8")
+        config_file = _local_config_file(config, tmp_path)
         for name, value in _env(sharding_manifests).items():
             monkeypatch.setenv(name, value)
         name = _one(sharding_manifests, "StatefulSet")["metadata"]["name"]
