@@ -146,7 +146,12 @@ class ExporterProcess(ChildProcess):
     """``python -m ccs_exporter serve`` watching every simulator job, cycles back to back."""
 
     def __init__(
-        self, simulator: SimulatorProcess, concurrency: int, workdir: Path, poll_interval: float = 1.0
+        self,
+        simulator: SimulatorProcess,
+        concurrency: int,
+        workdir: Path,
+        poll_interval: float = 1.0,
+        extra_settings: dict[str, Any] | None = None,
     ) -> None:
         jobs = len(simulator.job_ids)
         config = workdir / f"exporter-{jobs}.json"
@@ -166,6 +171,7 @@ class ExporterProcess(ChildProcess):
                     "listen_address": f"127.0.0.1:{self.port}",
                     "log_level": "warning",
                     "log_format": "json",
+                    **(extra_settings or {}),
                 }
             ),
             encoding="utf-8",

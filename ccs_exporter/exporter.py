@@ -19,7 +19,7 @@ from ccs_exporter.metrics import ExpositionStore, LiveMetrics, RequestStats
 from ccs_exporter.poller import Poller, PollLoop
 from ccs_exporter.server import MetricsServer
 from ccs_exporter.snapshot import PollSnapshot
-from ccs_exporter.webconfig import load_web_config
+from ccs_exporter.webconfig import WebConfigWatcher
 
 log = structlog.get_logger(__name__)
 
@@ -35,7 +35,7 @@ class Exporter:
         reload: Callable[[], list[str]] | None = None,
         source_changed: Callable[[], bool] | None = None,
     ) -> None:
-        web_config = load_web_config(settings.web_config_file) if settings.web_config_file else None
+        web_config = WebConfigWatcher(settings.web_config_file) if settings.web_config_file else None
         self.requests = RequestStats()
         self.client = CcsClient.from_settings(settings, observer=self.requests.observe)
         self.auditor = ChangeAuditor(audit_log) if audit_log is not None else None

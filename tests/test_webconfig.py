@@ -2,98 +2,27 @@
 
 from __future__ import annotations
 
-import datetime
-import ipaddress
 import os
 import socket
 import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import bcrypt
 import pytest
 import requests
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
+import structlog
+from tls_pki import Pki, make_pki
 
 from ccs_exporter.config import load_settings
 from ccs_exporter.exporter import Exporter
 from ccs_exporter.simulator import Simulator
+from ccs_exporter.webconfig import WebConfigWatcher
 
 USER, PASSWORD = "prometheus", "Scrape-Pw-9dK2"
-
-
-@dataclass(frozen=True)
-class Pki:
-    """Files of a throw-away PKI: a CA, a server certificate for 127.0.0.1, and a client certificate."""
-
-    ca: Path
-    server_cert: Path
-    server_key: Path
-    client_ca: Path
-    client_cert: Path
-    client_key: Path
-
-
-def _write_key(path: Path, key: ec.EllipticCurvePrivateKey) -> None:
-    path.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-        )
-    )
-
-
-def _certificate(
-    subject: str,
-    key: ec.EllipticCurvePrivateKey,
-    issuer: tuple[str, ec.EllipticCurvePrivateKey] | None = None,
-    *,
-    server: bool = False,
-) -> x509.Certificate:
-    now = datetime.datetime.now(datetime.timezone.utc)
-    issuer_name, issuer_key = issuer if issuer is not None else (subject, key)
-    builder = (
-        x509.CertificateBuilder()
-        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, subject)]))
-        .issuer_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, issuer_name)]))
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + datetime.timedelta(days=1))
-        .add_extension(x509.BasicConstraints(ca=issuer is None, path_length=None), critical=True)
-    )
-    if server:
-        builder = builder.add_extension(
-            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), critical=False
-        )
-    return builder.sign(issuer_key, hashes.SHA256())
-
-
-def make_pki(directory: Path) -> Pki:
-    """Generate the CA, server and client certificates in ``directory``."""
-    pem = serialization.Encoding.PEM
-    ca_key, client_ca_key = ec.generate_private_key(ec.SECP256R1()), ec.generate_private_key(ec.SECP256R1())
-    server_key, client_key = ec.generate_private_key(ec.SECP256R1()), ec.generate_private_key(ec.SECP256R1())
-    pki = Pki(
-        *(directory / name for name in ("ca.pem", "server.pem", "server.key", "cca.pem", "c.pem", "c.key"))
-    )
-    pki.ca.write_bytes(_certificate("test CA", ca_key).public_bytes(pem))
-    pki.server_cert.write_bytes(
-        _certificate("127.0.0.1", server_key, ("test CA", ca_key), server=True).public_bytes(pem)
-    )
-    _write_key(pki.server_key, server_key)
-    pki.client_ca.write_bytes(_certificate("client CA", client_ca_key).public_bytes(pem))
-    pki.client_cert.write_bytes(
-        _certificate("prometheus", client_key, ("client CA", client_ca_key)).public_bytes(pem)
-    )
-    _write_key(pki.client_key, client_key)
-    return pki
 
 
 @pytest.fixture(scope="module")
@@ -310,7 +239,20 @@ class TestBadWebConfig:
                 "tls_server_config:\n  cert_file: {cert}\n  key_file: {key}\n  client_auth_type: Maybe\n",
                 "client_auth_type",
             ),
-            ("tls_server_config: [unclosed\n", "not valid YAML"),
+            ("tls_server_config: [unclosed\n", "not valid YAML at line 2"),
+            ("basic_auth_users:\n  alice: $2y$10$garbage\n", "basic_auth_users.alice"),
+            ("basic_auth_users:\n  alice: $2y$99$x\n", "basic_auth_users.alice: bcrypt cost 99"),
+            (f"basic_auth_users:\n  alice: '$2y$31${'a' * 53}'\n", "basic_auth_users.alice: bcrypt cost 31"),
+            (
+                "tls_server_config:\n  cert_file: {cert}\n  key_file: {key}\n"
+                "  client_auth_type: RequireAndVerifyClientCert\n",
+                "needs client_ca_file",
+            ),
+            (
+                "tls_server_config:\n  cert_file: {cert}\n  key_file: {key}\n"
+                "  client_auth_type: VerifyClientCertIfGiven\n",
+                "needs client_ca_file",
+            ),
         ],
         ids=[
             "unknown-tls-key",
@@ -320,6 +262,11 @@ class TestBadWebConfig:
             "key-not-a-key",
             "bad-client-auth",
             "not-yaml",
+            "malformed-hash",
+            "cost-99",
+            "cost-31",
+            "verify-without-ca",
+            "verify-if-given-without-ca",
         ],
     )
     def test_refused_with_one_line(
@@ -338,6 +285,7 @@ class TestBadWebConfig:
         assert len(lines) == 1, result.stderr
         assert lines[0].startswith("ccs-exporter: configuration error: ")
         assert named in lines[0]
+        assert "garbage" not in lines[0] and "aaaa" not in lines[0]  # a hash is never echoed
         assert sim.request_count() == before
 
     def test_missing_web_config_file(self, sim: Simulator, tmp_path: Path) -> None:
@@ -403,43 +351,40 @@ class TestCertificateRenewal:
 
     def test_new_files_are_loaded_after_the_check_interval(self, tmp_path: Path) -> None:
         """Replacing the certificate and key changes what new connections see, once the interval passed."""
-        from ccs_exporter.webconfig import ReloadingTlsContext, WebConfig
-
         (tmp_path / "old").mkdir()
         (tmp_path / "new").mkdir()
         old, new = make_pki(tmp_path / "old"), make_pki(tmp_path / "new")
         live_cert, live_key = tmp_path / "tls.crt", tmp_path / "tls.key"
         live_cert.write_bytes(old.server_cert.read_bytes())
         live_key.write_bytes(old.server_key.read_bytes())
-        config = WebConfig.model_validate(
-            {"tls_server_config": {"cert_file": str(live_cert), "key_file": str(live_key)}}
-        )
+        web = tmp_path / "web.yml"
+        web.write_text("tls_server_config:\n  cert_file: tls.crt\n  key_file: tls.key\n", encoding="utf-8")
         now = [0.0]
-        reloading = ReloadingTlsContext(config, check_seconds=5, clock=lambda: now[0])
-        first = reloading.current()
-        assert _served_common_name(first, old.ca) == "127.0.0.1"
+        watcher = WebConfigWatcher(web, check_seconds=5, clock=lambda: now[0])
+        first = watcher.current().tls
+        assert first is not None and _served_common_name(first, old.ca) == "127.0.0.1"
 
         live_cert.write_bytes(new.server_cert.read_bytes() + b"\n")  # a new size, whatever the clock
         live_key.write_bytes(new.server_key.read_bytes())
         now[0] = 1.0
-        assert reloading.current() is first  # not checked again before the interval
+        assert watcher.current().tls is first  # not checked again before the interval
         now[0] = 6.0
-        renewed = reloading.current()
-        assert renewed is not first
+        renewed = watcher.current().tls
+        assert renewed is not None and renewed is not first
         assert _served_common_name(renewed, new.ca) == "127.0.0.1"
 
     def test_broken_renewal_keeps_the_old_certificate(self, tmp_path: Path) -> None:
-        """A half-written certificate file is reported and the working certificate stays in use."""
-        from ccs_exporter.webconfig import ReloadingTlsContext, WebConfig
-
+        """A half-written certificate file is reported once and the working certificate stays in use."""
         pki = make_pki(tmp_path)
-        config = WebConfig.model_validate(
-            {"tls_server_config": {"cert_file": str(pki.server_cert), "key_file": str(pki.server_key)}}
-        )
+        web = tmp_path / "web.yml"
+        web.write_text(tls_config(pki), encoding="utf-8")
         now = [0.0]
-        reloading = ReloadingTlsContext(config, check_seconds=5, clock=lambda: now[0])
-        first = reloading.current()
+        watcher = WebConfigWatcher(web, check_seconds=5, clock=lambda: now[0])
+        first = watcher.current().tls
         pki.server_cert.write_text("-----BEGIN CERTIFICATE-----\ntrunc", encoding="ascii")
-        now[0] = 10.0
-        assert reloading.current() is first
-        assert _served_common_name(first, pki.ca) == "127.0.0.1"
+        with structlog.testing.capture_logs() as logs:
+            for tick in (10.0, 20.0, 30.0):
+                now[0] = tick
+                assert watcher.current().tls is first
+        assert first is not None and _served_common_name(first, pki.ca) == "127.0.0.1"
+        assert [entry["event"] for entry in logs] == ["web_config_reload_failed"]

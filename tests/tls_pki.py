@@ -1,0 +1,88 @@
+"""A throw-away PKI for the web-config tests: a CA, a certificate for 127.0.0.1, client certificates."""
+
+from __future__ import annotations
+
+import datetime
+import ipaddress
+from dataclasses import dataclass
+from pathlib import Path
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+
+# The client certificate's subject alternative names (what client_allowed_sans is matched against).
+CLIENT_DNS = "prometheus.monitoring.svc"
+CLIENT_URI = "spiffe://cluster.local/ns/monitoring/sa/prometheus"
+CLIENT_IP = "2001:db8::5"
+
+
+@dataclass(frozen=True)
+class Pki:
+    """Files of a throw-away PKI: a CA, a server certificate for 127.0.0.1, and a client certificate."""
+
+    ca: Path
+    server_cert: Path
+    server_key: Path
+    client_ca: Path
+    client_cert: Path
+    client_key: Path
+
+
+def _write_key(path: Path, key: ec.EllipticCurvePrivateKey) -> None:
+    path.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        )
+    )
+
+
+def _certificate(
+    subject: str,
+    key: ec.EllipticCurvePrivateKey,
+    issuer: tuple[str, ec.EllipticCurvePrivateKey] | None = None,
+    *,
+    names: list[x509.GeneralName] | None = None,
+) -> x509.Certificate:
+    now = datetime.datetime.now(datetime.timezone.utc)
+    issuer_name, issuer_key = issuer if issuer is not None else (subject, key)
+    builder = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, subject)]))
+        .issuer_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, issuer_name)]))
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(x509.BasicConstraints(ca=issuer is None, path_length=None), critical=True)
+    )
+    if names:
+        builder = builder.add_extension(x509.SubjectAlternativeName(names), critical=False)
+    return builder.sign(issuer_key, hashes.SHA256())
+
+
+def make_pki(directory: Path) -> Pki:
+    """Generate the CA, server and client certificates in ``directory``."""
+    pem = serialization.Encoding.PEM
+    ca_key, client_ca_key = ec.generate_private_key(ec.SECP256R1()), ec.generate_private_key(ec.SECP256R1())
+    server_key, client_key = ec.generate_private_key(ec.SECP256R1()), ec.generate_private_key(ec.SECP256R1())
+    pki = Pki(
+        *(directory / name for name in ("ca.pem", "server.pem", "server.key", "cca.pem", "c.pem", "c.key"))
+    )
+    pki.ca.write_bytes(_certificate("test CA", ca_key).public_bytes(pem))
+    server_names: list[x509.GeneralName] = [x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
+    pki.server_cert.write_bytes(
+        _certificate("127.0.0.1", server_key, ("test CA", ca_key), names=server_names).public_bytes(pem)
+    )
+    _write_key(pki.server_key, server_key)
+    pki.client_ca.write_bytes(_certificate("client CA", client_ca_key).public_bytes(pem))
+    client_names: list[x509.GeneralName] = [
+        x509.DNSName(CLIENT_DNS),
+        x509.UniformResourceIdentifier(CLIENT_URI),
+        x509.IPAddress(ipaddress.ip_address(CLIENT_IP)),
+    ]
+    client_cert = _certificate("prometheus", client_key, ("client CA", client_ca_key), names=client_names)
+    pki.client_cert.write_bytes(client_cert.public_bytes(pem))
+    _write_key(pki.client_key, client_key)
+    return pki
