@@ -66,7 +66,11 @@ class ServerLimits:
     handshake_timeout: float = 10.0
     write_timeout: float = 30.0  # a response that makes no progress for this long is dropped
     max_head_bytes: int = 16 * 1024
+    # Basic auth: bcrypt checks waiting or running at once, and the per-client backoff after failures.
     max_queued_auth_checks: int = 16
+    free_failed_logins: int = 5
+    failed_login_first_wait: float = 1.0
+    failed_login_max_wait: float = 60.0
 
 
 class HttpError(Exception):
@@ -170,7 +174,12 @@ class _Endpoints:
 
     def __init__(self, server: MetricsServer) -> None:
         self._server = server
-        self._backoff = FailureBackoff()
+        limits = server.limits
+        self._backoff = FailureBackoff(
+            free_failures=limits.free_failed_logins,
+            first_wait=limits.failed_login_first_wait,
+            max_wait=limits.failed_login_max_wait,
+        )
         self._bcrypt = ThreadPoolExecutor(max_workers=1, thread_name_prefix="metrics-http-auth")
         self._queued_checks = 0
 
