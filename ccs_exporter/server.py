@@ -564,6 +564,7 @@ class MetricsServer:
         self._started.set()
         while not self._stopping.done():
             await asyncio.wait([self._stopping], timeout=1.0)
+            self.web_state()  # notices edits of the web config between requests too
             now = self.loop.time()
             for connection in [c for c in self._connections if c.deadline < now]:
                 connection.abort()

@@ -12,41 +12,20 @@ import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import bcrypt
 import pytest
 import requests
-from tls_pki import Pki, make_pki
+from web_helpers import SMALL, Exposition, Pki, make_pki, metrics_servers
 
-from ccs_exporter.metrics import LiveMetrics, RequestStats
 from ccs_exporter.server import MetricsServer, ServerLimits, accepts_gzip
-from ccs_exporter.webconfig import WebConfigWatcher
 
 USER, PASSWORD = "prometheus", "Scrape-Pw-9dK2"
 FAST = ServerLimits(
     max_connections=32, header_timeout=1.0, idle_timeout=1.0, handshake_timeout=1.0, write_timeout=1.0
 )
-
-
-@dataclass(frozen=True)
-class Exposition:
-    """Stands in for a rendered exposition: plain parts and their gzip form."""
-
-    parts: tuple[bytes, ...]
-    gzipped: bytes
-
-
-class Store:
-    """Stands in for ExpositionStore: ``current`` is what the last cycle rendered."""
-
-    def __init__(self, exposition: Exposition | None) -> None:
-        self.current = exposition
-
-
-SMALL = Exposition((b"# TYPE ccs_up gauge\nccs_up 1\n",), b"")
 
 
 @pytest.fixture(scope="module")
@@ -63,34 +42,15 @@ def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
 
 @pytest.fixture
 def serve(tmp_path: Path) -> Iterator[Callable[..., MetricsServer]]:
-    """Starts metrics servers on 127.0.0.1 (an optional web config text, limits, exposition); stops them."""
-    servers: list[MetricsServer] = []
+    """Starts metrics servers on 127.0.0.1 with 1 s deadlines (an optional web config); stops them."""
+    with metrics_servers(tmp_path) as servers:
 
-    def start(
-        web_config: str | None = None,
-        *,
-        limits: ServerLimits = FAST,
-        exposition: Exposition | None = SMALL,
-    ) -> MetricsServer:
-        web = None
-        if web_config is not None:
-            path = tmp_path / "web.yml"
-            path.write_text(web_config, encoding="utf-8")
-            web = WebConfigWatcher(path, check_seconds=0.2)
-        server = MetricsServer(
-            ("127.0.0.1", 0),
-            Store(exposition),
-            LiveMetrics(RequestStats()),
-            web,
-            limits=limits,  # type: ignore[arg-type]
-        )
-        server.start()
-        servers.append(server)
-        return server
+        def start(
+            web_config: str | None = None, *, limits: ServerLimits = FAST, **options: Any
+        ) -> MetricsServer:
+            return servers(web_config, limits=limits, **options)
 
-    yield start
-    for server in servers:
-        server.stop()
+        yield start
 
 
 class _Reader:

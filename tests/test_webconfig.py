@@ -15,7 +15,7 @@ import bcrypt
 import pytest
 import requests
 import structlog
-from tls_pki import Pki, make_pki
+from web_helpers import Pki, make_pki
 
 from ccs_exporter.config import load_settings
 from ccs_exporter.exporter import Exporter

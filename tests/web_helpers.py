@@ -1,9 +1,11 @@
-"""A throw-away PKI for the web-config tests: a CA, a certificate for 127.0.0.1, client certificates."""
+"""Helpers for the web-config and server tests: a throw-away PKI and metrics servers on 127.0.0.1."""
 
 from __future__ import annotations
 
 import datetime
 import ipaddress
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -11,6 +13,10 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
+
+from ccs_exporter.metrics import LiveMetrics, RequestStats
+from ccs_exporter.server import MetricsServer, ServerLimits
+from ccs_exporter.webconfig import WebConfigWatcher
 
 # The client certificate's subject alternative names (what client_allowed_sans is matched against).
 CLIENT_DNS = "prometheus.monitoring.svc"
@@ -86,3 +92,67 @@ def make_pki(directory: Path) -> Pki:
     pki.client_cert.write_bytes(client_cert.public_bytes(pem))
     _write_key(pki.client_key, client_key)
     return pki
+
+
+@dataclass(frozen=True)
+class Exposition:
+    """Stands in for a rendered exposition: plain parts and their gzip form."""
+
+    parts: tuple[bytes, ...]
+    gzipped: bytes
+
+
+class Store:
+    """Stands in for ExpositionStore: ``current`` is what the last cycle rendered."""
+
+    def __init__(self, exposition: Exposition | None) -> None:
+        self.current = exposition
+
+
+SMALL = Exposition((b"# TYPE ccs_up gauge\nccs_up 1\n",), b"")
+
+
+class Servers:
+    """Starts metrics servers on 127.0.0.1 (port 0), each with an optional web-config text; stops them all."""
+
+    def __init__(self, directory: Path) -> None:
+        self._directory = directory
+        self._started: list[MetricsServer] = []
+
+    def __call__(
+        self,
+        web_config: str | None = None,
+        *,
+        limits: ServerLimits | None = None,
+        exposition: Exposition | None = SMALL,
+        check_seconds: float = 0.2,
+    ) -> MetricsServer:
+        web = None
+        if web_config is not None:
+            path = self._directory / "web.yml"
+            path.write_text(web_config, encoding="utf-8")
+            web = WebConfigWatcher(path, check_seconds=check_seconds)
+        server = MetricsServer(
+            ("127.0.0.1", 0),
+            Store(exposition),  # type: ignore[arg-type]
+            LiveMetrics(RequestStats()),
+            web,
+            limits=limits,
+        )
+        server.start()
+        self._started.append(server)
+        return server
+
+    def stop(self) -> None:
+        for server in self._started:
+            server.stop()
+
+
+@contextmanager
+def metrics_servers(directory: Path) -> Iterator[Servers]:
+    """A ``Servers`` whose servers are stopped on exit."""
+    servers = Servers(directory)
+    try:
+        yield servers
+    finally:
+        servers.stop()
