@@ -1,59 +1,45 @@
-"""The exporter's HTTP server: /metrics from the last rendered snapshot, /healthz, /readyz and a landing page.
+"""The exporter's HTTP server: connections, TLS and deadlines (what each path answers is in ``endpoints``).
 
-A scrape writes bytes rendered at the end of the last poll cycle plus a few live lines: it never calls
-CCS and never waits on a cycle. One event-loop thread serves every connection, so an idle or slow client
-costs a socket, never a thread: at most ``max_connections`` are open (at the limit, the one quiet the
-longest is closed to admit the new one), a request head must arrive whole within ``header_timeout``, and
-bcrypt checks run one at a time on one more thread, behind a per-client backoff. TLS, client
-certificates, basic auth and extra headers come from the web config (``WebConfigWatcher``).
+One event-loop thread serves every connection, so an idle or slow client costs a socket, never a
+thread: at most ``max_connections`` are open (at the limit, the one quiet the longest is closed to admit
+the new one), a request head must arrive whole within ``header_timeout``, and bcrypt checks run one at
+a time on one more thread, behind a per-client backoff. Every response goes out in slices, so a slow
+reader never holds more than one. TLS, client certificates, basic auth and extra headers come from the
+web config (``WebConfigWatcher``).
 """
 
 from __future__ import annotations
 
 import asyncio
-import base64
-import binascii
-import email.utils
-import gzip
-import http.client
-import io
 import math
 import re
 import resource
 import socket
 import threading
 from collections.abc import Coroutine
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field, replace
-from email.message import Message
-from http import HTTPStatus
+from dataclasses import dataclass, replace
 from typing import Any, cast
-from urllib.parse import urlsplit
 
 import structlog
 
-from ccs_exporter import __version__
-from ccs_exporter.metrics import CONTENT_TYPE, ExpositionStore, LiveMetrics
-from ccs_exporter.webauth import BasicAuthChecker, FailureBackoff
+from ccs_exporter.endpoints import (
+    Endpoints,
+    HttpError,
+    Request,
+    Response,
+    parse_request,
+    response_head,
+    text_response,
+)
+from ccs_exporter.metrics import ExpositionStore, LiveMetrics
+from ccs_exporter.webauth import FailureBackoff
 from ccs_exporter.webconfig import WebConfigWatcher, WebState
 
 log = structlog.get_logger(__name__)
 
-_SERVER = f"ccs-exporter/{__version__}"
-# Basic auth guards everything but the health endpoints (TLS, when configured, covers all of them).
-_UNAUTHENTICATED_PATHS = frozenset({"/healthz", "/readyz"})
 _HEAD_END = re.compile(rb"\r?\n\r?\n")
-_VERSION = re.compile(r"HTTP/\d\.\d")
 # Responses go out in slices: a slow reader holds at most one slice in our buffers, never a 20 MB copy.
 _SLICE_BYTES = 256 * 1024
-_TEXT = "text/plain; charset=utf-8"
-_LANDING_PAGE = f"""<!DOCTYPE html>
-<html><head><meta charset="utf-8"><title>ccs-exporter</title></head>
-<body><h1>ccs-exporter {__version__}</h1>
-<p>Prometheus exporter for Control Compliance Suite jobs.</p>
-<ul><li><a href="metrics">/metrics</a></li><li><a href="healthz">/healthz</a></li>
-<li><a href="readyz">/readyz</a></li></ul></body></html>
-""".encode()
 
 
 @dataclass(frozen=True)
@@ -71,199 +57,6 @@ class ServerLimits:
     free_failed_logins: int = 5
     failed_login_first_wait: float = 1.0
     failed_login_max_wait: float = 60.0
-
-
-class HttpError(Exception):
-    """A request the server answers with an error status and then closes the connection."""
-
-    def __init__(self, status: int, message: str) -> None:
-        super().__init__(message)
-        self.status = status
-        self.message = message
-
-
-@dataclass(frozen=True)
-class Request:
-    """One parsed request head."""
-
-    method: str
-    path: str
-    version: str
-    headers: Message
-    keep_alive: bool
-    client: str
-
-
-@dataclass
-class Response:
-    """A response: its body as parts that are sent as they are (the exposition is never copied whole)."""
-
-    status: int
-    body: tuple[bytes, ...]
-    content_type: str = _TEXT
-    headers: list[tuple[str, str]] = field(default_factory=list)
-    close: bool = False
-
-
-def parse_request(head: bytes, client: str) -> Request:
-    """The request in ``head`` (request line and headers); ``HttpError`` when it is not HTTP/1.x."""
-    request_line, _, header_block = head.partition(b"\n")
-    parts = request_line.rstrip(b"\r").decode("latin-1").split(" ")
-    if len(parts) != 3 or not _VERSION.fullmatch(parts[2]):
-        raise HttpError(400, "malformed request line")
-    method, target, version = parts
-    if version not in ("HTTP/1.0", "HTTP/1.1"):
-        raise HttpError(505, "HTTP/1.0 and HTTP/1.1 only")
-    try:
-        headers = http.client.parse_headers(io.BytesIO(header_block))
-    except http.client.HTTPException:
-        raise HttpError(431, "too many header lines") from None
-    tokens = {token.strip().lower() for token in headers.get("Connection", "").split(",")}
-    keep_alive = "keep-alive" in tokens if version == "HTTP/1.0" else "close" not in tokens
-    if headers.get("Content-Length", "0").strip() not in ("", "0") or "Transfer-Encoding" in headers:
-        keep_alive = False  # a body is never read: closing is the only way not to parse it as a request
-    if target.startswith(("http://", "https://")):
-        path = urlsplit(target).path or "/"
-    else:
-        path = target.split("?", 1)[0]
-    return Request(method, path, version, headers, keep_alive, client)
-
-
-def accepts_gzip(accept_encoding: str) -> bool:
-    """True when ``Accept-Encoding`` admits gzip with a q-value above 0 (``gzip;q=0`` refuses it)."""
-    wildcard: float | None = None
-    for item in accept_encoding.split(","):
-        coding, *params = (part.strip() for part in item.split(";"))
-        quality = 1.0
-        for param in params:
-            name, _, value = param.partition("=")
-            if name.strip().lower() == "q":
-                try:
-                    quality = float(value)
-                except ValueError:
-                    quality = 0.0
-                if not 0.0 <= quality <= 1.0 or math.isnan(quality):
-                    quality = 0.0
-        coding = coding.lower()
-        if coding in ("gzip", "x-gzip"):
-            return quality > 0
-        if coding == "*":
-            wildcard = quality
-    return wildcard is not None and wildcard > 0
-
-
-def basic_credentials(authorization: str) -> tuple[str, str] | None:
-    """(user, password) from an ``Authorization: Basic`` header, or None when it holds none."""
-    scheme, _, encoded = authorization.strip().partition(" ")
-    if scheme.lower() != "basic":
-        return None
-    try:
-        decoded = base64.b64decode(encoded.strip(), validate=True).decode("utf-8")
-    except (binascii.Error, UnicodeDecodeError):
-        return None
-    user, sep, password = decoded.partition(":")
-    return (user, password) if sep else None
-
-
-def _text(status: int, message: str, **options: Any) -> Response:
-    return Response(status, (message.encode("utf-8") + b"\n",), **options)
-
-
-class _Endpoints:
-    """What each path answers; basic auth first. Runs on the event loop, bcrypt off it."""
-
-    def __init__(self, server: MetricsServer) -> None:
-        self._server = server
-        limits = server.limits
-        self._backoff = FailureBackoff(
-            free_failures=limits.free_failed_logins,
-            first_wait=limits.failed_login_first_wait,
-            max_wait=limits.failed_login_max_wait,
-        )
-        self._bcrypt = ThreadPoolExecutor(max_workers=1, thread_name_prefix="metrics-http-auth")
-        self._queued_checks = 0
-
-    def close(self) -> None:
-        self._bcrypt.shutdown(wait=False, cancel_futures=True)
-
-    async def respond(self, request: Request, state: WebState | None) -> Response:
-        if request.method not in ("GET", "HEAD"):
-            return _text(405, "method not allowed", headers=[("Allow", "GET, HEAD")])
-        checker = state.basic_auth if state is not None else None
-        if checker is not None and request.path not in _UNAUTHENTICATED_PATHS:
-            refusal = await self._authorize(request, checker)
-            if refusal is not None:
-                return refusal
-        exporter = self._server
-        if request.path == "/metrics":
-            return self._metrics(request)
-        if request.path == "/healthz":
-            return _text(200, "ok")
-        if request.path == "/readyz":
-            if exporter.ready:
-                return _text(200, "ready")
-            return _text(503, "not ready: the first poll cycle has not finished")
-        if request.path == "/":
-            return Response(200, (_LANDING_PAGE,), "text/html; charset=utf-8")
-        return _text(404, "not found")
-
-    async def _authorize(self, request: Request, checker: BasicAuthChecker) -> Response | None:
-        """None when the request carries valid credentials, else the 401 or 429 to send."""
-        credentials = basic_credentials(request.headers.get("Authorization", ""))
-        verdict = checker.cached(*credentials) if credentials is not None else False
-        if verdict is None and credentials is not None:
-            wait = self._backoff.wait_seconds(request.client)
-            if wait > 0 or self._queued_checks >= self._server.limits.max_queued_auth_checks:
-                # Answered slowly and without bcrypt: a flood from one client costs neither CPU nor threads.
-                await asyncio.sleep(min(max(wait, 0.5), 1.0))
-                retry = str(max(1, math.ceil(wait)))
-                return _text(429, "too many failed logins: retry later", headers=[("Retry-After", retry)])
-            self._queued_checks += 1
-            try:
-                loop = asyncio.get_running_loop()
-                verdict = await loop.run_in_executor(self._bcrypt, checker.verify, *credentials)
-            finally:
-                self._queued_checks -= 1
-            if verdict:
-                self._backoff.succeeded(request.client)
-            else:
-                self._backoff.failed(request.client)
-        if verdict:
-            return None
-        challenge = ("WWW-Authenticate", 'Basic realm="ccs-exporter", charset="UTF-8"')
-        return _text(401, "Unauthorized", headers=[challenge])
-
-    def _metrics(self, request: Request) -> Response:
-        live = self._server.live.render()
-        exposition = self._server.store.current
-        headers = [("Vary", "Accept-Encoding")]
-        # The exposition is passed on as is, never copied: at 10,000 jobs it is 20 MB (4 MB gzipped).
-        if accepts_gzip(request.headers.get("Accept-Encoding", "")):
-            # Concatenated gzip members are one valid gzip stream; the big part was compressed once.
-            live_gzipped = gzip.compress(live, compresslevel=1, mtime=0)
-            parts = (live_gzipped, exposition.gzipped if exposition else b"")
-            return Response(200, parts, CONTENT_TYPE, [*headers, ("Content-Encoding", "gzip")])
-        return Response(200, (live, *(exposition.parts if exposition else ())), CONTENT_TYPE, headers)
-
-
-def _response_head(request: Request | None, answer: Response, extra: tuple[tuple[str, str], ...]) -> bytes:
-    try:
-        reason = HTTPStatus(answer.status).phrase
-    except ValueError:
-        reason = ""
-    lines = [
-        f"HTTP/1.1 {answer.status} {reason}",
-        f"Server: {_SERVER}",
-        f"Date: {email.utils.formatdate(usegmt=True)}",
-        f"Content-Type: {answer.content_type}",
-        f"Content-Length: {sum(len(part) for part in answer.body)}",
-    ]
-    lines.extend(f"{name}: {value}" for name, value in (*answer.headers, *extra))
-    if answer.close:
-        lines.append("Connection: close")
-    elif request is not None and request.version == "HTTP/1.0":
-        lines.append("Connection: keep-alive")
-    return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
 
 
 class _Connection(asyncio.Protocol):
@@ -385,7 +178,7 @@ class _Connection(asyncio.Protocol):
             self.abort()
 
     async def _refuse(self, error: HttpError) -> None:
-        await self._send(None, _text(error.status, error.message, close=True))
+        await self._send(None, text_response(error.status, error.message, close=True))
 
     async def _handle(self, head: bytes) -> None:
         try:
@@ -407,7 +200,7 @@ class _Connection(asyncio.Protocol):
 
     async def _send(self, request: Request | None, answer: Response, *, head_only: bool = False) -> None:
         state = self._server.web_state()
-        head = _response_head(request, answer, state.headers if state is not None else ())
+        head = response_head(request, answer, state.headers if state is not None else ())
         body = () if head_only else answer.body
         if len(head) + sum(len(part) for part in body) <= _SLICE_BYTES:
             slices: list[bytes | memoryview] = [b"".join((head, *body))]
@@ -489,8 +282,6 @@ class MetricsServer:
         *,
         limits: ServerLimits | None = None,
     ) -> None:
-        self.store = store
-        self.live = live
         self.web = web
         self.limits = _within_descriptor_limit(limits or ServerLimits())
         self.tls_enabled = web is not None and web.tls_enabled
@@ -501,16 +292,26 @@ class MetricsServer:
         self._socket.setblocking(False)
         self.loop = asyncio.new_event_loop()
         self.loop.set_exception_handler(_quiet_exception_handler)
-        self.endpoints = _Endpoints(self)
+        self.endpoints = Endpoints(
+            store,
+            live,
+            backoff=FailureBackoff(
+                free_failures=self.limits.free_failed_logins,
+                first_wait=self.limits.failed_login_first_wait,
+                max_wait=self.limits.failed_login_max_wait,
+            ),
+            max_queued_auth_checks=self.limits.max_queued_auth_checks,
+        )
         self._connections: set[_Connection] = set()
         self._stopping: asyncio.Future[None] | None = None
         self._started = threading.Event()
+        self._failure: BaseException | None = None
         self._thread = threading.Thread(target=self._run, name="metrics-http", daemon=True)
 
     @property
     def ready(self) -> bool:
         """True once a snapshot has been rendered."""
-        return self.store.current is not None
+        return self.endpoints.ready
 
     @property
     def port(self) -> int:
@@ -549,12 +350,17 @@ class MetricsServer:
     def start(self) -> None:
         """Start serving in the background; returns once connections are accepted."""
         self._thread.start()
-        self._started.wait(10)
+        if not self._started.wait(10) or self._failure is not None:
+            raise RuntimeError(f"the metrics server did not start ({self._failure!r})")
 
     def _run(self) -> None:
         asyncio.set_event_loop(self.loop)
         try:
             self.loop.run_until_complete(self._serve())
+        except BaseException as exc:
+            self._failure = exc
+            self._started.set()
+            raise
         finally:
             self.loop.close()
 
@@ -564,10 +370,7 @@ class MetricsServer:
         self._started.set()
         while not self._stopping.done():
             await asyncio.wait([self._stopping], timeout=1.0)
-            self.web_state()  # notices edits of the web config between requests too
-            now = self.loop.time()
-            for connection in [c for c in self._connections if c.deadline < now]:
-                connection.abort()
+            self._sweep()
         server.close()
         connections = list(self._connections)
         tasks = [task for connection in connections if (task := connection.task) is not None]
@@ -579,6 +382,16 @@ class MetricsServer:
             await asyncio.wait(tasks, timeout=2)
         await asyncio.sleep(0)  # let the aborted transports call connection_lost
         self.endpoints.close()
+
+    def _sweep(self) -> None:
+        """Once a second: drop connections past their deadline, notice web-config edits between requests."""
+        now = self.loop.time()
+        for connection in [c for c in self._connections if c.deadline < now]:
+            connection.abort()
+        try:
+            self.web_state()
+        except Exception as exc:  # the server keeps serving with the state it has
+            log.error("web_config_check_failed", error=type(exc).__name__)
 
     def stop(self) -> None:
         """Stop accepting, drop every connection and close the listening socket."""

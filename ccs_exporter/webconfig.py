@@ -19,19 +19,14 @@ are ``ConfigError`` with one line naming the key (and its line in the file when 
 
 from __future__ import annotations
 
-import contextlib
-import ipaddress
-import os
 import re
 import ssl
-import tempfile
 import threading
 import time
-import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 
 import structlog
 import yaml
@@ -40,56 +35,17 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
-    SecretStr,
     ValidationError,
-    ValidationInfo,
     field_validator,
-    model_validator,
 )
 
 from ccs_exporter.errors import ConfigError
 from ccs_exporter.inputs import describe_yaml_error, first_validation_error, read_input_file
-from ccs_exporter.webauth import MAX_BCRYPT_COST, BasicAuthChecker, check_bcrypt_hash
+from ccs_exporter.webauth import BasicAuthChecker, check_bcrypt_hash
+from ccs_exporter.webtls import TlsServerConfig
 
 log = structlog.get_logger(__name__)
 
-ClientAuthType = Literal[
-    "NoClientCert",
-    "RequestClientCert",
-    "RequireAnyClientCert",
-    "RequireClientCert",  # the toolkit's older name for RequireAnyClientCert
-    "VerifyClientCertIfGiven",
-    "RequireAndVerifyClientCert",
-]
-TlsVersionName = Literal["TLS10", "TLS11", "TLS12", "TLS13"]
-_TLS_VERSIONS = {
-    "TLS10": ssl.TLSVersion.TLSv1,
-    "TLS11": ssl.TLSVersion.TLSv1_1,
-    "TLS12": ssl.TLSVersion.TLSv1_2,
-    "TLS13": ssl.TLSVersion.TLSv1_3,
-}
-# Go's crypto/tls names (tls.CipherSuites(), the ones the toolkit accepts) -> OpenSSL names. TLS 1.3
-# suites map to None: neither Go nor OpenSSL's cipher list configures them, they are always on.
-GO_CIPHER_SUITES: dict[str, str | None] = {
-    "TLS_RSA_WITH_AES_128_CBC_SHA": "AES128-SHA",
-    "TLS_RSA_WITH_AES_256_CBC_SHA": "AES256-SHA",
-    "TLS_RSA_WITH_AES_128_GCM_SHA256": "AES128-GCM-SHA256",
-    "TLS_RSA_WITH_AES_256_GCM_SHA384": "AES256-GCM-SHA384",
-    "TLS_AES_128_GCM_SHA256": None,
-    "TLS_AES_256_GCM_SHA384": None,
-    "TLS_CHACHA20_POLY1305_SHA256": None,
-    "TLS_ECDHE_ECDSA_WITH_AES_128_CBC_SHA": "ECDHE-ECDSA-AES128-SHA",
-    "TLS_ECDHE_ECDSA_WITH_AES_256_CBC_SHA": "ECDHE-ECDSA-AES256-SHA",
-    "TLS_ECDHE_RSA_WITH_AES_128_CBC_SHA": "ECDHE-RSA-AES128-SHA",
-    "TLS_ECDHE_RSA_WITH_AES_256_CBC_SHA": "ECDHE-RSA-AES256-SHA",
-    "TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256": "ECDHE-ECDSA-AES128-GCM-SHA256",
-    "TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384": "ECDHE-ECDSA-AES256-GCM-SHA384",
-    "TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256": "ECDHE-RSA-AES128-GCM-SHA256",
-    "TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384": "ECDHE-RSA-AES256-GCM-SHA384",
-    "TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256": "ECDHE-RSA-CHACHA20-POLY1305",
-    "TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256": "ECDHE-ECDSA-CHACHA20-POLY1305",
-}
-CurveName = Literal["CurveP256", "CurveP384", "CurveP521", "X25519"]
 # The headers the toolkit lets a web config add, with the values it allows (None: any value).
 SECURITY_HEADERS: dict[str, tuple[str, ...] | None] = {
     "Strict-Transport-Security": None,
@@ -98,10 +54,6 @@ SECURITY_HEADERS: dict[str, tuple[str, ...] | None] = {
     "X-XSS-Protection": None,
     "Content-Security-Policy": None,
 }
-# Policies that need a CA: Python's ssl verifies every client certificate it asks for (see README).
-_NEEDS_CLIENT_CA = frozenset(
-    {"RequireAnyClientCert", "RequireClientCert", "VerifyClientCertIfGiven", "RequireAndVerifyClientCert"}
-)
 _GO_DURATION_PART = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(ns|us|µs|ms|s|m|h)")
 _GO_DURATION_UNITS = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
 
@@ -115,216 +67,6 @@ def go_duration_seconds(text: str) -> float:
     if not parts or "".join(number + unit for number, unit in parts) != text:
         raise ValueError("must be a Go duration such as 100ms, 1s or 1m30s")
     return sum(float(number) * _GO_DURATION_UNITS[unit] for number, unit in parts)
-
-
-def _cipher_name(value: str) -> str:
-    if value not in GO_CIPHER_SUITES:
-        raise ValueError(f"unknown cipher {value!r} (Go crypto/tls names, e.g. TLS_AES_128_GCM_SHA256)")
-    return value
-
-
-def _no_pem_in(value: str | None, what: str) -> None:
-    if value is not None and "-----BEGIN " not in value:
-        raise ValueError(f"holds no PEM block (inline {what}; for a path use the _file key)")
-
-
-class TlsServerConfig(BaseModel):
-    """``tls_server_config``: the exporter's certificate and, optionally, client certificate checks."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    cert: str | None = None
-    key: SecretStr | None = None
-    client_ca: str | None = None
-    cert_file: Path | None = None
-    key_file: Path | None = None
-    client_auth_type: ClientAuthType = "NoClientCert"
-    client_ca_file: Path | None = None
-    cipher_suites: list[Annotated[str, AfterValidator(_cipher_name)]] = Field(default_factory=list)
-    curve_preferences: list[CurveName] = Field(default_factory=list)
-    min_version: TlsVersionName = "TLS12"
-    max_version: TlsVersionName = "TLS13"
-    prefer_server_cipher_suites: bool = True
-    client_allowed_sans: list[str] | None = None
-
-    @field_validator(
-        "cert",
-        "key",
-        "client_ca",
-        "cert_file",
-        "key_file",
-        "client_ca_file",
-        "client_auth_type",
-        mode="before",
-    )
-    @classmethod
-    def _empty_is_unset(cls, value: Any) -> Any:
-        # The toolkit (Go) treats an empty string as "not set".
-        return None if value == "" else value
-
-    @field_validator("client_auth_type", mode="before")
-    @classmethod
-    def _default_policy(cls, value: Any) -> Any:
-        return "NoClientCert" if value is None else value
-
-    @field_validator("cert_file", "key_file", "client_ca_file")
-    @classmethod
-    def _readable(cls, value: Path | None, info: ValidationInfo) -> Path | None:
-        if value is None:
-            return None
-        base = (info.context or {}).get("base_dir")
-        if not value.is_absolute() and base is not None:
-            value = Path(base) / value
-        if not (value.is_file() and os.access(value, os.R_OK)):
-            raise ValueError(f"{value} is not a readable file")
-        return value
-
-    @field_validator("cert")
-    @classmethod
-    def _cert_is_pem(cls, value: str | None) -> str | None:
-        _no_pem_in(value, "certificate")
-        return value
-
-    @field_validator("client_ca")
-    @classmethod
-    def _client_ca_is_pem(cls, value: str | None) -> str | None:
-        _no_pem_in(value, "client CA")
-        return value
-
-    @field_validator("key")
-    @classmethod
-    def _key_is_pem(cls, value: SecretStr | None) -> SecretStr | None:
-        _no_pem_in(value.get_secret_value() if value is not None else None, "key")
-        return value
-
-    @property
-    def enabled(self) -> bool:
-        """True when TLS is configured at all (the toolkit's rule: any certificate, key, CA or policy)."""
-        sources = (self.cert, self.cert_file, self.key, self.key_file, self.client_ca, self.client_ca_file)
-        return any(source is not None for source in sources) or "client_auth_type" in self.model_fields_set
-
-    @property
-    def has_client_ca(self) -> bool:
-        return self.client_ca is not None or self.client_ca_file is not None
-
-    @model_validator(mode="after")
-    def _consistent(self) -> TlsServerConfig:
-        if not self.enabled:
-            return self
-        for inline, path, name in (
-            (self.cert, self.cert_file, "cert"),
-            (self.key, self.key_file, "key"),
-            (self.client_ca, self.client_ca_file, "client_ca"),
-        ):
-            if inline is not None and path is not None:
-                raise ValueError(f"set {name} or {name}_file, not both")
-            if inline is None and path is None and name != "client_ca":
-                raise ValueError(f"missing one of {name} or {name}_file")
-        if self.has_client_ca and self.client_auth_type == "NoClientCert":
-            raise ValueError(
-                "a client CA is configured without a client auth policy: set client_auth_type "
-                "(RequireAndVerifyClientCert to admit only clients that CA signed)"
-            )
-        if self.client_auth_type in _NEEDS_CLIENT_CA and not self.has_client_ca:
-            raise ValueError(
-                f"client_auth_type {self.client_auth_type} needs client_ca_file (or client_ca): "
-                "without a CA every client certificate is refused"
-            )
-        if self.client_allowed_sans is not None:
-            if not self.client_allowed_sans:
-                raise ValueError("client_allowed_sans is empty: no client could connect")
-            if not self.has_client_ca:
-                raise ValueError("client_allowed_sans needs client certificates: set client_ca_file")
-        if _TLS_VERSIONS[self.min_version] > _TLS_VERSIONS[self.max_version]:
-            raise ValueError(f"min_version {self.min_version} is above max_version {self.max_version}")
-        return self
-
-    def ssl_context(self) -> ssl.SSLContext:
-        """A server-side TLS context from these settings; ``ConfigError`` when a file does not load."""
-        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", DeprecationWarning)  # TLS10/TLS11 are deprecated, not refused
-            context.minimum_version = _TLS_VERSIONS[self.min_version]
-            context.maximum_version = _TLS_VERSIONS[self.max_version]
-        try:
-            with (
-                _pem_path(self.cert_file, self.cert) as cert,
-                _pem_path(self.key_file, _secret(self.key)) as key,
-            ):
-                # An encrypted key fails here rather than prompting on the terminal.
-                context.load_cert_chain(cert, key, password=lambda: b"")
-            if self.client_ca_file is not None:
-                context.load_verify_locations(cafile=str(self.client_ca_file))
-            elif self.client_ca is not None:
-                context.load_verify_locations(cadata=self.client_ca)
-        except (ssl.SSLError, OSError, ValueError) as exc:
-            raise ConfigError(
-                f"tls_server_config: cannot load the certificate, key or client CA ({exc})",
-                field="tls_server_config",
-            ) from None
-        ciphers = [GO_CIPHER_SUITES[name] for name in self.cipher_suites]
-        openssl_names = [name for name in ciphers if name is not None]
-        if openssl_names:
-            try:
-                context.set_ciphers(":".join(openssl_names))
-            except ssl.SSLError:
-                raise ConfigError(
-                    "tls_server_config.cipher_suites: OpenSSL supports none of them here",
-                    field="tls_server_config",
-                ) from None
-        context.verify_mode = self._verify_mode()
-        return context
-
-    def _verify_mode(self) -> ssl.VerifyMode:
-        policy = self.client_auth_type
-        if policy in ("RequireAnyClientCert", "RequireClientCert", "RequireAndVerifyClientCert"):
-            return ssl.CERT_REQUIRED
-        if policy == "VerifyClientCertIfGiven" or (policy == "RequestClientCert" and self.has_client_ca):
-            return ssl.CERT_OPTIONAL
-        # RequestClientCert without a CA: the toolkit asks for a certificate it never checks; not asking
-        # admits the same clients.
-        return ssl.CERT_NONE
-
-    def allows_client(self, peer_certificate: dict[str, Any] | None) -> bool:
-        """False when ``client_allowed_sans`` is set and the verified client certificate has none of them."""
-        if self.client_allowed_sans is None:
-            return True
-        names = (peer_certificate or {}).get("subjectAltName", ())
-        allowed = {_normalized_san(name) for name in self.client_allowed_sans}
-        return any(_normalized_san(value) in allowed for kind, value in names if kind != "DirName")
-
-
-def _secret(value: SecretStr | None) -> str | None:
-    return value.get_secret_value() if value is not None else None
-
-
-def _normalized_san(value: str) -> str:
-    """IP addresses compared by value (OpenSSL writes IPv6 in full, Go in short form), others as written."""
-    try:
-        return str(ipaddress.ip_address(value.strip()))
-    except ValueError:
-        return value
-
-
-@contextlib.contextmanager
-def _pem_path(path: Path | None, inline: str | None) -> Iterator[str]:
-    """A path OpenSSL can load: the configured file, or inline PEM in an anonymous in-memory file."""
-    if path is not None or inline is None:
-        yield str(path)
-        return
-    memfd_create = getattr(os, "memfd_create", None)
-    if memfd_create is not None:  # Linux: the key never touches a disk
-        descriptor = memfd_create("ccs-exporter-tls", getattr(os, "MFD_CLOEXEC", 1))
-        try:
-            os.write(descriptor, inline.encode("utf-8"))
-            yield f"/proc/self/fd/{descriptor}"
-        finally:
-            os.close(descriptor)
-        return
-    with tempfile.TemporaryDirectory(prefix="ccs-exporter-tls-") as directory:  # mode 0700
-        file = Path(directory) / "pem"
-        file.write_text(inline, encoding="utf-8")
-        yield str(file)
 
 
 def _header_value(name: str, value: str) -> str:
@@ -578,15 +320,3 @@ class WebConfigWatcher:
             )
         except OSError:
             return None
-
-
-__all__ = [
-    "GO_CIPHER_SUITES",
-    "MAX_BCRYPT_COST",
-    "SECURITY_HEADERS",
-    "TlsServerConfig",
-    "WebConfig",
-    "WebConfigWatcher",
-    "WebState",
-    "load_web_config",
-]

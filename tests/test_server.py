@@ -20,7 +20,8 @@ import pytest
 import requests
 from web_helpers import SMALL, Exposition, Pki, make_pki, metrics_servers
 
-from ccs_exporter.server import MetricsServer, ServerLimits, accepts_gzip
+from ccs_exporter.endpoints import accepts_gzip
+from ccs_exporter.server import MetricsServer, ServerLimits
 
 USER, PASSWORD = "prometheus", "Scrape-Pw-9dK2"
 FAST = ServerLimits(
