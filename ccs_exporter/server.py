@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+import os
 import re
 import resource
 import socket
@@ -38,8 +39,11 @@ from ccs_exporter.webconfig import WebConfigWatcher, WebState
 log = structlog.get_logger(__name__)
 
 _HEAD_END = re.compile(rb"\r?\n\r?\n")
-# Responses go out in slices: a slow reader holds at most one slice in our buffers, never a 20 MB copy.
-_SLICE_BYTES = 256 * 1024
+# Plain responses go out in gathered writes from the shared parts (sendmsg takes at most IOV_MAX = 1024
+# buffers); what a slow reader leaves unread waits in our buffers one small piece at a time, never a
+# 20 MB copy. TLS gets the same pieces to encrypt.
+_MAX_BUFFERS_PER_WRITE = 512
+_PIECE_BYTES = 64 * 1024
 
 
 @dataclass(frozen=True)
@@ -78,6 +82,13 @@ class _Connection(asyncio.Protocol):
         self.last_activity = self._loop.time()
 
     @property
+    def queued_bytes(self) -> int:
+        """Bytes written but not yet taken by the kernel."""
+        if self._transport is None or self._closing:
+            return 0
+        return self._transport.get_write_buffer_size()
+
+    @property
     def task(self) -> asyncio.Task[None] | None:
         """The handshake or request being handled, if any."""
         return self._task
@@ -94,6 +105,8 @@ class _Connection(asyncio.Protocol):
             self.deadline = self._loop.time() + self._server.limits.handshake_timeout
             self._task = self._loop.create_task(self._guarded(self._handshake()))
         else:
+            # Any queued byte pauses the writer: the rest of a response waits in the shared parts.
+            self._transport.set_write_buffer_limits(high=0)
             self._await_request(first=True)
 
     async def _handshake(self) -> None:
@@ -201,29 +214,63 @@ class _Connection(asyncio.Protocol):
     async def _send(self, request: Request | None, answer: Response, *, head_only: bool = False) -> None:
         state = self._server.web_state()
         head = response_head(request, answer, state.headers if state is not None else ())
-        body = () if head_only else answer.body
-        if len(head) + sum(len(part) for part in body) <= _SLICE_BYTES:
-            slices: list[bytes | memoryview] = [b"".join((head, *body))]
+        views = [memoryview(part) for part in (head, *(() if head_only else answer.body)) if part]
+        self._progress()
+        if self._tls:
+            await self._send_tls(views)
         else:
-            slices = [head]
-            for part in body:
-                view = memoryview(part)
-                slices.extend(
-                    view[start : start + _SLICE_BYTES] for start in range(0, len(view), _SLICE_BYTES)
-                )
-        for chunk in slices:
-            if self._closing or self._transport is None:
-                return
-            self._transport.write(chunk)
-            self.deadline = self._loop.time() + self._server.limits.write_timeout
-            if self._drained is not None:
-                try:
-                    await self._drained
-                except ConnectionError:
-                    return
-            self.last_activity = self._loop.time()
+            await self._send_plain(views)
         if answer.close:
             self.close()
+
+    async def _send_plain(self, views: list[memoryview]) -> None:
+        """Gathered writes straight from the shared parts; only a small piece waits in our buffers."""
+        assert self._transport is not None
+        descriptor = self._transport.get_extra_info("socket").fileno()
+        while views and not self._closing:
+            if self._transport.get_write_buffer_size() == 0:  # nothing queued: writing directly keeps order
+                try:
+                    sent = os.writev(descriptor, views[:_MAX_BUFFERS_PER_WRITE])
+                except BlockingIOError:
+                    sent = 0
+                except OSError:
+                    self.abort()
+                    return
+                views = _after(views, sent)
+                if sent:
+                    self._progress()
+                if not views:
+                    return
+            # The socket is full: the transport takes one small piece and says when it has gone out.
+            piece, views = views[0][:_PIECE_BYTES], _after(views, min(len(views[0]), _PIECE_BYTES))
+            self._transport.write(piece)
+            if not await self._wait_drained():
+                return
+
+    async def _send_tls(self, views: list[memoryview]) -> None:
+        """TLS encrypts into its own buffers: hand it slices, one at a time."""
+        for view in views:
+            for start in range(0, len(view), _PIECE_BYTES):
+                if self._closing or self._transport is None:
+                    return
+                self._transport.write(view[start : start + _PIECE_BYTES])
+                if not await self._wait_drained():
+                    return
+
+    async def _wait_drained(self) -> bool:
+        """Wait until the transport wants more (False when the connection went away meanwhile)."""
+        if self._drained is not None:
+            try:
+                await self._drained
+            except ConnectionError:
+                return False
+        self._progress()
+        return not self._closing
+
+    def _progress(self) -> None:
+        now = self._loop.time()
+        self.deadline = now + self._server.limits.write_timeout
+        self.last_activity = now
 
     def pause_writing(self) -> None:
         self._drained = self._loop.create_future()
@@ -333,6 +380,11 @@ class MetricsServer:
         """Connections open now (at most ``limits.max_connections``)."""
         return len(self._connections)
 
+    @property
+    def queued_response_bytes(self) -> int:
+        """Response bytes waiting in this process for slow readers (at most a piece per connection)."""
+        return sum(connection.queued_bytes for connection in self._connections)
+
     def web_state(self) -> WebState | None:
         """The web config in force for a new connection or request (re-read when its files changed)."""
         return self.web.current() if self.web is not None else None
@@ -422,3 +474,15 @@ def _quiet_exception_handler(loop: asyncio.AbstractEventLoop, context: dict[str,
     log.debug(
         "http_connection_error", error=type(exception).__name__ if exception else context.get("message")
     )
+
+
+def _after(views: list[memoryview], sent: int) -> list[memoryview]:
+    """``views`` without their first ``sent`` bytes."""
+    index = 0
+    while index < len(views) and sent >= len(views[index]):
+        sent -= len(views[index])
+        index += 1
+    rest = views[index:]
+    if rest and sent:
+        rest[0] = rest[0][sent:]
+    return rest
