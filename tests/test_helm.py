@@ -1085,17 +1085,3 @@ def _leaf_keys(values: dict[str, Any], prefix: str = "") -> list[str]:
         else:
             keys.append(f"{prefix}{key}")
     return keys
-
-
-class TestDockerfile:
-    """The image matches what the chart expects of it."""
-
-    def test_image_runs_serve_as_the_charts_user(self) -> None:
-        """The Dockerfile's user is the chart's runAsUser, it exposes 9879 and runs `ccs-exporter serve`."""
-        dockerfile = (REPO_ROOT / "Dockerfile").read_text(encoding="utf-8")
-        values = yaml.safe_load((CHART_DIR / "values.yaml").read_text(encoding="utf-8"))
-        uid = values["securityContext"]["runAsUser"]
-        assert dockerfile.startswith("#") and "FROM python:3.11-slim" in dockerfile
-        assert f"USER {uid}:{values['securityContext']['runAsGroup']}" in dockerfile
-        assert "EXPOSE 9879" in dockerfile
-        assert 'ENTRYPOINT ["ccs-exporter"]' in dockerfile and 'CMD ["serve"]' in dockerfile
