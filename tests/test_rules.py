@@ -49,6 +49,8 @@ def _alert_cases() -> list[dict[str, Any]]:
 
 def exporter_selectors(expr: str) -> list[tuple[str, str]]:
     """(metric, its {...} matchers or "") for every selector of an exporter metric in ``expr``."""
+    # Label lists of by/without/on/ignoring/group_left/group_right hold label names, not metrics.
+    expr = re.sub(r"\b(?:by|without|on|ignoring|group_left|group_right)\s*\([^)]*\)", " ", expr)
     found = re.findall(r"(?<![\w:])(ccs_[a-z0-9_]+|up)(?![\w:])(\{[^}]*\})?", expr)
     return [(name, matchers) for name, matchers in found if name not in USER_RECORDED]
 
@@ -159,11 +161,12 @@ class TestSelector:
         assert not unscoped, f"selected without the scrape-job selector: {unscoped}"
 
     def test_finder_sees_bare_and_scoped_selectors(self) -> None:
-        """The selector finder reports bare metrics, ignores recorded names and user overrides."""
+        """The selector finder reports bare metrics; recorded names, overrides and grouping labels are not."""
         expr = (
             'up == 0 or ccs_up{job="x"} and job_id:ccs_job_x:max or ccs_job_success_max_age_seconds_override'
+            " or count by (job, ccs_server) (ccs_up)"
         )
-        assert exporter_selectors(expr) == [("up", ""), ("ccs_up", '{job="x"}')]
+        assert exporter_selectors(expr) == [("up", ""), ("ccs_up", '{job="x"}'), ("ccs_up", "")]
 
     def test_render_replaces_selector_and_runbook_address(self, promtool: str, tmp_path: Path) -> None:
         """render_rules.py swaps every selector and runbook address; promtool accepts the result."""
