@@ -281,8 +281,10 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     settings = _settings_from(args, **overrides)
     config_file: Path | None = args.config
 
-    def reload() -> list[str]:
-        return load_settings(config_file, _flag_overrides(args, **overrides)).job_ids
+    def reload() -> Any:
+        from ccs_exporter.discovery import WatchList
+
+        return WatchList.from_settings(load_settings(config_file, _flag_overrides(args, **overrides)))
 
     return _run_exporter(settings, reload=reload, source_changed=_file_watcher(config_file))
 
@@ -313,7 +315,7 @@ def _mtime(path: Path) -> float | None:
 def _run_exporter(
     settings: Any,
     *,
-    reload: Callable[[], list[str]] | None = None,
+    reload: Callable[[], Any] | None = None,
     source_changed: Callable[[], bool] | None = None,
     banner: Callable[[str], None] | None = None,
 ) -> int:

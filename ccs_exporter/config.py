@@ -56,6 +56,10 @@ _SECRET_FIELDS = frozenset({"password"})
 _API_PATH = "/ccs/api/v1"
 _USERINFO_RE = re.compile(r"^((?:[A-Za-z][A-Za-z0-9+.-]*:)?//)?[^/?#]*@")
 _HOST_LABEL_RE = re.compile(r"^(?!-)[^\s./:@\\[\]]{1,63}(?<!-)$")
+# Search Jobs expressions come from the operator, not from CCS, but are still bounded: each becomes a
+# ``search`` label value and one listing per cycle.
+MAX_JOB_SEARCHES = 64
+MAX_JOB_SEARCH_LENGTH = 4096
 _LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
 
 
@@ -95,6 +99,41 @@ def parse_job_ids(value: Any) -> list[str]:
         if job_id not in ids:
             ids.append(job_id)
     return ids
+
+
+def parse_job_searches(value: Any) -> list[str]:
+    """Search Jobs expressions from one expression or a YAML/JSON list; each kept verbatim, once."""
+    if value is None:
+        return []
+    if isinstance(value, str):
+        text = value.strip()
+        if not text:
+            return []
+        if text.startswith("["):
+            try:
+                value = yaml.safe_load(text)
+            except yaml.YAMLError:
+                raise ValueError("is neither one expression nor a YAML/JSON list of expressions") from None
+        else:
+            value = [text]
+    if not isinstance(value, list):
+        raise ValueError("must be one Search Jobs expression or a list of them")
+    if len(value) > MAX_JOB_SEARCHES:
+        raise ValueError(f"has {len(value)} expressions; at most {MAX_JOB_SEARCHES}")
+    searches: list[str] = []
+    for index, item in enumerate(value, start=1):
+        if not isinstance(item, str):
+            raise ValueError(f"expression {index} is not a string")
+        text = item.strip()
+        if not text:
+            raise ValueError(f"expression {index} is empty")
+        if len(text) > MAX_JOB_SEARCH_LENGTH:
+            raise ValueError(f"expression {index} is longer than {MAX_JOB_SEARCH_LENGTH} characters")
+        if any(ord(char) < 32 or ord(char) == 127 for char in text):
+            raise ValueError(f"expression {index} holds a line break or control character")
+        if text not in searches:
+            searches.append(text)
+    return searches
 
 
 def parse_listen_address(value: str) -> tuple[str, int]:
@@ -243,6 +282,8 @@ class Settings(BaseSettings):
     ca_bundle: Path | None = None
     request_timeout_seconds: float = Field(default=30.0, gt=0, le=3600, allow_inf_nan=False)
     job_ids: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    job_search: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    search_page_size: int = Field(default=100, ge=1, le=1000)
     poll_interval_seconds: float = Field(default=60.0, gt=0, le=86400, allow_inf_nan=False)
     concurrency: int = Field(default=8, ge=1, le=256)
     history_window: int = Field(default=10, ge=1, le=1000)
@@ -280,6 +321,11 @@ class Settings(BaseSettings):
     @classmethod
     def _job_ids(cls, value: Any) -> list[str]:
         return parse_job_ids(value)
+
+    @field_validator("job_search", mode="before")
+    @classmethod
+    def _job_search(cls, value: Any) -> list[str]:
+        return parse_job_searches(value)
 
     @field_validator("listen_address")
     @classmethod

@@ -15,8 +15,10 @@ from ccs_exporter.audit import AuditLog
 from ccs_exporter.auditor import ChangeAuditor
 from ccs_exporter.client import CcsClient
 from ccs_exporter.config import Settings
+from ccs_exporter.discovery import WatchList
+from ccs_exporter.loop import PollLoop
 from ccs_exporter.metrics import ExpositionStore, LiveMetrics, RequestStats
-from ccs_exporter.poller import Poller, PollLoop
+from ccs_exporter.poller import Poller
 from ccs_exporter.server import MetricsServer
 from ccs_exporter.snapshot import PollSnapshot
 from ccs_exporter.webconfig import WebConfigWatcher
@@ -32,7 +34,7 @@ class Exporter:
         settings: Settings,
         *,
         audit_log: AuditLog | None = None,
-        reload: Callable[[], list[str]] | None = None,
+        reload: Callable[[], WatchList] | None = None,
         source_changed: Callable[[], bool] | None = None,
     ) -> None:
         web_config = WebConfigWatcher(settings.web_config_file) if settings.web_config_file else None
@@ -42,7 +44,10 @@ class Exporter:
         self.shard = settings.shard_of_replica
         self.poller = Poller(
             self.client,
-            self._own_jobs(settings.job_ids),
+            settings.job_ids,
+            searches=settings.job_search,
+            page_size=settings.search_page_size,
+            owns=self.shard.owns,
             history_window=settings.history_window,
             concurrency=settings.concurrency,
             track_changes=self.auditor is not None,
@@ -52,17 +57,13 @@ class Exporter:
             self.poller,
             settings.poll_interval_seconds,
             self._publish,
-            reload=(lambda: self._own_jobs(reload())) if reload is not None else None,
+            reload=reload,
             source_changed=source_changed,
         )
         extra = [self.auditor.collector()] if self.auditor is not None else []
         live = LiveMetrics(self.requests, extra, shard=self.shard)
         self.server = MetricsServer(settings.listen, self.store, live, web_config)
         self.last_snapshot: PollSnapshot | None = None
-
-    def _own_jobs(self, job_ids: list[str]) -> list[str]:
-        """The configured jobs this replica's shard owns (all of them when not sharded)."""
-        return [job_id for job_id in job_ids if self.shard.owns(job_id)]
 
     def _publish(self, snapshot: PollSnapshot) -> None:
         """Runs on the poll loop's thread: publish first, so the audit trail never delays a scrape."""
@@ -80,7 +81,14 @@ class Exporter:
         """Start serving and polling in background threads."""
         self.server.start()
         self.loop.start()
-        log.info("exporter_started", listen=self.url, jobs=len(self.poller.job_ids), shard=str(self.shard))
+        watch = self.poller.watch
+        log.info(
+            "exporter_started",
+            listen=self.url,
+            jobs=len(watch.job_ids),
+            searches=len(watch.searches),
+            shard=str(self.shard),
+        )
         return self
 
     def request_reload(self) -> None:

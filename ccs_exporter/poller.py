@@ -1,16 +1,18 @@
 """The collector loop: polls the watched CCS jobs in the background and publishes immutable snapshots.
 
-Every cycle searches each job by id (one request) and fetches its runs only when something changed since
-the last good fetch (LastRunDate, LastRunStatus, JobModifiedTime) or the latest run is still pending or
-executing, so a steady-state cycle costs about one request per job. A job that fails keeps its last good
-values (with their age), except after a 404, when its values go. Cycles never overlap; a slow one is
-reported, not stacked. Errors are logged when a state changes, not on every cycle.
+Watched jobs are the union of the configured job ids and what the configured searches find (see
+``discovery.py``), narrowed by one ownership predicate. A job found by a search comes with its
+properties; a configured job no search returned is searched by id (one request). Runs are fetched only
+when something changed since the last good fetch (LastRunDate, LastRunStatus, JobModifiedTime) or the
+latest run is still pending or executing. A job that fails keeps its last good values (with their age),
+except after a 404, when its values go. A discovered job that leaves every search result is looked up
+once by id and its series end. Cycles never overlap; a slow one is reported, not stacked. Errors are
+logged when a state changes, not on every cycle. Job changes (created, changed, deleted) go on as data.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import math
 import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -19,6 +21,7 @@ from dataclasses import dataclass
 import structlog
 
 from ccs_exporter.client import CcsClient
+from ccs_exporter.discovery import Discoverer, Discovery, StaleJob, WatchList
 from ccs_exporter.errors import (
     AuthError,
     CcsError,
@@ -36,6 +39,12 @@ log = structlog.get_logger(__name__)
 # Per-job failure lines logged in one cycle before the rest are summed up in one line (a CCS outage
 # would otherwise log one line per job).
 _MAX_JOB_LOG_LINES_PER_CYCLE = 10
+# A job whose JobCreationTime is this much older than the previous complete listing still counts as
+# created since then: clocks of CCS and of the exporter may disagree.
+CREATION_CLOCK_SKEW_SECONDS = 300.0
+
+JobOwnership = Callable[[str], bool]
+"""Says whether this process watches a job (by lower-case id); every job, unless sharded."""
 
 
 @dataclass(slots=True)
@@ -49,6 +58,17 @@ class _JobMemory:
 
 
 @dataclass(frozen=True, slots=True)
+class _Task:
+    """What a cycle does for one job: read it by id, use its search item, or report why it cannot."""
+
+    job_id: str
+    job: Job | None = None  # read from a search this cycle: no request of its own
+    stale: StaleJob | None = None  # its search failed: keep the last values
+    bad: str | None = None  # its search item could not be read
+    leaving: bool = False  # left every search result: look it up once, then forget it
+
+
+@dataclass(frozen=True, slots=True)
 class _Outcome:
     job_id: str
     memory: _JobMemory | None  # None: the job is gone (404)
@@ -57,6 +77,17 @@ class _Outcome:
     reached_ccs: bool = True
     runs_fetched: bool = False
     change: JobChange | None = None
+    left: bool = False  # no longer watched: its series end
+
+
+@dataclass(frozen=True)
+class _Plan:
+    """One cycle's work: a task per watched job (in order) and the jobs leaving the watch."""
+
+    tasks: tuple[_Task, ...]
+    watched: tuple[str, ...]
+    discovered: frozenset[str]
+    created: tuple[JobChange, ...] = ()
 
 
 def _error_kind(exc: Exception) -> str:
@@ -78,10 +109,12 @@ def _reached_ccs(exc: Exception) -> bool:
 
 
 class Poller:
-    """Polls a set of jobs through one shared client; ``poll_cycle`` runs one full cycle.
+    """Polls the watched jobs through one shared client; ``poll_cycle`` runs one full cycle.
 
-    With ``track_changes`` it keeps each job's last reading and hands on, in the snapshot's
-    ``changes``, every job whose JobModifiedTime moved or that disappeared.
+    ``owns`` is the one place that decides which of the watched jobs (configured and discovered) this
+    process exports: jobs it refuses are neither read nor exported nor audited. With ``track_changes``
+    it keeps each job's last reading and hands on, in the snapshot's ``changes``, every job whose
+    JobModifiedTime moved, that disappeared, or that a search found newly created.
     """
 
     def __init__(
@@ -89,39 +122,72 @@ class Poller:
         client: CcsClient,
         job_ids: Iterable[str],
         *,
+        searches: Sequence[str] = (),
+        page_size: int = 100,
         history_window: int = 10,
         concurrency: int = 8,
         track_changes: bool = False,
         clock: Callable[[], float] = time.time,
+        owns: JobOwnership | None = None,
     ) -> None:
         self._client = client
         self._window = history_window
         self._track_changes = track_changes
         self._clock = clock
+        self._owns = owns
         self._pool = WorkerPool(concurrency)
         self._lock = threading.Lock()
-        self._job_ids: tuple[str, ...] = tuple(dict.fromkeys(job_ids))
+        self._watch = WatchList(tuple(dict.fromkeys(job_ids)), tuple(searches), page_size)
+        self._pending: WatchList | None = None
+        self._discoverer = Discoverer(client, self._watch.searches, page_size)
         self._memory: dict[str, _JobMemory] = {}
+        self._watched: tuple[str, ...] = ()  # the jobs of the last cycle, in order
+        self._discovered: frozenset[str] = frozenset()  # the jobs the searches found last cycle
+        self._complete_listing_at: float | None = None
         self._up: bool | None = None
         self._cycles = 0
         self._last_success_at: float | None = None
 
     @property
     def job_ids(self) -> tuple[str, ...]:
-        """The watched job ids, in configured order."""
-        return self._job_ids
+        """The configured job ids, in configured order."""
+        return self.watch.job_ids
+
+    @property
+    def watch(self) -> WatchList:
+        """The configured job ids, searches and page size (a pending change included)."""
+        with self._lock:
+            return self._pending or self._watch
 
     def set_job_ids(self, job_ids: Iterable[str]) -> None:
-        """Replace the watched jobs; what is known of removed jobs is forgotten (their series go)."""
-        new_ids = tuple(dict.fromkeys(job_ids))
+        """Replace the configured jobs, keeping the searches."""
+        self.set_watch(dataclasses.replace(self.watch, job_ids=tuple(job_ids)))
+
+    def set_watch(self, watch: WatchList) -> None:
+        """Replace what is watched from the next cycle on; jobs no longer watched lose their series then."""
         with self._lock:
-            removed = set(self._job_ids) - set(new_ids)
-            added = set(new_ids) - set(self._job_ids)
-            self._job_ids = new_ids
-            for job_id in removed:
-                self._memory.pop(job_id, None)
-        if removed or added:
-            log.info("job_list_changed", jobs=len(new_ids), added=len(added), removed=len(removed))
+            self._pending = dataclasses.replace(watch, job_ids=tuple(dict.fromkeys(watch.job_ids)))
+
+    def _take_pending_watch(self) -> WatchList:
+        """The watch list for this cycle: a pending change is applied here, on the cycle's thread."""
+        with self._lock:
+            watch, self._pending = self._pending, None
+            old = self._watch
+            if watch is None:
+                return old
+            self._watch = watch
+        self._discoverer.configure(watch.searches, watch.page_size)
+        added = len(set(watch.job_ids) - set(old.job_ids))
+        removed = len(set(old.job_ids) - set(watch.job_ids))
+        if added or removed or old.searches != watch.searches:
+            log.info(
+                "job_list_changed",
+                jobs=len(watch.job_ids),
+                added=added,
+                removed=removed,
+                searches=len(watch.searches),
+            )
+        return watch
 
     def close(self) -> None:
         """Stop the worker threads."""
@@ -130,22 +196,32 @@ class Poller:
     def poll_cycle(self, stop: threading.Event | None = None) -> PollSnapshot:
         """Poll every watched job once and return the new snapshot."""
         started = time.monotonic()
+        listing_started = self._clock()
         requests_before = self._client.requests_sent
-        with self._lock:
-            job_ids = self._job_ids
+        watch = self._take_pending_watch()
         login_error = self._login(stop)
-        if stop is not None and stop.is_set():
-            outcomes: list[_Outcome | None] = [None] * len(job_ids)  # stopping: keep what is known
+        stopping = stop is not None and stop.is_set()
+        discovery = None
+        if watch.searches and login_error is None and not stopping:
+            discovery = self._discoverer.discover(self._pool, stop)
+        plan = self._plan(watch, discovery, listing_started)
+        if stopping:
+            outcomes: list[_Outcome | None] = [None] * len(plan.tasks)  # stopping: keep what is known
         elif login_error is not None:
             outcomes = [
-                _Outcome(job_id, self._memory.get(job_id), _error_kind(login_error), reached_ccs=False)
-                for job_id in job_ids
+                _Outcome(
+                    task.job_id, self._memory.get(task.job_id), _error_kind(login_error), reached_ccs=False
+                )
+                for task in plan.tasks
             ]
         else:
-            outcomes = self._pool.map(self._poll_job, job_ids, stop)
-        states = self._apply(job_ids, outcomes, quiet=login_error is not None)
+            outcomes = self._pool.map(self._poll_job, plan.tasks, stop)
+        states = self._apply(plan, outcomes, quiet=login_error is not None)
+        reached = discovery is not None and discovery.reached_ccs
         up = login_error is None and (
-            not job_ids or any(outcome is not None and outcome.reached_ccs for outcome in outcomes)
+            not plan.tasks
+            or reached
+            or any(outcome is not None and outcome.reached_ccs for outcome in outcomes)
         )
         if stop is None or not stop.is_set():  # a cycle cut short by a stop says nothing about CCS
             self._log_up_change(up, login_error, outcomes)
@@ -153,7 +229,11 @@ class Poller:
         self._cycles += 1
         if up:
             self._last_success_at = now
-        snapshot = PollSnapshot(
+        changes = [*plan.created]
+        changes += [
+            outcome.change for outcome in outcomes if outcome is not None and outcome.change is not None
+        ]
+        return PollSnapshot(
             taken_at=now,
             jobs=states,
             up=up,
@@ -162,11 +242,9 @@ class Poller:
             cycles=self._cycles,
             requests=self._client.requests_sent - requests_before,
             runs_fetched=sum(1 for outcome in outcomes if outcome is not None and outcome.runs_fetched),
-            changes=tuple(
-                outcome.change for outcome in outcomes if outcome is not None and outcome.change is not None
-            ),
+            changes=tuple(changes),
+            searches=discovery.searches if discovery is not None else (),
         )
-        return snapshot
 
     def _login(self, stop: threading.Event | None) -> Exception | None:
         """Make sure the client holds a token; the refusal, if any. Abandoned (None) when ``stop`` is set.
@@ -183,12 +261,79 @@ class Poller:
 
         return self._pool.map(attempt, [None], stop)[0]
 
+    # --- which jobs, and what to do for each ----------------------------------------------------------
+
+    def _owned(self, job_ids: Iterable[str]) -> list[str]:
+        """The jobs this process watches, of the given ones: the one ownership filter (sharding)."""
+        if self._owns is None:
+            return list(job_ids)
+        return [job_id for job_id in job_ids if self._owns(job_id)]
+
+    def _plan(self, watch: WatchList, discovery: Discovery | None, listing_started: float) -> _Plan:
+        """This cycle's tasks: configured and discovered jobs (owned ones), and discovered jobs leaving."""
+        configured = set(watch.job_ids)
+        if discovery is None:
+            # No listing this cycle (no searches, no login, stopping): the jobs found before stay.
+            kept = (
+                [job_id for job_id in self._watched if job_id in self._discovered] if watch.searches else []
+            )
+            watched = self._owned(dict.fromkeys([*watch.job_ids, *kept]))
+            discovered = self._discovered if watch.searches else frozenset()
+            return _Plan(tuple(_Task(job_id) for job_id in watched), tuple(watched), discovered)
+        found = discovery.job_ids()
+        watched = self._owned(dict.fromkeys([*watch.job_ids, *found]))
+        tasks: list[_Task] = []
+        for job_id in watched:
+            if job_id in discovery.fresh:
+                tasks.append(_Task(job_id, job=discovery.fresh[job_id]))
+            elif job_id in configured:
+                tasks.append(_Task(job_id))  # no search returned it: search by id
+            elif job_id in discovery.bad:
+                tasks.append(_Task(job_id, bad=discovery.bad[job_id]))
+            else:
+                tasks.append(_Task(job_id, stale=discovery.stale[job_id]))
+        present = configured.union(found)
+        leaving = [
+            job_id
+            for job_id in self._owned(self._discovered - present - discovery.forgotten)
+            if job_id in self._memory
+        ]
+        tasks += [_Task(job_id, leaving=True) for job_id in sorted(leaving)]
+        created = self._created(discovery, watched)
+        if discovery.complete:
+            self._complete_listing_at = listing_started
+        return _Plan(tuple(tasks), tuple(watched), frozenset(found), tuple(created))
+
+    def _created(self, discovery: Discovery, watched: Sequence[str]) -> list[JobChange]:
+        """Jobs that appeared since the previous complete listing and were created after it."""
+        if not self._track_changes or self._complete_listing_at is None:
+            return []  # the first complete listing is the baseline
+        since = self._complete_listing_at - CREATION_CLOCK_SKEW_SECONDS
+        before = set(self._watched)
+        created: list[JobChange] = []
+        for job_id in watched:
+            job = discovery.fresh.get(job_id)
+            if job is None or job_id in before:
+                continue
+            created_at = epoch(job.JobProperties.JobCreationTime)
+            if created_at is not None and created_at >= since:
+                created.append(JobChange(job_id, None, job))
+        return created
+
     # --- one job -----------------------------------------------------------------------------------
 
-    def _poll_job(self, job_id: str) -> _Outcome:
+    def _poll_job(self, task: _Task) -> _Outcome:
+        job_id = task.job_id
         previous = self._memory.get(job_id)
+        if task.stale is not None:
+            stale = task.stale
+            return _Outcome(job_id, previous, stale.error, stale.message, reached_ccs=stale.reached_ccs)
+        if task.bad is not None:
+            return _Outcome(job_id, previous, "bad_response", task.bad)
         try:
-            return self._read_job(job_id, previous)
+            if task.leaving:
+                return self._look_up_leaving(job_id, previous)
+            return self._read_job(job_id, previous, task.job)
         except NotFoundError as exc:
             gone = JobChange(job_id, previous.job, None) if previous is not None and previous.job else None
             return _Outcome(job_id, None, "not_found", exc.message, change=gone)
@@ -198,8 +343,22 @@ class Poller:
             log.exception("job_poll_crashed", job_id=job_id, error_type=type(exc).__name__)
             return _Outcome(job_id, previous, "internal_error", type(exc).__name__)
 
-    def _read_job(self, job_id: str, previous: _JobMemory | None) -> _Outcome:
-        job = self._client.get_job(job_id)
+    def _look_up_leaving(self, job_id: str, previous: _JobMemory | None) -> _Outcome:
+        """A discovered job no search returns any more: gone (404, raised) or no longer matching."""
+        try:
+            self._client.get_job(job_id)
+        except NotFoundError as exc:
+            gone = JobChange(job_id, previous.job, None) if previous is not None and previous.job else None
+            return _Outcome(job_id, None, "not_found", exc.message, change=gone, left=True)
+        except (CcsError, ConfigError) as exc:
+            log.warning("left_job_lookup_failed", job_id=job_id, error=_error_kind(exc), message=str(exc))
+            return _Outcome(
+                job_id, None, _error_kind(exc), str(exc), reached_ccs=_reached_ccs(exc), left=True
+            )
+        return _Outcome(job_id, None, None, "no longer matches a search", left=True)
+
+    def _read_job(self, job_id: str, previous: _JobMemory | None, found: Job | None) -> _Outcome:
+        job = found if found is not None else self._client.get_job(job_id)
         props = job.JobProperties
         runs_key = (props.LastRunDate, props.LastRunStatus, props.JobModifiedTime)
         old = previous.snapshot if previous is not None else None
@@ -245,16 +404,20 @@ class Poller:
     # --- bookkeeping -------------------------------------------------------------------------------
 
     def _apply(
-        self, job_ids: Sequence[str], outcomes: Sequence[_Outcome | None], *, quiet: bool
+        self, plan: _Plan, outcomes: Sequence[_Outcome | None], *, quiet: bool
     ) -> tuple[JobState, ...]:
         states: list[JobState] = []
         changes: list[tuple[str, str | None, _Outcome]] = []
+        left: list[_Outcome] = []
         with self._lock:
-            watched = set(self._job_ids)
-            for job_id, outcome in zip(job_ids, outcomes, strict=True):
-                if job_id not in watched:
-                    continue  # removed by a reload during the cycle
+            for task, outcome in zip(plan.tasks, outcomes, strict=True):
+                job_id = task.job_id
                 previous = self._memory.get(job_id)
+                if task.leaving:
+                    if outcome is not None:  # skipped when stopping: looked up next cycle
+                        self._memory.pop(job_id, None)
+                        left.append(outcome)
+                    continue
                 if outcome is None:  # skipped because the loop is stopping
                     if previous is not None:
                         states.append(
@@ -273,6 +436,20 @@ class Poller:
                 if outcome.error != old_error:
                     changes.append((job_id, old_error, outcome))
                 states.append(JobState(job_id, memory.snapshot, outcome.error is None, outcome.error))
+            stopped_early = any(outcome is None for outcome in outcomes)
+            if not stopped_early:
+                self._watched = plan.watched
+                self._discovered = plan.discovered
+                keep = set(plan.watched)
+                for job_id in [job_id for job_id in self._memory if job_id not in keep]:
+                    del self._memory[job_id]  # no longer watched (reload, ownership, left)
+        if left:
+            log.info(
+                "jobs_left_searches",
+                jobs=len(left),
+                deleted=sum(1 for outcome in left if outcome.error == "not_found"),
+                unknown=sum(1 for outcome in left if outcome.error not in (None, "not_found")),
+            )
         if not quiet:
             for job_id, old_error, outcome in changes[:_MAX_JOB_LOG_LINES_PER_CYCLE]:
                 self._log_job_change(job_id, old_error, outcome)
@@ -313,120 +490,3 @@ class Poller:
                 error=sample.error if sample is not None else "unknown",
                 message=sample.message if sample is not None else "",
             )
-
-
-class PollLoop:
-    """Runs poll cycles in a background thread every ``interval`` seconds and publishes each snapshot."""
-
-    def __init__(
-        self,
-        poller: Poller,
-        interval: float,
-        publish: Callable[[PollSnapshot], None],
-        *,
-        reload: Callable[[], list[str]] | None = None,
-        source_changed: Callable[[], bool] | None = None,
-    ) -> None:
-        self._poller = poller
-        self._interval = interval
-        self._publish = publish
-        self._reload = reload
-        self._source_changed = source_changed
-        self._stop = threading.Event()
-        self._wake = threading.Event()
-        self._reload_requested = threading.Event()
-        self._ready = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="ccs-poll-loop", daemon=True)
-        self._overruns = 0
-        self._slow = False
-
-    @property
-    def ready(self) -> bool:
-        """True once the first cycle has been published."""
-        return self._ready.is_set()
-
-    def wait_ready(self, timeout: float | None = None) -> bool:
-        """Block until the first cycle is published; False on timeout."""
-        return self._ready.wait(timeout)
-
-    def start(self) -> None:
-        """Start the background thread."""
-        self._thread.start()
-
-    def request_reload(self) -> None:
-        """Re-read the job list and start a cycle now (SIGHUP); safe to call from a signal handler."""
-        self._reload_requested.set()
-        self._wake.set()
-
-    def stop(self, timeout: float = 5.0) -> None:
-        """Stop after the current job requests; give up waiting after ``timeout`` seconds."""
-        self._stop.set()
-        self._wake.set()
-        if self._thread.is_alive():
-            self._thread.join(timeout)
-        self._poller.close()
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            self._maybe_reload()
-            started = time.monotonic()
-            try:
-                snapshot = self._poller.poll_cycle(self._stop)
-            except Exception as exc:  # never let one cycle's bug end the loop
-                log.exception("poll_cycle_crashed", error_type=type(exc).__name__)
-                snapshot = None
-            elapsed = time.monotonic() - started
-            if self._stop.is_set():
-                break
-            if elapsed > self._interval:
-                self._overruns += 1
-                # Logged when cycles start overrunning, not on each one: a hung CCS makes every cycle
-                # slow, and ccs_poll_overruns_total counts them all.
-                if not self._slow:
-                    log.warning(
-                        "poll_cycle_slow",
-                        duration_seconds=round(elapsed, 3),
-                        interval_seconds=self._interval,
-                        skipped_cycles=math.floor(elapsed / self._interval),
-                    )
-                self._slow = True
-            elif self._slow:
-                self._slow = False
-                log.info("poll_cycle_on_time", duration_seconds=round(elapsed, 3))
-            if snapshot is not None:
-                snapshot = dataclasses.replace(snapshot, overruns=self._overruns)
-                self._publish(snapshot)
-                self._ready.set()
-                log.info(
-                    "poll_cycle",
-                    jobs=len(snapshot.jobs),
-                    failed=snapshot.failed_jobs,
-                    requests=snapshot.requests,
-                    runs_fetched=snapshot.runs_fetched,
-                    up=snapshot.up,
-                    duration_seconds=round(snapshot.cycle_seconds, 3),
-                )
-            # Keep the cadence; after a slow cycle wait for the next tick rather than stack cycles.
-            next_start = started + self._interval * max(1, math.ceil(elapsed / self._interval))
-            self._wake.wait(max(0.0, next_start - time.monotonic()))
-            self._wake.clear()  # a reload (or stop) woke us early: go now
-
-    def _maybe_reload(self) -> None:
-        if self._reload is None:
-            return
-        changed = self._reload_requested.is_set()
-        if not changed and self._source_changed is not None:
-            try:
-                changed = self._source_changed()
-            except OSError:
-                changed = False
-        if not changed:
-            return
-        self._reload_requested.clear()
-        try:
-            job_ids = self._reload()
-        except ConfigError as exc:
-            log.error("reload_failed", error=str(exc), kept_jobs=len(self._poller.job_ids))
-            return
-        self._poller.set_job_ids(job_ids)
-        log.info("job_list_reloaded", jobs=len(job_ids))

@@ -58,14 +58,37 @@ class JobState:
 
 @dataclass(frozen=True, slots=True)
 class JobChange:
-    """A watched job's definition moved (JobModifiedTime) between two readings, or the job disappeared.
+    """A watched job appeared, its definition moved (JobModifiedTime), or it disappeared.
 
-    ``before`` is the previous reading; ``after`` is None when the job is gone (404).
+    ``before`` is the previous reading, None for a job created since the last complete listing of the
+    searches; ``after`` is the new reading, None when the job is gone (404).
     """
 
     job_id: str
-    before: Job
+    before: Job | None
     after: Job | None
+
+    @property
+    def kind(self) -> str:
+        """``created``, ``changed`` or ``deleted``."""
+        if self.before is None:
+            return "created"
+        return "deleted" if self.after is None else "changed"
+
+
+@dataclass(frozen=True, slots=True)
+class SearchState:
+    """One configured Search Jobs expression after a cycle: its last good listing and whether it worked.
+
+    ``label`` is the bounded form of the expression used as the ``search`` label; ``jobs`` is how many
+    jobs its last good listing matched; ``truncated`` says that listing stopped at the page bound.
+    """
+
+    label: str
+    jobs: int
+    success: bool
+    truncated: bool = False
+    error: str | None = None
 
 
 @dataclass(frozen=True)
@@ -82,6 +105,7 @@ class PollSnapshot:
     requests: int = 0
     runs_fetched: int = 0
     changes: tuple[JobChange, ...] = ()
+    searches: tuple[SearchState, ...] = ()
 
     @property
     def failed_jobs(self) -> int:

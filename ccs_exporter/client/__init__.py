@@ -20,9 +20,13 @@ from ccs_exporter.client.api import (
     DELETE_JOB,
     JOB,
     JOB_RUNS,
+    SEARCH_JOB_NAME,
+    SEARCH_JOBS,
     UPDATE_JOB,
+    BadSearchItem,
     JobsApi,
     MutationResult,
+    SearchPage,
 )
 from ccs_exporter.client.tokens import LOGIN_BACKOFF_MAX_SECONDS, LOGIN_BACKOFF_SECONDS, TOKEN, TokenManager
 from ccs_exporter.client.transport import API_PREFIX, Endpoint, RequestObserver, Transport
@@ -41,12 +45,16 @@ __all__ = [
     "LOGIN_BACKOFF_MAX_SECONDS",
     "LOGIN_BACKOFF_SECONDS",
     "MAX_RESPONSE_BYTES",
+    "SEARCH_JOBS",
+    "SEARCH_JOB_NAME",
     "TOKEN",
     "UPDATE_JOB",
+    "BadSearchItem",
     "CcsClient",
     "Endpoint",
     "MutationResult",
     "RequestObserver",
+    "SearchPage",
 ]
 
 
@@ -142,6 +150,14 @@ class CcsClient:
     def get_job_runs(self, job_id: str, count: int = 1, show_messages: bool = False) -> JobRuns:
         """The latest ``count`` runs of a job (0 means all), with their messages if asked."""
         return self._api.get_job_runs(job_id, count, show_messages)
+
+    def search_jobs(self, expression: str, page: int = 0, page_size: int = 100) -> SearchPage:
+        """One page of Search Jobs (``expression`` sent verbatim as ``Attributes``; pages count from 0)."""
+        return self._api.search_jobs(expression, page, page_size)
+
+    def search_job_name(self, name: str) -> SearchPage:
+        """Search job by name: the job whose name is exactly ``name``."""
+        return self._api.search_job_name(name)
 
     def create_job(self, request: CreateJobRequest) -> MutationResult:
         """Create a job; the result carries its new JobID."""

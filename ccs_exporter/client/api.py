@@ -2,12 +2,14 @@
 
 Reads return models; mutations return a ``MutationResult`` (the status CCS answered with, its message,
 a created job's id), so callers such as the audit trail see what happened without a side channel.
+Search Jobs and search by name return a ``SearchPage``: the jobs read, and the items that could not be
+read, reported rather than failing the page.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import requests
 from pydantic import ValidationError
@@ -29,6 +31,12 @@ JOB_RUNS = Endpoint("GET", "/Jobs/{job_id}/jobruns", "jobruns")
 CREATE_JOB = Endpoint("POST", "/jobs", "create_job")
 UPDATE_JOB = Endpoint("PATCH", "/jobs", "update_job")
 DELETE_JOB = Endpoint("DELETE", "/Jobs", "delete_job")
+SEARCH_JOBS = Endpoint("GET", "/Jobs", "search_jobs")
+SEARCH_JOB_NAME = Endpoint("GET", "/Jobs", "search_job_name")
+
+# The answer to a search is not documented: most likely a JSON array; an object wrapping the array under
+# one of these keys (compared without regard to case), or under its only list, is accepted too.
+_WRAPPER_KEYS = ("jobs", "items", "results", "value", "data", "joblist")
 
 _PayloadT = TypeVar("_PayloadT", Job, JobRuns)
 
@@ -42,8 +50,29 @@ class MutationResult:
     job_id: str | None = None
 
 
+@dataclass(frozen=True)
+class BadSearchItem:
+    """One item of a search answer that is not a job we can read: its JobID if it had one, and why."""
+
+    job_id: str | None
+    message: str
+
+
+@dataclass(frozen=True)
+class SearchPage:
+    """One page of a search: the jobs read, and the items that could not be read (reported, not fatal)."""
+
+    jobs: tuple[Job, ...]
+    bad_items: tuple[BadSearchItem, ...] = ()
+
+    @property
+    def items(self) -> int:
+        """How many items the page held, readable or not (0 is the end of a listing)."""
+        return len(self.jobs) + len(self.bad_items)
+
+
 class JobsApi:
-    """The five job endpoints over one transport and one token manager."""
+    """The job endpoints over one transport and one token manager."""
 
     def __init__(self, transport: Transport, tokens: TokenSource) -> None:
         self._transport = transport
@@ -62,6 +91,21 @@ class JobsApi:
         params = {"count": str(count), "showmessages": "true" if show_messages else "false"}
         response = self._transport.call(JOB_RUNS, path, self._tokens, params=params)
         return self._parse(JobRuns, response, JOB_RUNS, path)
+
+    def search_jobs(self, expression: str, page: int, page_size: int) -> SearchPage:
+        """One page of Search Jobs: ``expression`` is sent verbatim as ``Attributes``; pages count from 0."""
+        params = {"Attributes": expression, "page": str(page), "pagesize": str(page_size)}
+        path = SEARCH_JOBS.url_path()
+        response = self._transport.call(SEARCH_JOBS, path, self._tokens, params=params)
+        return self._search_page(response, SEARCH_JOBS, path)
+
+    def search_job_name(self, name: str) -> SearchPage:
+        """Search job by name: the job whose name is exactly ``name`` (CCS compares it)."""
+        if not name.strip():
+            raise ConfigError("job name must not be empty", field="name")
+        path = SEARCH_JOB_NAME.url_path()
+        response = self._transport.call(SEARCH_JOB_NAME, path, self._tokens, params={"jobname": name})
+        return self._search_page(response, SEARCH_JOB_NAME, path)
 
     def create_job(self, request: CreateJobRequest) -> MutationResult:
         """Create a job; the result carries its new JobID."""
@@ -96,6 +140,29 @@ class JobsApi:
             message = self._tokens.redact(server_message(response)) or None
         return MutationResult(response.status_code, message=message)
 
+    def _search_page(self, response: requests.Response, endpoint: Endpoint, path: str) -> SearchPage:
+        body = json_body(response, endpoint.method, path) if response.content.strip() else None
+        items = _search_items(body)
+        if items is None:
+            raise BadResponseError(
+                "search answer is neither a JSON array of jobs nor an object holding one",
+                method=endpoint.method,
+                path=path,
+                status=response.status_code,
+            )
+        jobs: list[Job] = []
+        bad: list[BadSearchItem] = []
+        for index, item in enumerate(items):
+            job_id = _item_job_id(item)
+            try:
+                jobs.append(Job.model_validate(item))
+            except ValidationError as exc:
+                detail = self._tokens.redact(describe_validation_error(exc))
+                bad.append(BadSearchItem(job_id, f"item {index}: {detail}"))
+            except RecursionError:
+                bad.append(BadSearchItem(job_id, f"item {index}: nested too deeply"))
+        return SearchPage(tuple(jobs), tuple(bad))
+
     def _parse(
         self, model: type[_PayloadT], response: requests.Response, endpoint: Endpoint, path: str
     ) -> _PayloadT:
@@ -116,3 +183,34 @@ class JobsApi:
                 path=path,
                 status=response.status_code,
             ) from None
+
+
+def _search_items(body: Any) -> list[Any] | None:
+    """The items of a search answer (None when it has no recognisable shape); ``null`` is no items."""
+    if body is None:
+        return []
+    if isinstance(body, list):
+        return body
+    if not isinstance(body, dict):
+        return None
+    if "JobProperties" in body:  # a single job, not wrapped in a list
+        return [body]
+    lists = {str(key).lower(): value for key, value in body.items() if isinstance(value, list)}
+    for key in _WRAPPER_KEYS:
+        if key in lists:
+            return lists[key]
+    if len(lists) == 1:
+        return next(iter(lists.values()))
+    return None
+
+
+def _item_job_id(item: Any) -> str | None:
+    """The GUID a search item names, if it names one, to say which job a bad item was."""
+    props = item.get("JobProperties") if isinstance(item, dict) else None
+    job_id = props.get("JobID") if isinstance(props, dict) else None
+    if not isinstance(job_id, str):
+        return None
+    try:
+        return normalize_guid(job_id)
+    except ValueError:
+        return None

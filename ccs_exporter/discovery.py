@@ -1,0 +1,344 @@
+"""Job discovery through Search Jobs: each cycle pages through every configured search (read-only).
+
+A listing asks ``page=0, 1, ...`` until a page is empty. A short page proves nothing (CCS may cap the
+page size silently); a page that adds no new job id ends the listing too (a server that ignores
+``page``), and a listing stops at ``MAX_SEARCH_PAGES`` pages or ``MAX_SEARCH_JOBS`` jobs (logged, and
+``truncated`` in the search's state). Search results carry each job's properties, so a discovered job
+costs no request of its own. A search whose listing fails keeps its last good result for the cycle:
+its jobs keep their series, marked stale. Results go on as data (``Discovery``); nothing here writes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+import structlog
+
+from ccs_exporter.client import CcsClient, SearchPage
+from ccs_exporter.errors import (
+    AuthError,
+    BadRequestError,
+    CcsError,
+    ConfigError,
+    ServerError,
+    UnavailableError,
+)
+from ccs_exporter.models import Job
+from ccs_exporter.snapshot import SearchState
+from ccs_exporter.workers import WorkerPool
+
+if TYPE_CHECKING:
+    from ccs_exporter.config import Settings
+
+log = structlog.get_logger(__name__)
+
+# Bounds on one listing: 1,000 pages (a page size silently capped at 100 still lists 100,000 jobs) and
+# 100,000 jobs (memory and series). A listing that reaches either is used as it is and reported.
+MAX_SEARCH_PAGES = 1000
+MAX_SEARCH_JOBS = 100_000
+# The ``search`` label is the expression itself up to this length; a longer one is cut and given a
+# digest of the whole, so two long expressions sharing a prefix still get two series.
+MAX_SEARCH_LABEL_LENGTH = 120
+_LABEL_DIGEST_LENGTH = 12
+UNSUPPORTED_STATUSES = (404, 405)
+
+
+def search_label(expression: str) -> str:
+    """The ``search`` label value of an expression: itself, or when long, its start and a digest."""
+    if len(expression) <= MAX_SEARCH_LABEL_LENGTH:
+        return expression
+    digest = hashlib.sha256(expression.encode("utf-8")).hexdigest()[:_LABEL_DIGEST_LENGTH]
+    keep = MAX_SEARCH_LABEL_LENGTH - len(digest) - 5
+    return f"{expression[:keep]}...#{digest}"
+
+
+@dataclass(frozen=True)
+class WatchList:
+    """What to watch: configured job ids, Search Jobs expressions, and the page size to ask for."""
+
+    job_ids: tuple[str, ...] = ()
+    searches: tuple[str, ...] = ()
+    page_size: int = 100
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> WatchList:
+        """The watch list a set of settings describes."""
+        return cls(tuple(settings.job_ids), tuple(settings.job_search), settings.search_page_size)
+
+
+@dataclass
+class Listing:
+    """Every job one search matched, in the order CCS listed them, and how the listing went."""
+
+    jobs: dict[str, Job] = field(default_factory=dict)
+    bad: dict[str, str] = field(default_factory=dict)  # job id -> why its item could not be read
+    unreadable: int = 0  # items without a readable JobID
+    pages: int = 0
+    truncated: bool = False
+    page_ignored: bool = False
+
+    @property
+    def size(self) -> int:
+        """Jobs matched, readable or not."""
+        return len(self.jobs) + len(self.bad)
+
+
+def list_search(fetch: Callable[[int], SearchPage], stop: threading.Event | None = None) -> Listing | None:
+    """Page through one search with ``fetch(page)``; None when ``stop`` was set before the end.
+
+    Errors from ``fetch`` propagate: a listing is complete or it is not used.
+    """
+    listing = Listing()
+    for page in range(MAX_SEARCH_PAGES):
+        if stop is not None and stop.is_set():
+            return None
+        answer = fetch(page)
+        listing.pages += 1
+        if answer.items == 0:
+            return listing
+        readable = 0
+        new = 0
+        for job in answer.jobs:
+            job_id = job.JobProperties.JobID
+            readable += 1
+            if job_id not in listing.jobs and job_id not in listing.bad:
+                new += 1
+            listing.bad.pop(job_id, None)
+            listing.jobs[job_id] = job  # the later copy of a job listed twice is the fresher one
+        for item in answer.bad_items:
+            if item.job_id is None:
+                listing.unreadable += 1
+                continue
+            readable += 1
+            if item.job_id not in listing.jobs and item.job_id not in listing.bad:
+                new += 1
+                listing.bad[item.job_id] = item.message
+        if readable and not new:
+            listing.page_ignored = True  # the same jobs again: the server does not page
+            return listing
+        if listing.size >= MAX_SEARCH_JOBS:
+            listing.truncated = True
+            return listing
+    listing.truncated = True
+    return listing
+
+
+@dataclass(frozen=True)
+class StaleJob:
+    """A job in a failing search's last good result, not read this cycle: why, and whether CCS answered."""
+
+    error: str
+    message: str
+    reached_ccs: bool
+
+
+@dataclass(frozen=True)
+class Discovery:
+    """What one cycle's searches found: the union of their results, each job once (first search wins).
+
+    ``fresh``: jobs read this cycle. ``bad``: jobs whose search item could not be read (id -> why).
+    ``stale``: jobs known only from the last good result of a search that failed this cycle.
+    ``complete``: every search was listed in full (no failure, no bound reached). ``forgotten``: jobs of
+    searches a reload removed, which leave without being looked up.
+    """
+
+    fresh: dict[str, Job]
+    bad: dict[str, str]
+    stale: dict[str, StaleJob]
+    searches: tuple[SearchState, ...]
+    complete: bool
+    reached_ccs: bool
+    forgotten: frozenset[str] = frozenset()
+
+    def job_ids(self) -> list[str]:
+        """Every discovered job id, in listing order, each once."""
+        return list(dict.fromkeys([*self.fresh, *self.bad, *self.stale]))
+
+
+@dataclass
+class _Search:
+    """One configured search and what the discoverer remembers of it between cycles."""
+
+    expression: str
+    label: str
+    last_good: Listing | None = None
+    error: str | None = None
+    message: str = ""
+    reached_ccs: bool = True
+    logged_error: str | None = None
+    logged_truncated: bool = False
+    logged_page_ignored: bool = False
+    logged_bad: int = 0
+
+
+@dataclass(frozen=True)
+class _Attempt:
+    listing: Listing | None
+    error: Exception | None = None
+
+
+class Discoverer:
+    """Lists the configured searches each cycle and remembers each one's last good result."""
+
+    def __init__(self, client: CcsClient, searches: Sequence[str] = (), page_size: int = 100) -> None:
+        self._client = client
+        self._page_size = page_size
+        self._searches: dict[str, _Search] = {}
+        self._forgotten: set[str] = set()
+        self.configure(searches, page_size)
+
+    @property
+    def searches(self) -> tuple[str, ...]:
+        """The configured expressions, in order."""
+        return tuple(self._searches)
+
+    def configure(self, searches: Sequence[str], page_size: int) -> None:
+        """Replace the searches (a reload); a kept search keeps its last good result."""
+        self._page_size = page_size
+        kept: dict[str, _Search] = {}
+        for expression in searches:
+            kept[expression] = self._searches.get(expression) or _Search(expression, search_label(expression))
+        for expression, search in self._searches.items():
+            if expression not in kept and search.last_good is not None:
+                self._forgotten.update(search.last_good.jobs)
+                self._forgotten.update(search.last_good.bad)
+        if not kept:
+            self._forgotten.clear()  # no listing will follow to hand these on; the poller drops them
+        self._searches = kept
+
+    def discover(self, pool: WorkerPool, stop: threading.Event | None = None) -> Discovery:
+        """List every search once (searches in parallel on ``pool``, the pages of one in order)."""
+        searches = list(self._searches.values())
+        size = self._page_size
+
+        def attempt(search: _Search) -> _Attempt:
+            try:
+                fetch = lambda page: self._client.search_jobs(search.expression, page, size)  # noqa: E731
+                return _Attempt(list_search(fetch, stop))
+            except Exception as exc:  # classified on the loop thread, where the state is kept
+                return _Attempt(None, exc)
+
+        attempts = pool.map(attempt, searches, stop)
+        fresh: dict[str, Job] = {}
+        bad: dict[str, str] = {}
+        states: list[SearchState] = []
+        complete = True
+        reached = False
+        for search, result in zip(searches, attempts, strict=True):
+            if result is None or (result.listing is None and result.error is None):
+                complete = False  # stopping: keep the state as it was
+            elif result.error is not None:
+                complete = False
+                self._failed(search, result.error)
+            else:
+                assert result.listing is not None
+                self._listed(search, result.listing)
+                complete = complete and not result.listing.truncated
+            reached = reached or search.error is None or search.reached_ccs
+            if search.error is None and search.last_good is not None:
+                for job_id, job in search.last_good.jobs.items():
+                    fresh.setdefault(job_id, job)
+                for job_id, message in search.last_good.bad.items():
+                    bad.setdefault(job_id, message)
+            states.append(self._state(search))
+        stale = self._stale(searches, fresh, bad)
+        forgotten = frozenset(self._forgotten)
+        self._forgotten.clear()
+        return Discovery(fresh, bad, stale, tuple(states), complete, reached, forgotten)
+
+    @staticmethod
+    def _stale(
+        searches: Sequence[_Search], fresh: dict[str, Job], bad: dict[str, str]
+    ) -> dict[str, StaleJob]:
+        stale: dict[str, StaleJob] = {}
+        for search in searches:
+            if search.error is None or search.last_good is None:
+                continue
+            why = StaleJob(search.error, search.message, search.reached_ccs)
+            for job_id in (*search.last_good.jobs, *search.last_good.bad):
+                if job_id not in fresh and job_id not in bad:
+                    stale.setdefault(job_id, why)
+        return stale
+
+    @staticmethod
+    def _state(search: _Search) -> SearchState:
+        good = search.last_good
+        return SearchState(
+            label=search.label,
+            jobs=good.size if good is not None else 0,
+            success=search.error is None and good is not None,
+            truncated=good.truncated if good is not None else False,
+            error=search.error,
+        )
+
+    def _listed(self, search: _Search, listing: Listing) -> None:
+        search.last_good = listing
+        if search.logged_error is not None:
+            log.info("search_recovered", search=search.label, jobs=listing.size)
+        search.error = None
+        search.message = ""
+        search.logged_error = None
+        if listing.truncated != search.logged_truncated:
+            search.logged_truncated = listing.truncated
+            if listing.truncated:
+                log.warning(
+                    "search_truncated",
+                    search=search.label,
+                    jobs=listing.size,
+                    pages=listing.pages,
+                    max_pages=MAX_SEARCH_PAGES,
+                    max_jobs=MAX_SEARCH_JOBS,
+                )
+        if listing.page_ignored and not search.logged_page_ignored:
+            search.logged_page_ignored = True
+            log.info("search_paging_ignored", search=search.label, jobs=listing.size, pages=listing.pages)
+        bad = len(listing.bad) + listing.unreadable
+        if bool(bad) != bool(search.logged_bad):
+            if bad:
+                first = next(iter(listing.bad.values()), "an item without a readable JobID")
+                log.warning("search_bad_items", search=search.label, items=bad, first=first)
+            else:
+                log.info("search_bad_items_gone", search=search.label)
+        search.logged_bad = bad
+
+    def _failed(self, search: _Search, exc: Exception) -> None:
+        kind, reached = _classify(exc)
+        search.error = kind
+        search.message = exc.message if isinstance(exc, CcsError) else type(exc).__name__
+        search.reached_ccs = reached
+        if kind == search.logged_error:
+            return
+        search.logged_error = kind
+        kept = search.last_good.size if search.last_good is not None else 0
+        if kind == "unsupported":
+            log.warning(
+                "search_unsupported",
+                search=search.label,
+                status=getattr(exc, "status", None),
+                message="CCS has no Search Jobs endpoint; configured job ids are still polled",
+            )
+        elif kind == "bad_expression":
+            log.error("search_rejected", search=search.label, message=search.message)
+        elif kind == "internal_error":
+            log.error("search_crashed", search=search.label, error_type=type(exc).__name__, exc_info=exc)
+        else:
+            log.warning(
+                "search_failed", search=search.label, error=kind, message=search.message, kept_jobs=kept
+            )
+
+
+def _classify(exc: Exception) -> tuple[str, bool]:
+    """A failed listing's error kind, and whether CCS answered (it is up; the search is the problem)."""
+    if isinstance(exc, CcsError):
+        if exc.status in UNSUPPORTED_STATUSES:
+            return "unsupported", True
+        if isinstance(exc, BadRequestError):
+            return "bad_expression", True
+        return exc.kind, not isinstance(exc, (UnavailableError, ServerError, AuthError))
+    if isinstance(exc, ConfigError):
+        return "bad_expression", False
+    return "internal_error", False

@@ -1,0 +1,139 @@
+"""The poll loop: runs poll cycles in a background thread on a fixed cadence and publishes each snapshot.
+
+Cycles never overlap; one longer than the interval is counted and the next starts at the next tick. A
+reload (SIGHUP, a changed config file) hands the poller a new watch list between cycles.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import threading
+import time
+from collections.abc import Callable
+
+import structlog
+
+from ccs_exporter.discovery import WatchList
+from ccs_exporter.errors import ConfigError
+from ccs_exporter.poller import Poller
+from ccs_exporter.snapshot import PollSnapshot
+
+log = structlog.get_logger(__name__)
+
+
+class PollLoop:
+    """Runs poll cycles in a background thread every ``interval`` seconds and publishes each snapshot."""
+
+    def __init__(
+        self,
+        poller: Poller,
+        interval: float,
+        publish: Callable[[PollSnapshot], None],
+        *,
+        reload: Callable[[], WatchList] | None = None,
+        source_changed: Callable[[], bool] | None = None,
+    ) -> None:
+        self._poller = poller
+        self._interval = interval
+        self._publish = publish
+        self._reload = reload
+        self._source_changed = source_changed
+        self._stop = threading.Event()
+        self._wake = threading.Event()
+        self._reload_requested = threading.Event()
+        self._ready = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="ccs-poll-loop", daemon=True)
+        self._overruns = 0
+        self._slow = False
+
+    @property
+    def ready(self) -> bool:
+        """True once the first cycle has been published."""
+        return self._ready.is_set()
+
+    def wait_ready(self, timeout: float | None = None) -> bool:
+        """Block until the first cycle is published; False on timeout."""
+        return self._ready.wait(timeout)
+
+    def start(self) -> None:
+        """Start the background thread."""
+        self._thread.start()
+
+    def request_reload(self) -> None:
+        """Re-read the job list and start a cycle now (SIGHUP); safe to call from a signal handler."""
+        self._reload_requested.set()
+        self._wake.set()
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """Stop after the current job requests; give up waiting after ``timeout`` seconds."""
+        self._stop.set()
+        self._wake.set()
+        if self._thread.is_alive():
+            self._thread.join(timeout)
+        self._poller.close()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self._maybe_reload()
+            started = time.monotonic()
+            try:
+                snapshot = self._poller.poll_cycle(self._stop)
+            except Exception as exc:  # never let one cycle's bug end the loop
+                log.exception("poll_cycle_crashed", error_type=type(exc).__name__)
+                snapshot = None
+            elapsed = time.monotonic() - started
+            if self._stop.is_set():
+                break
+            if elapsed > self._interval:
+                self._overruns += 1
+                # Logged when cycles start overrunning, not on each one: a hung CCS makes every cycle
+                # slow, and ccs_poll_overruns_total counts them all.
+                if not self._slow:
+                    log.warning(
+                        "poll_cycle_slow",
+                        duration_seconds=round(elapsed, 3),
+                        interval_seconds=self._interval,
+                        skipped_cycles=math.floor(elapsed / self._interval),
+                    )
+                self._slow = True
+            elif self._slow:
+                self._slow = False
+                log.info("poll_cycle_on_time", duration_seconds=round(elapsed, 3))
+            if snapshot is not None:
+                snapshot = dataclasses.replace(snapshot, overruns=self._overruns)
+                self._publish(snapshot)
+                self._ready.set()
+                log.info(
+                    "poll_cycle",
+                    jobs=len(snapshot.jobs),
+                    failed=snapshot.failed_jobs,
+                    requests=snapshot.requests,
+                    runs_fetched=snapshot.runs_fetched,
+                    up=snapshot.up,
+                    duration_seconds=round(snapshot.cycle_seconds, 3),
+                )
+            # Keep the cadence; after a slow cycle wait for the next tick rather than stack cycles.
+            next_start = started + self._interval * max(1, math.ceil(elapsed / self._interval))
+            self._wake.wait(max(0.0, next_start - time.monotonic()))
+            self._wake.clear()  # a reload (or stop) woke us early: go now
+
+    def _maybe_reload(self) -> None:
+        if self._reload is None:
+            return
+        changed = self._reload_requested.is_set()
+        if not changed and self._source_changed is not None:
+            try:
+                changed = self._source_changed()
+            except OSError:
+                changed = False
+        if not changed:
+            return
+        self._reload_requested.clear()
+        try:
+            watch = self._reload()
+        except ConfigError as exc:
+            log.error("reload_failed", error=str(exc), kept_jobs=len(self._poller.job_ids))
+            return
+        self._poller.set_watch(watch)
+        log.info("job_list_reloaded", jobs=len(watch.job_ids), searches=len(watch.searches))
