@@ -27,7 +27,7 @@ from ccs_exporter.errors import (
     ServerError,
     UnavailableError,
 )
-from ccs_exporter.models import Job
+from ccs_exporter.models import Job, normalize_guid
 from ccs_exporter.snapshot import SearchState
 from ccs_exporter.workers import WorkerPool
 
@@ -64,10 +64,25 @@ class WatchList:
     searches: tuple[str, ...] = ()
     page_size: int = 100
 
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "job_ids", tuple(dict.fromkeys(_job_key(job_id) for job_id in self.job_ids)))
+        object.__setattr__(self, "searches", tuple(dict.fromkeys(self.searches)))
+
     @classmethod
     def from_settings(cls, settings: Settings) -> WatchList:
         """The watch list a set of settings describes."""
         return cls(tuple(settings.job_ids), tuple(settings.job_search), settings.search_page_size)
+
+
+def _job_key(job_id: str) -> str:
+    """A job id as search results spell it (lower case, no braces): GUIDs compare without regard to case.
+
+    A value that is no GUID stays as given; reading it by id reports it.
+    """
+    try:
+        return normalize_guid(job_id)
+    except ValueError:
+        return job_id
 
 
 @dataclass
@@ -142,16 +157,17 @@ class Discovery:
 
     ``fresh``: jobs read this cycle. ``bad``: jobs whose search item could not be read (id -> why).
     ``stale``: jobs known only from the last good result of a search that failed this cycle.
-    ``complete``: every search was listed in full (no failure, no bound reached). ``forgotten``: jobs of
-    searches a reload removed, which leave without being looked up.
+    ``listed_since``: for a fresh job returned by a search that had been listed in full before, when
+    the earliest such previous complete listing started (a job created after it is new).
+    ``forgotten``: jobs of searches a reload removed, which leave without being looked up.
     """
 
     fresh: dict[str, Job]
     bad: dict[str, str]
     stale: dict[str, StaleJob]
     searches: tuple[SearchState, ...]
-    complete: bool
     reached_ccs: bool
+    listed_since: dict[str, float] = field(default_factory=dict)
     forgotten: frozenset[str] = frozenset()
 
     def job_ids(self) -> list[str]:
@@ -173,6 +189,7 @@ class _Search:
     logged_truncated: bool = False
     logged_page_ignored: bool = False
     logged_bad: int = 0
+    complete_at: float | None = None  # when its last complete listing started
 
 
 @dataclass(frozen=True)
@@ -210,8 +227,11 @@ class Discoverer:
             self._forgotten.clear()  # no listing will follow to hand these on; the poller drops them
         self._searches = kept
 
-    def discover(self, pool: WorkerPool, stop: threading.Event | None = None) -> Discovery:
-        """List every search once (searches in parallel on ``pool``, the pages of one in order)."""
+    def discover(self, pool: WorkerPool, started: float, stop: threading.Event | None = None) -> Discovery:
+        """List every search once (searches in parallel on ``pool``, the pages of one in order).
+
+        ``started`` is the wall-clock time the listing began, remembered for complete listings.
+        """
         searches = list(self._searches.values())
         size = self._page_size
 
@@ -226,18 +246,21 @@ class Discoverer:
         fresh: dict[str, Job] = {}
         bad: dict[str, str] = {}
         states: list[SearchState] = []
-        complete = True
+        since: dict[str, float] = {}
         reached = False
         for search, result in zip(searches, attempts, strict=True):
             if result is None or (result.listing is None and result.error is None):
-                complete = False  # stopping: keep the state as it was
+                pass  # stopping: keep the state as it was
             elif result.error is not None:
-                complete = False
                 self._failed(search, result.error)
             else:
                 assert result.listing is not None
                 self._listed(search, result.listing)
-                complete = complete and not result.listing.truncated
+                if search.complete_at is not None:
+                    for job_id in result.listing.jobs:
+                        since[job_id] = min(since.get(job_id, search.complete_at), search.complete_at)
+                if not result.listing.truncated:
+                    search.complete_at = started
             reached = reached or search.error is None or search.reached_ccs
             if search.error is None and search.last_good is not None:
                 for job_id, job in search.last_good.jobs.items():
@@ -248,7 +271,7 @@ class Discoverer:
         stale = self._stale(searches, fresh, bad)
         forgotten = frozenset(self._forgotten)
         self._forgotten.clear()
-        return Discovery(fresh, bad, stale, tuple(states), complete, reached, forgotten)
+        return Discovery(fresh, bad, stale, tuple(states), reached, since, forgotten)
 
     @staticmethod
     def _stale(

@@ -35,7 +35,7 @@ from prometheus_client.utils import floatToGoString
 from ccs_exporter import __version__
 from ccs_exporter.models import JobStatus
 from ccs_exporter.sharding import UNSHARDED, Shard
-from ccs_exporter.snapshot import JobSnapshot, JobState, PollSnapshot, RunSummary
+from ccs_exporter.snapshot import JobSnapshot, JobState, PollSnapshot, RunSummary, SearchState
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 MAX_LABEL_LENGTH = 200
@@ -84,7 +84,12 @@ class CycleCollector(Collector):
                 snapshot.last_success_at,
             )
         yield _gauge("ccs_poll_duration_seconds", "Length of the last poll cycle.", snapshot.cycle_seconds)
-        yield _gauge("ccs_watched_jobs", "Job ids the exporter is configured to watch.", len(snapshot.jobs))
+        yield _gauge(
+            "ccs_watched_jobs",
+            "Jobs this process watches: configured ids and jobs the searches found (its shard's share).",
+            len(snapshot.jobs),
+        )
+        yield from _search_families(snapshot.searches)
         yield CounterMetricFamily("ccs_poll_cycles", "Poll cycles completed.", value=snapshot.cycles)
         yield CounterMetricFamily(
             "ccs_poll_overruns",
@@ -95,6 +100,29 @@ class CycleCollector(Collector):
 
 def _gauge(name: str, documentation: str, value: float) -> GaugeMetricFamily:
     return GaugeMetricFamily(name, documentation, value=_number(value))
+
+
+def _search_families(searches: Sequence[SearchState]) -> Iterator[Metric]:
+    """``ccs_search_jobs``, ``ccs_search_success`` and ``ccs_search_truncated`` by ``search`` label."""
+    if not searches:
+        return
+    jobs = GaugeMetricFamily(
+        "ccs_search_jobs", "Jobs the search matched in its last good listing.", labels=["search"]
+    )
+    success = GaugeMetricFamily(
+        "ccs_search_success", "1 if the search's last listing succeeded.", labels=["search"]
+    )
+    truncated = GaugeMetricFamily(
+        "ccs_search_truncated",
+        "1 if the search's last good listing stopped at the page or job bound.",
+        labels=["search"],
+    )
+    for search in searches:
+        label = [label_value(search.label)]
+        jobs.add_metric(label, float(search.jobs))
+        success.add_metric(label, 1.0 if search.success else 0.0)
+        truncated.add_metric(label, 1.0 if search.truncated else 0.0)
+    yield from (jobs, success, truncated)
 
 
 def render_snapshot(snapshot: PollSnapshot) -> bytes:

@@ -137,13 +137,12 @@ class Poller:
         self._owns = owns
         self._pool = WorkerPool(concurrency)
         self._lock = threading.Lock()
-        self._watch = WatchList(tuple(dict.fromkeys(job_ids)), tuple(searches), page_size)
+        self._watch = WatchList(tuple(job_ids), tuple(searches), page_size)
         self._pending: WatchList | None = None
         self._discoverer = Discoverer(client, self._watch.searches, page_size)
         self._memory: dict[str, _JobMemory] = {}
         self._watched: tuple[str, ...] = ()  # the jobs of the last cycle, in order
         self._discovered: frozenset[str] = frozenset()  # the jobs the searches found last cycle
-        self._complete_listing_at: float | None = None
         self._up: bool | None = None
         self._cycles = 0
         self._last_success_at: float | None = None
@@ -166,7 +165,7 @@ class Poller:
     def set_watch(self, watch: WatchList) -> None:
         """Replace what is watched from the next cycle on; jobs no longer watched lose their series then."""
         with self._lock:
-            self._pending = dataclasses.replace(watch, job_ids=tuple(dict.fromkeys(watch.job_ids)))
+            self._pending = watch
 
     def _take_pending_watch(self) -> WatchList:
         """The watch list for this cycle: a pending change is applied here, on the cycle's thread."""
@@ -203,8 +202,8 @@ class Poller:
         stopping = stop is not None and stop.is_set()
         discovery = None
         if watch.searches and login_error is None and not stopping:
-            discovery = self._discoverer.discover(self._pool, stop)
-        plan = self._plan(watch, discovery, listing_started)
+            discovery = self._discoverer.discover(self._pool, listing_started, stop)
+        plan = self._plan(watch, discovery)
         if stopping:
             outcomes: list[_Outcome | None] = [None] * len(plan.tasks)  # stopping: keep what is known
         elif login_error is not None:
@@ -269,7 +268,7 @@ class Poller:
             return list(job_ids)
         return [job_id for job_id in job_ids if self._owns(job_id)]
 
-    def _plan(self, watch: WatchList, discovery: Discovery | None, listing_started: float) -> _Plan:
+    def _plan(self, watch: WatchList, discovery: Discovery | None) -> _Plan:
         """This cycle's tasks: configured and discovered jobs (owned ones), and discovered jobs leaving."""
         configured = set(watch.job_ids)
         if discovery is None:
@@ -300,23 +299,24 @@ class Poller:
         ]
         tasks += [_Task(job_id, leaving=True) for job_id in sorted(leaving)]
         created = self._created(discovery, watched)
-        if discovery.complete:
-            self._complete_listing_at = listing_started
         return _Plan(tuple(tasks), tuple(watched), frozenset(found), tuple(created))
 
     def _created(self, discovery: Discovery, watched: Sequence[str]) -> list[JobChange]:
-        """Jobs that appeared since the previous complete listing and were created after it."""
-        if not self._track_changes or self._complete_listing_at is None:
-            return []  # the first complete listing is the baseline
-        since = self._complete_listing_at - CREATION_CLOCK_SKEW_SECONDS
+        """Jobs new to the watch whose JobCreationTime is after a previous complete listing that missed them.
+
+        A search's first complete listing is its baseline: jobs found then are not reported.
+        """
+        if not self._track_changes:
+            return []
         before = set(self._watched)
         created: list[JobChange] = []
         for job_id in watched:
             job = discovery.fresh.get(job_id)
-            if job is None or job_id in before:
+            since = discovery.listed_since.get(job_id)
+            if job is None or since is None or job_id in before:
                 continue
             created_at = epoch(job.JobProperties.JobCreationTime)
-            if created_at is not None and created_at >= since:
+            if created_at is not None and created_at >= since - CREATION_CLOCK_SKEW_SECONDS:
                 created.append(JobChange(job_id, None, job))
         return created
 

@@ -579,12 +579,81 @@ class TestObserve:
         audit_log.observe(JOB_ID, jobs["v1"], jobs["v2"])
         assert audit_log.stats().write_errors == 1
 
-    def test_no_previous_snapshot_records_nothing(
+    @staticmethod
+    def created_job(jobs: dict[str, Job], name: str, created: str) -> Job:
+        payload = jobs["v1"].model_dump(mode="json")
+        payload["JobProperties"].update(Name=name, JobCreationTime=created)
+        return Job.model_validate(payload)
+
+    def test_external_creation_is_recorded_as_ccs_returned_the_job(
         self, clocked_log: AuditLog, log_path: Path, jobs: dict[str, Job]
     ) -> None:
-        """Without a previous snapshot there is nothing to compare, so nothing is written."""
-        clocked_log.observe(JOB_ID, None, jobs["v1"])
-        assert not log_path.exists()
+        """A job created elsewhere becomes job.created: observed, no user, the job as CCS returned it."""
+        job = self.created_job(jobs, "Console job", "2024-05-01T10:04:00Z")
+        clocked_log.observe(JOB_ID, None, job)
+        (record,) = read_records(log_path)
+        assert record["event"]["action"] == "job.created"
+        assert record["event"]["type"] == ["creation"]
+        assert (record["event"]["kind"], record["audit"]["origin"]) == ("state", "observed")
+        assert "user" not in record
+        assert record["ccs"]["job"]["name"] == "Console job"
+        assert record["change"]["before"] is None
+        assert record["change"]["after"] == job.model_dump(mode="json")
+        assert verify(log_path).ok
+
+    def test_own_create_is_not_recorded_twice(
+        self, clocked_log: AuditLog, log_path: Path, jobs: dict[str, Job]
+    ) -> None:
+        """The job our own audited create made is recognised by the JobID its result recorded."""
+        intent = clocked_log.intent("job.create", method="POST", url_path="/x", job_name="Ours")
+        clocked_log.result(intent, "success", job_id=JOB_ID)
+        clocked_log.observe(JOB_ID, None, self.created_job(jobs, "Ours", "2024-05-01T10:05:00Z"))
+        assert [r["event"]["action"] for r in read_records(log_path)] == ["job.create", "job.create"]
+
+    def test_create_with_unknown_outcome_matches_by_name_and_time(
+        self, clocked_log: AuditLog, log_path: Path, jobs: dict[str, Job]
+    ) -> None:
+        """A create that timed out (no JobID known) explains a job of that name created in the window."""
+        intent = clocked_log.intent("job.create", method="POST", url_path="/x", job_name="Ours")
+        clocked_log.result(intent, "unknown")
+        clocked_log.observe(JOB_ID, None, self.created_job(jobs, "ours", "2024-05-01T10:07:00Z"))
+        assert len(read_records(log_path)) == 2
+
+    @pytest.mark.parametrize(
+        ("name", "created", "outcome"),
+        [
+            ("Another", "2024-05-01T10:05:00Z", "unknown"),
+            ("Ours", "2024-05-01T13:00:00Z", "unknown"),
+            ("Ours", "2024-05-01T10:05:00Z", "failure"),
+        ],
+        ids=["other-name", "hours-later", "refused-create"],
+    )
+    def test_creation_our_create_cannot_explain_is_recorded(
+        self,
+        clocked_log: AuditLog,
+        log_path: Path,
+        jobs: dict[str, Job],
+        name: str,
+        created: str,
+        outcome: str,
+    ) -> None:
+        """Another name, a creation far from our create, or a create CCS refused: someone else's job."""
+        intent = clocked_log.intent("job.create", method="POST", url_path="/x", job_name="Ours")
+        clocked_log.result(intent, outcome)
+        clocked_log.observe(JOB_ID, None, self.created_job(jobs, name, created))
+        assert read_records(log_path)[-1]["event"]["action"] == "job.created"
+
+    def test_one_create_explains_one_appearance(
+        self, clocked_log: AuditLog, log_path: Path, jobs: dict[str, Job]
+    ) -> None:
+        """Each of our creates explains one observed job only; a second job of that name is recorded."""
+        intent = clocked_log.intent("job.create", method="POST", url_path="/x", job_name="Ours")
+        clocked_log.result(intent, "unknown")
+        job = self.created_job(jobs, "Ours", "2024-05-01T10:05:00Z")
+        clocked_log.observe(JOB_ID, None, job)
+        clocked_log.observe("ff761384-4b49-40b4-97d8-0de38669075a", None, job)
+        assert [r["event"]["action"] for r in read_records(log_path)][-1] == "job.created"
+        assert len(read_records(log_path)) == 3
 
     def test_observations_are_counted(self, clocked_log: AuditLog, jobs: dict[str, Job]) -> None:
         """Observed changes and deletions count under their actions with outcome success."""

@@ -200,9 +200,7 @@ class AuditLog:
             log.error("audit_observe_failed", job_id=job_id, path=str(self._path), error=str(exc))
 
     def _observe(self, job_id: str, before: Job | None, after: Job | None) -> None:
-        if before is None:
-            if after is not None:  # nothing to compare with (a cold start): not a change we can describe
-                log.debug("audit_observe_skipped", job_id=job_id, reason="no previous snapshot")
+        if before is None and after is None:
             return
         with self._own_lock:
             ours = self._own.match(job_id, before, after)

@@ -1,9 +1,11 @@
 """Observed job changes: tell changes made elsewhere from our own mutations, and describe them as records.
 
-``OwnMutations`` reads our update/delete records from the log incrementally (other processes write
-there too) and matches an observed change to at most one of them: an update whose recorded after-state
-has the observed JobModifiedTime, or, for an update whose outcome is unknown or in flight, one started
-within the match window of the change; a disappearance to a delete without ``--keep-job``.
+``OwnMutations`` reads our create/update/delete records from the log incrementally (other processes
+write there too) and matches an observed change to at most one of them: an update whose recorded
+after-state has the observed JobModifiedTime, or, for an update whose outcome is unknown or in flight,
+one started within the match window of the change; a disappearance to a delete without
+``--keep-job``; an appearance to a create whose result names the job, or, for a create whose outcome is
+unknown or in flight, one of the same job name started within the match window of JobCreationTime.
 """
 
 from __future__ import annotations
@@ -25,21 +27,27 @@ _MAX_OWN_PER_JOB = 64
 
 @dataclass
 class _OwnMutation:
-    """What matching needs to know about one of our own update/delete mutations."""
+    """What matching needs to know about one of our own create/update/delete mutations."""
 
     audit_id: str
     action: str
     started: datetime | None
     delete_job: bool
+    job_name: str | None = None
     outcome: str | None = None
     after_modified: datetime | None = None
 
 
-def observation_record(job_id: str, before: Job, after: Job | None, observer_name: str) -> AuditRecord:
-    """``job.changed`` (with the diff) or, when ``after`` is None, ``job.deleted`` with the last state."""
-    props = (after or before).JobProperties
+def observation_record(job_id: str, before: Job | None, after: Job | None, observer_name: str) -> AuditRecord:
+    """``job.changed`` (with the diff), ``job.deleted`` (``after`` None: the last state) or ``job.created``
+    (``before`` None: the job as CCS returned it)."""
+    job = after if after is not None else before
+    if job is None:
+        raise ValueError("an observation needs the job before or after the change")
+    props = job.JobProperties
+    action = "job.created" if before is None else "job.changed" if after is not None else "job.deleted"
     return AuditRecord(
-        action="job.changed" if after is not None else "job.deleted",
+        action=action,
         phase="observation",
         outcome="success",
         user_name=observer_name,
@@ -59,9 +67,10 @@ class OwnMutations:
         self._identity: tuple[int, int] | None = None
         self._by_job: dict[str, list[_OwnMutation]] = {}
         self._by_id: dict[str, _OwnMutation] = {}
+        self._creates_by_name: dict[str, list[_OwnMutation]] = {}
         self._matched: set[str] = set()
 
-    def match(self, job_id: str, before: Job, after: Job | None) -> str | None:
+    def match(self, job_id: str, before: Job | None, after: Job | None) -> str | None:
         """The audit id of our own mutation that explains this observed change, or None."""
         self._refresh()
         candidates = [
@@ -69,6 +78,8 @@ class OwnMutations:
             for own in self._by_job.get(job_id, ())
             if own.audit_id not in self._matched and own.outcome in (None, "success", "unknown")
         ]
+        if before is None:
+            return self._match_create(candidates, after) if after is not None else None
         if after is None:
             for own in candidates:
                 if own.action == "job.delete" and own.delete_job:
@@ -76,6 +87,21 @@ class OwnMutations:
                     return own.audit_id
             return None
         return self._match_update(candidates, before, after)
+
+    def _match_create(self, candidates: list[_OwnMutation], after: Job) -> str | None:
+        for own in candidates:  # a create whose result named this job
+            if own.action == "job.create":
+                self._matched.add(own.audit_id)
+                return own.audit_id
+        # Outcome unknown or still in flight (no JobID known): the same name, created in the window.
+        created = after.JobProperties.JobCreationTime
+        for own in self._creates_by_name.get(after.JobProperties.Name.casefold(), ()):
+            if own.audit_id in self._matched or own.outcome not in (None, "unknown"):
+                continue
+            if own.started is None or created is None or abs(own.started - created) <= self._window:
+                self._matched.add(own.audit_id)
+                return own.audit_id
+        return None
 
     def _match_update(self, candidates: list[_OwnMutation], before: Job, after: Job) -> str | None:
         seen_before = before.JobProperties.JobModifiedTime
@@ -118,6 +144,7 @@ class OwnMutations:
                 self._offset = 0
                 self._by_job.clear()
                 self._by_id.clear()
+                self._creates_by_name.clear()
             handle.seek(self._offset)
             data = handle.read()
         end = data.rfind(b"\n")
@@ -136,7 +163,7 @@ class OwnMutations:
         event = record.get("event") or {}
         audit = record.get("audit") or {}
         action = event.get("action")
-        if action not in ("job.update", "job.delete") or not isinstance(audit, dict):
+        if action not in ("job.create", "job.update", "job.delete") or not isinstance(audit, dict):
             return
         audit_id = str(audit.get("id"))
         if audit.get("phase") == "intent":
@@ -146,23 +173,40 @@ class OwnMutations:
             if known is None:
                 return
             known.outcome = str(event.get("outcome"))
+            if known.action == "job.create":
+                job_id = str(((record.get("ccs") or {}).get("job") or {}).get("id") or "").lower()
+                if job_id and known.outcome == "success":
+                    _remember(self._by_job, job_id, known)
+                return
             after = (record.get("change") or {}).get("after") or {}
             modified = (after.get("JobProperties") or {}).get("JobModifiedTime")
             known.after_modified = _datetime_or_none(modified)
 
     def _index_intent(self, record: dict[str, Any], audit_id: str, action: str) -> None:
         ccs = record.get("ccs") or {}
-        job_id = str((ccs.get("job") or {}).get("id") or "").lower()
+        job = ccs.get("job") or {}
+        started = _datetime_or_none(record.get("@timestamp"))
+        if action == "job.create":  # no JobID before CCS answers: known by name until the result
+            name = job.get("name")
+            if isinstance(name, str) and name:
+                own = _OwnMutation(audit_id, action, started, False, job_name=name)
+                self._by_id[audit_id] = own
+                _remember(self._creates_by_name, name.casefold(), own)
+            return
+        job_id = str(job.get("id") or "").lower()
         if not job_id:
             return
-        own = _OwnMutation(
-            audit_id, action, _datetime_or_none(record.get("@timestamp")), bool(ccs.get("delete_job", True))
-        )
+        own = _OwnMutation(audit_id, action, started, bool(ccs.get("delete_job", True)))
         self._by_id[audit_id] = own
-        mutations = self._by_job.setdefault(job_id, [])
-        mutations.append(own)
-        if len(mutations) > _MAX_OWN_PER_JOB:
-            del mutations[:-_MAX_OWN_PER_JOB]
+        _remember(self._by_job, job_id, own)
+
+
+def _remember(index: dict[str, list[_OwnMutation]], key: str, own: _OwnMutation) -> None:
+    """Add ``own`` under ``key``, keeping the newest ``_MAX_OWN_PER_JOB`` of them."""
+    mutations = index.setdefault(key, [])
+    mutations.append(own)
+    if len(mutations) > _MAX_OWN_PER_JOB:
+        del mutations[:-_MAX_OWN_PER_JOB]
 
 
 def _datetime_or_none(value: Any) -> datetime | None:

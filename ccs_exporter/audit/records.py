@@ -28,6 +28,7 @@ ACTION_TYPES = {
     "job.create": "creation",
     "job.update": "change",
     "job.delete": "deletion",
+    "job.created": "creation",
     "job.changed": "change",
     "job.deleted": "deletion",
     "audit.recovered": "change",

@@ -105,9 +105,15 @@ class JobStore:
     # --- building ----------------------------------------------------------------------------------
 
     def new_id(self) -> str:
-        """A GUID from the seeded generator, so generated ids are reproducible."""
+        """A GUID from the seeded generator, so generated ids are reproducible; never one already held.
+
+        Generated jobs draw from a generator with the same seed, so the first draws repeat their ids.
+        """
         with self.lock:
-            return str(uuid.UUID(int=self._rng.getrandbits(128), version=4))
+            while True:
+                job_id = str(uuid.UUID(int=self._rng.getrandbits(128), version=4))
+                if job_id not in self._jobs:
+                    return job_id
 
     def add(self, job: StoredJob) -> None:
         with self.lock:

@@ -1,0 +1,458 @@
+"""Unit tests of job discovery: settings, the client's search endpoints, paging, the discoverer's memory."""
+
+from __future__ import annotations
+
+import copy
+import threading
+from collections.abc import Callable, Iterator
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+import pytest
+import responses
+from pydantic import SecretStr
+from structlog.testing import capture_logs
+
+from ccs_exporter import discovery
+from ccs_exporter.client import BadSearchItem, CcsClient, SearchPage
+from ccs_exporter.config import MAX_JOB_SEARCHES, load_settings
+from ccs_exporter.discovery import Discoverer, list_search, search_label
+from ccs_exporter.errors import (
+    BadRequestError,
+    BadResponseError,
+    CcsError,
+    ConfigError,
+    NotFoundError,
+    ServerError,
+    UnavailableError,
+)
+from ccs_exporter.models import Job
+from ccs_exporter.workers import WorkerPool
+
+BASE = "https://ccs.example.test:12431"
+API = BASE + "/ccs/api/v1"
+SEARCH_URL = API + "/Jobs"
+REQUIRED = {"url": BASE, "username": "CORP\\svc", "password": "pw"}
+
+
+def guid(number: int) -> str:
+    return f"00000000-0000-4000-8000-{number:012d}"
+
+
+@pytest.fixture
+def job_payload(load_fixture: Callable[[str], Any]) -> Callable[[int], dict[str, Any]]:
+    """A search item (the search-by-id fixture) for job number N."""
+    template = load_fixture("search_job_by_id.json")
+
+    def make(number: int) -> dict[str, Any]:
+        payload = copy.deepcopy(template)
+        payload["JobProperties"]["JobID"] = guid(number)
+        payload["JobProperties"]["Name"] = f"Job {number}"
+        return payload
+
+    return make
+
+
+@pytest.fixture
+def make_page(job_payload: Callable[[int], dict[str, Any]]) -> Callable[..., SearchPage]:
+    """A SearchPage holding jobs with the given numbers (and bad items, if given)."""
+
+    def make(*numbers: int, bad: tuple[BadSearchItem, ...] = ()) -> SearchPage:
+        return SearchPage(tuple(Job.model_validate(job_payload(n)) for n in numbers), bad)
+
+    return make
+
+
+class PagedServer:
+    """A fake ``fetch(page)``: serves ``total`` jobs ``cap`` a page, and records the pages asked for."""
+
+    def __init__(self, make_page: Callable[..., SearchPage], total: int, cap: int, ignore_page: bool = False):
+        self.make_page = make_page
+        self.total = total
+        self.cap = cap
+        self.ignore_page = ignore_page
+        self.asked: list[int] = []
+
+    def __call__(self, page: int) -> SearchPage:
+        self.asked.append(page)
+        start = 0 if self.ignore_page else page * self.cap
+        return self.make_page(*range(start, min(self.total, start + self.cap)))
+
+
+class TestJobSearchSettings:
+    """``job_search`` and ``search_page_size`` are read, checked and reported like every setting."""
+
+    def test_one_expression_is_kept_verbatim(self) -> None:
+        """A single expression (commas and all) is one search, sent as written."""
+        settings = load_settings(None, {**REQUIRED, "job_search": " (JobName Contains PCI, JobType = X) "})
+        assert settings.job_search == ["(JobName Contains PCI, JobType = X)"]
+
+    def test_json_list_from_the_environment(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        """CCS_EXPORTER_JOB_SEARCH may hold a JSON list; duplicates count once."""
+        monkeypatch.setenv(
+            "CCS_EXPORTER_JOB_SEARCH", '["(JobName Contains PCI)", "(JobType = A)", "(JobType = A)"]'
+        )
+        settings = load_settings(None, REQUIRED)
+        assert settings.job_search == ["(JobName Contains PCI)", "(JobType = A)"]
+        assert settings.search_page_size == 100
+
+    def test_yaml_list_from_the_config_file(self, tmp_path: Any) -> None:
+        """``job_search:`` in the YAML file takes a list."""
+        config = tmp_path / "c.yaml"
+        config.write_text(
+            "job_search:\n  - (JobName StartsWith 'PCI')\nsearch_page_size: 500\n", encoding="utf-8"
+        )
+        settings = load_settings(config, REQUIRED)
+        assert (settings.job_search, settings.search_page_size) == (["(JobName StartsWith 'PCI')"], 500)
+
+    @pytest.mark.parametrize(
+        ("value", "problem"),
+        [
+            ('["(JobType = A)", ""]', "expression 2 is empty"),
+            ("[1]", "expression 1 is not a string"),
+            ("(JobName = a\nb)", "line break"),
+            ('["x", ', "neither one expression nor a YAML/JSON list"),
+            ("x" * 5000, "longer than 4096"),
+            (str([f"(JobName = {n})" for n in range(MAX_JOB_SEARCHES + 1)]), f"at most {MAX_JOB_SEARCHES}"),
+        ],
+    )
+    def test_bad_expressions_are_one_line_naming_the_setting(self, value: str, problem: str) -> None:
+        """Empty, non-text, multi-line, unparsable, overlong or too many expressions stop the start."""
+        with pytest.raises(ConfigError) as caught:
+            load_settings(None, {**REQUIRED, "job_search": value})
+        message = str(caught.value)
+        assert "\n" not in message
+        assert "CCS_EXPORTER_JOB_SEARCH (job_search)" in message and problem in message
+        assert caught.value.field == "job_search"
+
+    @pytest.mark.parametrize("size", [0, 1001, "many"])
+    def test_page_size_out_of_range(self, size: object) -> None:
+        """The page size is a whole number from 1 to 1000."""
+        with pytest.raises(ConfigError, match="CCS_EXPORTER_SEARCH_PAGE_SIZE"):
+            load_settings(None, {**REQUIRED, "search_page_size": size})
+
+
+class TestSearchLabel:
+    """The ``search`` label is the expression, bounded."""
+
+    def test_short_expression_is_its_own_label(self) -> None:
+        """An expression of ordinary length is the label as written."""
+        assert search_label("(JobType = CHAINED_EVALUATIONJOB)") == "(JobType = CHAINED_EVALUATIONJOB)"
+
+    def test_long_expressions_are_cut_and_stay_distinct(self) -> None:
+        """Two long expressions sharing a long prefix get two bounded labels."""
+        prefix = "(JobName Contains " + "x" * 300
+        first, second = search_label(prefix + "a)"), search_label(prefix + "b)")
+        assert first != second
+        assert len(first) <= discovery.MAX_SEARCH_LABEL_LENGTH and first.startswith(prefix[:80])
+
+
+class TestListSearch:
+    """Paging ends only on an empty page, a page with nothing new, or the bounds."""
+
+    def test_short_pages_do_not_end_the_listing(self, make_page: Callable[..., SearchPage]) -> None:
+        """A server capping pages at 7 jobs is paged until its empty page: every job is found."""
+        server = PagedServer(make_page, total=30, cap=7)
+        listing = list_search(server)
+        assert listing is not None
+        assert list(listing.jobs) == [guid(n) for n in range(30)]
+        assert server.asked == [0, 1, 2, 3, 4, 5]
+        assert not listing.truncated and not listing.page_ignored
+
+    def test_a_server_ignoring_page_is_read_once(self, make_page: Callable[..., SearchPage]) -> None:
+        """When page 1 repeats page 0's jobs, the listing ends there instead of looping."""
+        server = PagedServer(make_page, total=30, cap=7, ignore_page=True)
+        listing = list_search(server)
+        assert listing is not None and listing.page_ignored
+        assert server.asked == [0, 1]
+        assert len(listing.jobs) == 7
+
+    def test_a_page_with_some_new_jobs_goes_on(self, make_page: Callable[..., SearchPage]) -> None:
+        """Jobs shifting between pages (one repeated) do not end the listing early."""
+        pages = [make_page(1, 2, 3), make_page(3, 4, 5), make_page(6), make_page()]
+        listing = list_search(lambda page: pages[page])
+        assert listing is not None and list(listing.jobs) == [guid(n) for n in range(1, 7)]
+
+    def test_page_bound_stops_an_endless_server(
+        self, make_page: Callable[..., SearchPage], monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """A server that always has new jobs is read up to the page bound, and the listing says so."""
+        monkeypatch.setattr(discovery, "MAX_SEARCH_PAGES", 5)
+        server = PagedServer(make_page, total=10**9, cap=3)
+        listing = list_search(server)
+        assert listing is not None and listing.truncated
+        assert server.asked == [0, 1, 2, 3, 4]
+        assert len(listing.jobs) == 15
+
+    def test_job_bound_stops_the_listing(
+        self, make_page: Callable[..., SearchPage], monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """A listing stops once it holds the job bound."""
+        monkeypatch.setattr(discovery, "MAX_SEARCH_JOBS", 10)
+        listing = list_search(PagedServer(make_page, total=100, cap=4))
+        assert listing is not None and listing.truncated and len(listing.jobs) == 12
+
+    def test_bad_items_are_kept_aside(self, make_page: Callable[..., SearchPage]) -> None:
+        """Items that cannot be read are reported by id, or counted when they have none."""
+        bad = (
+            BadSearchItem(guid(9), "item 1: LastRunStatus: not a number"),
+            BadSearchItem(None, "item 2: x"),
+        )
+        pages = [make_page(1, bad=bad), make_page()]
+        listing = list_search(lambda page: pages[page])
+        assert listing is not None
+        assert list(listing.jobs) == [guid(1)]
+        assert listing.bad == {guid(9): "item 1: LastRunStatus: not a number"}
+        assert (listing.unreadable, listing.size) == (1, 2)
+
+    def test_pages_of_unreadable_items_do_not_end_the_listing(
+        self, make_page: Callable[..., SearchPage]
+    ) -> None:
+        """A page whose items all lack a JobID is not taken for a repeated page."""
+        junk = (BadSearchItem(None, "item 0: not an object"),)
+        pages = [make_page(bad=junk), make_page(bad=junk), make_page(1), make_page()]
+        listing = list_search(lambda page: pages[page])
+        assert listing is not None and list(listing.jobs) == [guid(1)] and listing.unreadable == 2
+
+    def test_errors_propagate(self, make_page: Callable[..., SearchPage]) -> None:
+        """A failed page fails the listing: it is complete or it is not used."""
+
+        def fetch(page: int) -> SearchPage:
+            if page == 1:
+                raise ServerError("boom", status=500)
+            return make_page(page)
+
+        with pytest.raises(ServerError):
+            list_search(fetch)
+
+    def test_stop_abandons_the_listing(self, make_page: Callable[..., SearchPage]) -> None:
+        """A stop between pages gives no listing at all."""
+        stop = threading.Event()
+
+        def fetch(page: int) -> SearchPage:
+            stop.set()
+            return make_page(page)
+
+        assert list_search(fetch, stop) is None
+
+
+@pytest.fixture
+def client() -> Iterator[CcsClient]:
+    with CcsClient(BASE, "CORP\\svc", SecretStr("pw"), backoff_seconds=0.0) as made:
+        yield made
+
+
+def _token(mock: responses.RequestsMock) -> None:
+    mock.post(API + "/oauth/tokens", json={"access_token": "a", "refresh_token": "r", "expires_in": 3600})
+
+
+class TestClientSearch:
+    """Search Jobs and search by name in the client: paths, parameters and tolerant parsing."""
+
+    def test_expression_is_sent_verbatim_with_paging(
+        self, client: CcsClient, mocked_responses: responses.RequestsMock, job_payload: Callable[[int], Any]
+    ) -> None:
+        """``Attributes`` arrives exactly as configured ("+" included), with 0-based page and pagesize."""
+        _token(mocked_responses)
+        expression = "(JobModifiedTime > 2026-01-01T00:00:00+05:30, JobName Contains a&b)"
+        mocked_responses.get(SEARCH_URL, json=[job_payload(1)])
+        page = client.search_jobs(expression, page=3, page_size=250)
+        query = parse_qs(urlsplit(mocked_responses.calls[-1].request.url or "").query)
+        assert query == {"Attributes": [expression], "page": ["3"], "pagesize": ["250"]}
+        assert [job.JobProperties.JobID for job in page.jobs] == [guid(1)]
+
+    @pytest.mark.parametrize("wrap", ["Jobs", "items", "Results", "whatever"])
+    def test_an_object_wrapping_the_array_is_accepted(
+        self,
+        wrap: str,
+        client: CcsClient,
+        mocked_responses: responses.RequestsMock,
+        job_payload: Callable[[int], Any],
+    ) -> None:
+        """``{"Jobs": [...]}`` and the like (any single list) give the same jobs as a bare array."""
+        _token(mocked_responses)
+        mocked_responses.get(SEARCH_URL, json={"TotalCount": 2, wrap: [job_payload(1), job_payload(2)]})
+        assert client.search_jobs("(JobType = A)").items == 2
+
+    @pytest.mark.parametrize("body", [b"", b"null", b"[]"])
+    def test_empty_answers_are_empty_pages(
+        self, body: bytes, client: CcsClient, mocked_responses: responses.RequestsMock
+    ) -> None:
+        """No body, ``null`` and ``[]`` all mean no jobs on this page."""
+        _token(mocked_responses)
+        mocked_responses.get(SEARCH_URL, body=body, status=200, content_type="application/json")
+        assert client.search_jobs("(JobType = A)").items == 0
+
+    def test_bad_items_are_reported_not_fatal(
+        self, client: CcsClient, mocked_responses: responses.RequestsMock, job_payload: Callable[[int], Any]
+    ) -> None:
+        """An unreadable item costs that item only, and says which job it was when it can."""
+        _token(mocked_responses)
+        broken = job_payload(2)
+        broken["JobProperties"]["LastRunStatus"] = "often"
+        mocked_responses.get(SEARCH_URL, json=[job_payload(1), broken, "junk", {"JobProperties": None}])
+        page = client.search_jobs("(JobType = A)")
+        assert [job.JobProperties.JobID for job in page.jobs] == [guid(1)]
+        assert [item.job_id for item in page.bad_items] == [guid(2), None, None]
+        assert "LastRunStatus" in page.bad_items[0].message
+
+    @pytest.mark.parametrize("body", [{"a": [1], "b": [2]}, 42, "text"])
+    def test_unrecognisable_answers_fail_the_page(
+        self, body: Any, client: CcsClient, mocked_responses: responses.RequestsMock
+    ) -> None:
+        """An answer with no recognisable array is a BadResponseError naming the shape."""
+        _token(mocked_responses)
+        mocked_responses.get(SEARCH_URL, json=body)
+        with pytest.raises(BadResponseError, match="neither a JSON array"):
+            client.search_jobs("(JobType = A)")
+
+    def test_search_by_name_sends_jobname(
+        self, client: CcsClient, mocked_responses: responses.RequestsMock, job_payload: Callable[[int], Any]
+    ) -> None:
+        """Search by name asks ``GET /Jobs?jobname=...``; CCS's single object is accepted too."""
+        _token(mocked_responses)
+        mocked_responses.get(SEARCH_URL, json=job_payload(4))
+        page = client.search_job_name("PCI & friends")
+        query = parse_qs(urlsplit(mocked_responses.calls[-1].request.url or "").query)
+        assert query == {"jobname": ["PCI & friends"]}
+        assert page.jobs[0].JobProperties.JobID == guid(4)
+
+    def test_empty_name_is_refused_before_sending(self, client: CcsClient) -> None:
+        """A blank name is a usage error, not a request."""
+        with pytest.raises(ConfigError):
+            client.search_job_name("  ")
+
+
+class ScriptedClient:
+    """A stand-in client whose pages come from a function of (expression, page) that may raise."""
+
+    def __init__(self, answer: Callable[[str, int], SearchPage]) -> None:
+        self.answer = answer
+        self.calls: list[tuple[str, int, int]] = []
+
+    def search_jobs(self, expression: str, page: int = 0, page_size: int = 100) -> SearchPage:
+        self.calls.append((expression, page, page_size))
+        return self.answer(expression, page)
+
+
+@pytest.fixture
+def pool() -> Iterator[WorkerPool]:
+    made = WorkerPool(2)
+    yield made
+    made.close()
+
+
+class TestDiscoverer:
+    """The discoverer's memory: last good results, failures, logs once per state change."""
+
+    def test_a_failed_page_keeps_the_last_good_result(
+        self, pool: WorkerPool, make_page: Callable[..., SearchPage]
+    ) -> None:
+        """When page 1 fails, the search's jobs stay (stale, with the error) and its state says failure."""
+        failing = threading.Event()
+
+        def answer(expression: str, page: int) -> SearchPage:
+            if failing.is_set() and page == 1:
+                raise ServerError("Server encountered an error", status=500)
+            return [make_page(1, 2), make_page(3), make_page()][page]
+
+        client = ScriptedClient(answer)
+        discoverer = Discoverer(client, ["(JobType = A)"])  # type: ignore[arg-type]
+        first = discoverer.discover(pool, 0.0)
+        assert list(first.fresh) == [guid(1), guid(2), guid(3)] and first.searches[0].success
+        failing.set()
+        second = discoverer.discover(pool, 1.0)
+        assert second.fresh == {}
+        assert set(second.stale) == {guid(1), guid(2), guid(3)}
+        assert second.stale[guid(1)].error == "server_error" and not second.stale[guid(1)].reached_ccs
+        state = second.searches[0]
+        assert (state.success, state.jobs, state.error) == (False, 3, "server_error")
+
+    def test_failures_are_logged_once_per_state_change(
+        self, pool: WorkerPool, make_page: Callable[..., SearchPage]
+    ) -> None:
+        """Three failing cycles log one search_failed; the recovery logs one search_recovered."""
+        failing = [True, True, True, False, False]
+        cycle = [0]
+
+        def answer(expression: str, page: int) -> SearchPage:
+            if failing[cycle[0]]:
+                raise UnavailableError("connection refused")
+            return [make_page(1), make_page()][page]
+
+        discoverer = Discoverer(ScriptedClient(answer), ["(JobType = A)"])  # type: ignore[arg-type]
+        with capture_logs() as logs:
+            for cycle[0] in range(5):
+                discoverer.discover(pool, float(cycle[0]))
+        events = [entry["event"] for entry in logs]
+        assert events == ["search_failed", "search_recovered"]
+
+    @pytest.mark.parametrize(
+        ("error", "kind", "event"),
+        [
+            (NotFoundError("No HTTP resource was found", status=404), "unsupported", "search_unsupported"),
+            (CcsError("Method Not Allowed", status=405), "unsupported", "search_unsupported"),
+            (
+                BadRequestError("Invalid input data. Unknown attribute 'Foo'", status=400),
+                "bad_expression",
+                "search_rejected",
+            ),
+        ],
+    )
+    def test_unsupported_and_rejected_searches_leave_the_others_alone(
+        self,
+        pool: WorkerPool,
+        make_page: Callable[..., SearchPage],
+        error: CcsError,
+        kind: str,
+        event: str,
+    ) -> None:
+        """A 404/405 is 'unsupported', a 400 is a bad expression logged with CCS's message; others go on."""
+
+        def answer(expression: str, page: int) -> SearchPage:
+            if expression == "(Foo = 1)":
+                raise error
+            return [make_page(1), make_page()][page]
+
+        discoverer = Discoverer(ScriptedClient(answer), ["(Foo = 1)", "(JobType = A)"])  # type: ignore[arg-type]
+        with capture_logs() as logs:
+            found = discoverer.discover(pool, 0.0)
+            discoverer.discover(pool, 1.0)
+        assert list(found.fresh) == [guid(1)]
+        assert [(s.label, s.success, s.error) for s in found.searches] == [
+            ("(Foo = 1)", False, kind),
+            ("(JobType = A)", True, None),
+        ]
+        assert [entry["event"] for entry in logs].count(event) == 1  # two cycles, one line
+        logged = next(entry for entry in logs if entry["event"] == event)
+        if kind == "bad_expression":
+            assert "Unknown attribute 'Foo'" in logged["message"]
+
+    def test_searches_overlapping_give_each_job_once(
+        self, pool: WorkerPool, make_page: Callable[..., SearchPage]
+    ) -> None:
+        """A job two searches return is one discovered job; each search still counts it."""
+        results = {"A": [make_page(1, 2), make_page()], "B": [make_page(2, 3), make_page()]}
+        discoverer = Discoverer(ScriptedClient(lambda e, p: results[e][p]), ["A", "B"])  # type: ignore[arg-type]
+        found = discoverer.discover(pool, 0.0)
+        assert found.job_ids() == [guid(1), guid(2), guid(3)]
+        assert [state.jobs for state in found.searches] == [2, 2]
+
+    def test_listed_since_needs_an_earlier_complete_listing(
+        self, pool: WorkerPool, make_page: Callable[..., SearchPage]
+    ) -> None:
+        """A search's first listing is its baseline; later ones say when the previous complete one began."""
+        discoverer = Discoverer(ScriptedClient(lambda e, p: [make_page(1), make_page()][p]), ["A"])  # type: ignore[arg-type]
+        assert discoverer.discover(pool, 100.0).listed_since == {}
+        assert discoverer.discover(pool, 160.0).listed_since == {guid(1): 100.0}
+
+    def test_removed_search_hands_its_jobs_over_as_forgotten(
+        self, pool: WorkerPool, make_page: Callable[..., SearchPage]
+    ) -> None:
+        """After a reload drops a search, its jobs are named once as forgotten (no lookups for them)."""
+        results = {"A": [make_page(1), make_page()], "B": [make_page(2), make_page()]}
+        discoverer = Discoverer(ScriptedClient(lambda e, p: results[e][p]), ["A", "B"])  # type: ignore[arg-type]
+        discoverer.discover(pool, 0.0)
+        discoverer.configure(["A"], 100)
+        assert discoverer.discover(pool, 1.0).forgotten == {guid(2)}
+        assert discoverer.discover(pool, 2.0).forgotten == frozenset()
