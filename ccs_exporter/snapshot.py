@@ -7,13 +7,20 @@ the auditor turns its ``changes`` into audit records after the snapshot is publi
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
 
-from ccs_exporter.models import Job, JobRuns, JobStatus
+from ccs_exporter.models import Job, JobMessage, JobRuns, JobStatus
 
 _FAILED_RUN_STATUSES = (JobStatus.FAULTED, JobStatus.ABORTED)
 _MAX_CATEGORY_LENGTH = 64
+# Message categories are CCS data: a run with thousands of distinct categories must not become thousands
+# of series. These three always have a series; at most MAX_OTHER_CATEGORIES more (the most frequent, ties
+# going to the first seen) and the rest counted together under OTHER_CATEGORY.
+ALWAYS_CATEGORIES = ("error", "warning", "information")
+MAX_OTHER_CATEGORIES = 10
+OTHER_CATEGORY = "other"
 
 
 @dataclass(frozen=True, slots=True)
@@ -136,24 +143,36 @@ def summarize_runs(runs: JobRuns, known_success: float | None = None) -> RunSumm
             break
         if run.status in _FAILED_RUN_STATUSES:
             consecutive += 1
-    messages: Counter[str] = Counter()
-    if latest is not None:
-        for message in latest.JobMessages:
-            messages[_category(message.Category)] += 1
-    for category in ("error", "warning", "information"):
-        messages.setdefault(category, 0)
+    messages = _bounded_categories(latest.JobMessages if latest is not None else [])
     running = latest is not None and latest.status is not None and latest.status.is_running
     return RunSummary(
         status_code=latest.Status if latest is not None else 0,
         start_seconds=epoch(latest.JobStartTime) if latest is not None else None,
         end_seconds=epoch(last_finished.JobEndTime) if last_finished is not None else None,
         duration_seconds=last_finished.duration_seconds if last_finished is not None else None,
-        messages=tuple(sorted(messages.items())),
+        messages=messages,
         total_runs=max(0, runs.TotalJobRuns),
         last_success_seconds=max(candidates) if candidates else None,
         consecutive_failures=consecutive,
         running=running,
     )
+
+
+def _bounded_categories(messages: Iterable[JobMessage]) -> tuple[tuple[str, int], ...]:
+    """Messages counted by category (sorted): the three usual ones, the most frequent others, ``other``.
+
+    The counts always add up to the number of messages.
+    """
+    counts: Counter[str] = Counter(_category(message.Category) for message in messages)
+    kept = {category: counts.pop(category, 0) for category in ALWAYS_CATEGORIES}
+    overflow = counts.pop(OTHER_CATEGORY, 0)  # CCS's own "other" shares the overflow's series
+    # most_common keeps first-seen order among equal counts (a stable sort of insertion order).
+    ranked = counts.most_common()
+    kept.update(ranked[:MAX_OTHER_CATEGORIES])
+    overflow += sum(count for _, count in ranked[MAX_OTHER_CATEGORIES:])
+    if overflow:
+        kept[OTHER_CATEGORY] = overflow
+    return tuple(sorted(kept.items()))
 
 
 def _category(value: str | None) -> str:

@@ -322,3 +322,30 @@ class TestHostileJobsInTheExposition:
         assert values[("ccs_job_runs", hostile["unknown_status"])] == 0
         assert values[("ccs_job_last_run_status_code", hostile["unknown_status"])] == 12345
         assert all(abs(value) <= 1e300 for value in values.values())
+
+
+class TestMessageCategoryFlood:
+    """A run whose messages carry thousands of distinct categories costs a bounded number of series."""
+
+    def test_20000_categories_make_at_most_14_series_that_still_add_up(
+        self, stub: CcsStub, client_for: Callable[..., CcsClient]
+    ) -> None:
+        """20,000 categories: the usual three, ten others and 'other'; the sum is every message."""
+        job_id = guid(1)
+        messages = [{"Category": f"Category {n}", "Message": "m"} for n in range(20_000)]
+        messages += [{"Category": "Error", "Message": "m"}] * 3
+        messages += [{"Category": "Category 19999", "Message": "m"}]
+        stub.set_job(job_id, job_body(job_id), runs_body(job_id, completed_run(JobMessages=messages)))
+        poller = Poller(client_for(), [job_id])
+        try:
+            text = render_snapshot(poller.poll_cycle())
+        finally:
+            poller.close()
+        counts = {
+            s.labels["category"]: s.value for s in _samples(text) if s.name == "ccs_job_last_run_messages"
+        }
+        assert len(counts) == 14
+        assert sum(counts.values()) == len(messages)
+        assert counts["error"] == 3 and counts["warning"] == 0 and counts["information"] == 0
+        assert counts["category 19999"] == 2  # the most frequent other category keeps its series
+        assert counts["other"] == 20_000 - 10

@@ -164,6 +164,24 @@ class TestSummarizeRuns:
         assert messages["information"] == 1
         assert messages["custom thing"] == 1
 
+    def test_rare_categories_beyond_ten_are_counted_as_other(self) -> None:
+        """Past ten other categories the most frequent stay (ties: first seen); the rest sum to 'other'."""
+        categories = ["Error", "Warning", *(f"kind {n}" for n in range(15)), "kind 14", "kind 14", "Other"]
+        summary = summarize_runs(_runs(_run(5, "2026-01-01T10:00:00Z", "2026-01-01T10:01:00Z", categories)))
+        messages = dict(summary.messages)
+        expected_kinds = {"kind 14", *(f"kind {n}" for n in range(9))}
+        assert set(messages) == {"error", "warning", "information", "other", *expected_kinds}
+        assert messages["kind 14"] == 3
+        assert messages["other"] == 1 + 5  # CCS's own "Other" and kinds 9-13
+        assert sum(messages.values()) == len(categories)
+
+    def test_ten_other_categories_need_no_other_series(self) -> None:
+        """With ten other categories or fewer, each keeps its own series and no 'other' appears."""
+        categories = [f"kind {n}" for n in range(10)]
+        summary = summarize_runs(_runs(_run(4, "2026-01-01T10:00:00Z", "2026-01-01T10:01:00Z", categories)))
+        assert "other" not in dict(summary.messages)
+        assert len(summary.messages) == 13
+
 
 class TestRenderSnapshot:
     """The job part of /metrics."""
