@@ -17,12 +17,21 @@ from __future__ import annotations
 
 import itertools
 import math
+import platform
 import zlib
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import NamedTuple, cast
 
-from prometheus_client import CollectorRegistry, Counter, Histogram, ProcessCollector, generate_latest
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    GCCollector,
+    Histogram,
+    PlatformCollector,
+    ProcessCollector,
+    generate_latest,
+)
 from prometheus_client.metrics_core import (
     CounterMetricFamily,
     GaugeMetricFamily,
@@ -396,8 +405,12 @@ class RequestStats(Collector):
 
 class _BuildInfoCollector(Collector):
     def collect(self) -> Iterator[Metric]:
-        info = InfoMetricFamily("ccs_exporter_build", "The exporter's version.", labels=["version"])
-        info.add_metric([__version__], {})
+        info = InfoMetricFamily(
+            "ccs_exporter_build",
+            "The exporter's version and the Python version it runs on.",
+            labels=["version", "python_version"],
+        )
+        info.add_metric([__version__, platform.python_version()], {})
         yield info
 
 
@@ -430,7 +443,9 @@ class ShardCollector(Collector):
 
 
 class LiveMetrics:
-    """The per-scrape part of /metrics: build info, shard, CCS request stats, process metrics, ``extra``."""
+    """The per-scrape part of /metrics: build info, shard, CCS request stats, ``extra``, and the process,
+    platform (``python_info``) and garbage collector (``python_gc_*``) collectors that client_python's
+    default registry holds, registered here on our private registry."""
 
     def __init__(
         self, requests: RequestStats, extra: Iterable[Collector] = (), *, shard: Shard = UNSHARDED
@@ -442,6 +457,8 @@ class LiveMetrics:
         for collector in extra:
             self._registry.register(collector)
         ProcessCollector(registry=self._registry)
+        PlatformCollector(registry=self._registry)
+        GCCollector(registry=self._registry)
 
     def render(self) -> bytes:
         """The text exposition of the live families."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 import gzip
 import json
 import os
+import platform
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -254,7 +255,8 @@ class TestExporterHttp:
             assert metrics.headers["Content-Type"].startswith("text/plain; version=0.0.4")
             series = _series(metrics.content)
             assert series[("ccs_up", frozenset())] == 1
-            assert ("ccs_exporter_build_info", frozenset({("version", "0.1.0")})) in series
+            build = {("version", "0.1.0"), ("python_version", platform.python_version())}
+            assert ("ccs_exporter_build_info", frozenset(build)) in series
             assert any(name == "process_resident_memory_bytes" for name, _ in series)
             infos = [labels for name, labels in series if name == "ccs_job_info"]
             assert len(infos) == len(sim.job_ids)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import platform
 import subprocess
 from datetime import datetime, timezone
 
@@ -306,7 +307,22 @@ class TestLiveMetrics:
         assert _value(text, "ccs_api_requests_total", endpoint="token", code="timeout") == 1
         assert _value(text, "ccs_api_request_duration_seconds_bucket", endpoint="job", le="0.025") == 1
         assert _value(text, "ccs_api_request_duration_seconds_count", endpoint="job") == 2
-        assert _value(text, "ccs_exporter_build_info", version=__import__("ccs_exporter").__version__) == 1
+
+    def test_build_info_names_the_exporter_and_python_versions(self) -> None:
+        """ccs_exporter_build_info carries the exporter's version and the running Python's."""
+        text = LiveMetrics(RequestStats()).render()
+        version = __import__("ccs_exporter").__version__
+        python = platform.python_version()
+        assert _value(text, "ccs_exporter_build_info", version=version, python_version=python) == 1
+
+    def test_python_collectors_are_registered_as_in_client_python(self) -> None:
+        """The platform and garbage collector families of client_python's default registry are served."""
+        text = LiveMetrics(RequestStats()).render()
+        names = {name for name, _ in _samples(text)}
+        assert {"python_gc_objects_collected_total", "python_gc_collections_total", "python_info"} <= names
+        info = {dict(labels)["version"] for (name, labels) in _samples(text) if name == "python_info"}
+        assert info == {platform.python_version()}
+        assert "process_cpu_seconds_total" in names
 
 
 class TestPromtoolCheckMetrics:
