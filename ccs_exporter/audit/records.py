@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -29,14 +30,18 @@ ACTION_TYPES = {
     "job.update": "change",
     "job.delete": "deletion",
     "job.created": "creation",
+    "job.run": "start",
+    "job.abort": "end",
     "job.changed": "change",
     "job.deleted": "deletion",
     "audit.recovered": "change",
 }
-MUTATION_ACTIONS = ("job.create", "job.update", "job.delete")
+MUTATION_ACTIONS = ("job.create", "job.update", "job.delete", "job.run", "job.abort")
 OUTCOMES = ("success", "failure", "unknown")
 
 Phase = Literal["intent", "result", "observation", "recovery"]
+
+_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
 def new_audit_id() -> str:
@@ -55,6 +60,15 @@ class JobRef:
 
 
 @dataclass(frozen=True)
+class Reconciliation:
+    """How a result written after the fact was found: why (``event.reason``), the evidence, who looked."""
+
+    reason: str
+    evidence: Mapping[str, Any]
+    checked_by: str
+
+
+@dataclass(frozen=True)
 class AuditRecord:
     """One audit record before it is redacted, stamped and chained.
 
@@ -70,6 +84,7 @@ class AuditRecord:
     method: str | None = None
     url_path: str | None = None
     job: JobRef | None = None
+    run_id: str | None = None  # ccs.job_run.id: the run a job.run started or a job.abort ends
     delete_job: bool | None = None
     reason: str | None = None
     requested: Mapping[str, Any] | None = None
@@ -80,6 +95,7 @@ class AuditRecord:
     error_message: str | None = None
     message: str | None = None
     removed: tuple[int, str] | None = None  # (bytes, sha256) of a torn line
+    reconciled: Reconciliation | None = None  # a result looked up in CCS later (audit reconcile)
 
     @property
     def performed(self) -> bool:
@@ -99,6 +115,13 @@ class AuditRecord:
         if self.removed is not None:
             audit["removed"] = {"bytes": self.removed[0], "sha256": self.removed[1]}
         fields: dict[str, Any] = {"event": event, "audit": audit}
+        if self.reconciled is not None:
+            audit["reconciled"] = True
+            event["reason"] = self.reconciled.reason
+            fields["reconcile"] = {
+                "evidence": dict(self.reconciled.evidence),
+                "checked_by": {"name": self.reconciled.checked_by},
+            }
         if self.phase in ("intent", "result"):
             fields.update(self._mutation_fields())
         elif self.phase == "observation":
@@ -114,6 +137,8 @@ class AuditRecord:
         if self.status_code is not None:
             http["response"] = {"status_code": self.status_code}
         ccs: dict[str, Any] = {"job": self._job_fields()}
+        if self.run_id is not None:
+            ccs["job_run"] = {"id": self.run_id}
         if self.delete_job is not None:
             ccs["delete_job"] = self.delete_job
         fields: dict[str, Any] = {
@@ -183,8 +208,31 @@ class Stamp:
 
 
 def canonical_json(record: Mapping[str, Any]) -> str:
-    """The canonical serialisation: sorted keys, no insignificant spaces, UTF-8 text."""
-    return json.dumps(record, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+    """The canonical serialisation: sorted keys, no insignificant spaces, UTF-8 text.
+
+    Text is kept as it came, even text that is not valid Unicode: a lone UTF-16 surrogate (JSON
+    ``"\\udcff"``, which a .NET server can send) is written as that JSON escape, so the line is valid
+    UTF-8 and reads back to the same string. A surrogate pair split into two code points is joined into
+    the character it encodes first, as reading the line back would, so the hash is the same both ways.
+    """
+    text = json.dumps(record, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+    if _SURROGATE.search(text) is None:
+        return text
+    text = json.dumps(
+        _joined_pairs(record), sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False
+    )
+    return _SURROGATE.sub(lambda match: f"\\u{ord(match.group()):04x}", text)
+
+
+def _joined_pairs(value: Any) -> Any:
+    """``value`` with every string's surrogate pairs joined; lone surrogates stay as they are."""
+    if isinstance(value, str):
+        return value.encode("utf-16-le", "surrogatepass").decode("utf-16-le", "surrogatepass")
+    if isinstance(value, Mapping):
+        return {_joined_pairs(key): _joined_pairs(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_joined_pairs(item) for item in value]
+    return value
 
 
 def record_hash(record: Mapping[str, Any]) -> str:
