@@ -14,11 +14,12 @@ from pathlib import Path
 from typing import Any
 
 from ccs_exporter import __version__
-from ccs_exporter.errors import AuditError, CcsError, ConfigError
+from ccs_exporter.errors import AuditError, CcsError, ConfigError, MutationInterrupted
 
 EXIT_OK = 0
 EXIT_CCS = 1
 EXIT_USAGE = 2
+EXIT_INTERRUPTED = 130
 
 # CLI flag -> setting name, for the flags every CCS-talking command accepts.
 _CONNECTION_FLAGS = {
@@ -52,8 +53,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except AuditError as exc:
         _fail(f"audit error: {exc}")
         return EXIT_CCS
+    except MutationInterrupted as exc:
+        _fail(exc.message)
+        return EXIT_INTERRUPTED
     except KeyboardInterrupt:
-        return 130
+        return EXIT_INTERRUPTED
 
 
 def _fail(message: str) -> None:
@@ -130,6 +134,16 @@ def build_parser() -> argparse.ArgumentParser:
     _add_mutation_options(delete)
     delete.set_defaults(handler=_cmd_jobs_delete)
 
+    run = jobs.add_parser("run", help="run a job now (audited)")
+    run.add_argument("job_id")
+    _add_mutation_options(run)
+    run.set_defaults(handler=_cmd_jobs_run)
+
+    abort = jobs.add_parser("abort", help="abort a run in progress by its JobRunID (audited)")
+    abort.add_argument("run_id")
+    _add_mutation_options(abort)
+    abort.set_defaults(handler=_cmd_jobs_abort)
+
     audit = commands.add_parser("audit", help="work with the audit log").add_subparsers(
         title="audit commands", metavar="AUDIT_COMMAND"
     )
@@ -191,7 +205,9 @@ def _flag_overrides(args: argparse.Namespace, **extra: Any) -> dict[str, Any]:
 
 
 def _print_json(payload: Any) -> None:
-    print(json.dumps(payload, indent=2, ensure_ascii=False))
+    # A lone surrogate in CCS text is printed as its JSON escape (\\udcff) instead of failing the print.
+    text = json.dumps(payload, indent=2, ensure_ascii=False)
+    print(text.encode("utf-8", "backslashreplace").decode("utf-8"))
 
 
 def _cmd_jobs_get(args: argparse.Namespace) -> int:
@@ -252,6 +268,32 @@ def _cmd_jobs_delete(args: argparse.Namespace) -> int:
     service = _job_service(args)
     service.delete(args.job_id, keep_job=args.keep_job, reason=args.reason)
     return EXIT_OK
+
+
+def _cmd_jobs_run(args: argparse.Namespace) -> int:
+    service = _job_service(args)
+    _print_operation(service.run(args.job_id, reason=args.reason))
+    return EXIT_OK
+
+
+def _cmd_jobs_abort(args: argparse.Namespace) -> int:
+    service = _job_service(args)
+    _print_operation(service.abort(args.run_id, reason=args.reason))
+    return EXIT_OK
+
+
+def _print_operation(done: Any) -> None:
+    """What CCS answered a run or an abort with, and what it concerned, as one JSON object."""
+    _print_json(
+        {
+            "JobID": done.job_id,
+            "JobName": done.job_name,
+            "JobRunID": done.run_id,
+            "StatusCode": done.status_code,
+            "Message": done.message,
+            "AuditID": done.audit_id,
+        }
+    )
 
 
 def _cmd_audit_verify(args: argparse.Namespace) -> int:

@@ -122,3 +122,18 @@ class ConfigError(Exception):
 
 class AuditError(Exception):
     """The audit log could not be written; a mutation that needs the record must not go ahead."""
+
+
+class MutationInterrupted(KeyboardInterrupt):
+    """Ctrl-C stopped a mutation after its intent was recorded; its result has been written.
+
+    ``message`` says on one line what is known (sent or not, the new JobID if CCS answered) and
+    ``outcome`` is the outcome recorded (``success``, ``failure`` or ``unknown``; None if the result
+    could not be written). It is a ``KeyboardInterrupt``, so callers that stop on Ctrl-C still stop.
+    """
+
+    def __init__(self, message: str, *, outcome: str | None, audit_id: str) -> None:
+        super().__init__(message)
+        self.message = message
+        self.outcome = outcome
+        self.audit_id = audit_id

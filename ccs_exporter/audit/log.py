@@ -18,9 +18,9 @@ from typing import TYPE_CHECKING, Any
 
 import structlog
 
-from ccs_exporter.audit.mutations import MutationIntent, intent_record, result_record
+from ccs_exporter.audit.mutations import MutationIntent, intent_record, job_of_run, result_record
 from ccs_exporter.audit.observer import OwnMutations, observation_record
-from ccs_exporter.audit.records import AuditRecord, Stamp
+from ccs_exporter.audit.records import AuditRecord, JobRef, Stamp
 from ccs_exporter.audit.writer import ChainWriter
 from ccs_exporter.errors import AuditError
 from ccs_exporter.models import Job
@@ -136,6 +136,7 @@ class AuditLog:
         delete_job: bool | None = None,
         reason: str | None = None,
         requested: Mapping[str, Any] | None = None,
+        run_id: str | None = None,
     ) -> MutationIntent:
         """Write and fsync the intent record of a mutation about to be sent; raise AuditError if not."""
         record = intent_record(
@@ -149,9 +150,12 @@ class AuditLog:
             delete_job=delete_job,
             reason=reason,
             requested=requested,
+            run_id=run_id,
         )
         written = self.append(record)
-        return MutationIntent(record.audit_id, action, method, url_path, job_id, job_name, reason, written)
+        return MutationIntent(
+            record.audit_id, action, method, url_path, job_id, job_name, reason, written, run_id
+        )
 
     def result(
         self,
@@ -166,6 +170,7 @@ class AuditLog:
         after_error: str | None = None,
         error_message: str | None = None,
         message: str | None = None,
+        run_id: str | None = None,
     ) -> dict[str, Any]:
         """Write and fsync the result record of ``intent``; raise AuditError if it cannot be written."""
         record = result_record(
@@ -180,8 +185,13 @@ class AuditLog:
             after_error=after_error,
             error_message=error_message,
             message=message,
+            run_id=run_id,
         )
         return self.append(record)
+
+    def job_of_run(self, run_id: str) -> JobRef | None:
+        """The job of a run one of our own ``job.run`` results names (a local read), or None."""
+        return job_of_run(self._path, run_id)
 
     # --- changes made elsewhere ------------------------------------------------------------------------
 

@@ -1,11 +1,13 @@
 """Observed job changes: tell changes made elsewhere from our own mutations, and describe them as records.
 
-``OwnMutations`` reads our create/update/delete records from the log incrementally (other processes
-write there too) and matches an observed change to at most one of them: an update whose recorded
-after-state has the observed JobModifiedTime, or, for an update whose outcome is unknown or in flight,
-one started within the match window of the change; a disappearance to a delete without
-``--keep-job``; an appearance to a create whose result names the job, or, for a create whose outcome is
-unknown or in flight, one of the same job name started within the match window of JobCreationTime.
+``OwnMutations`` reads our create/update/delete/run/abort records from the log incrementally (other
+processes write there too) and matches an observed change to at most one of them: an update whose
+recorded after-state has the observed JobModifiedTime, or, for an update whose outcome is unknown or in
+flight, one started within the match window of the change; a change of the run state only
+(LastRunDate, LastRunStatus, with JobModifiedTime) to a run or abort of ours started within the
+window; a disappearance to a delete without ``--keep-job``; an appearance to a create whose result
+names the job, or, for a create whose outcome is unknown or in flight, one of the same job name
+started within the match window of JobCreationTime.
 """
 
 from __future__ import annotations
@@ -18,16 +20,23 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from ccs_exporter.audit.records import AuditRecord, JobRef
+from ccs_exporter.audit.records import AuditRecord, JobRef, diff_snapshots, job_snapshot
 from ccs_exporter.models import Job, parse_ccs_datetime
 
 # Our own mutations remembered per job: enough for any realistic burst between two poll cycles.
 _MAX_OWN_PER_JOB = 64
+# Our own intents still waiting for their result (a crash leaves some for good): bounded as well.
+_MAX_PENDING = 4096
+_INDEXED_ACTIONS = ("job.create", "job.update", "job.delete", "job.run", "job.abort")
+_RUN_OPERATIONS = ("job.run", "job.abort")
+# What a run changes on the job as search by id shows it; JobModifiedTime may move with it.
+_RUN_STATE_FIELDS = frozenset({"JobProperties.LastRunDate", "JobProperties.LastRunStatus"})
+_MODIFIED_FIELD = "JobProperties.JobModifiedTime"
 
 
 @dataclass
 class _OwnMutation:
-    """What matching needs to know about one of our own create/update/delete mutations."""
+    """What matching needs to know about one of our own mutations."""
 
     audit_id: str
     action: str
@@ -36,6 +45,7 @@ class _OwnMutation:
     job_name: str | None = None
     outcome: str | None = None
     after_modified: datetime | None = None
+    job_id: str | None = None
 
 
 def observation_record(job_id: str, before: Job | None, after: Job | None, observer_name: str) -> AuditRecord:
@@ -86,6 +96,10 @@ class OwnMutations:
                     self._matched.add(own.audit_id)
                     return own.audit_id
             return None
+        if run_state_only(before, after):
+            found = self._match_operation(candidates, before, after)
+            if found is not None:
+                return found
         return self._match_update(candidates, before, after)
 
     def _match_create(self, candidates: list[_OwnMutation], after: Job) -> str | None:
@@ -103,8 +117,24 @@ class OwnMutations:
                 return own.audit_id
         return None
 
-    def _match_update(self, candidates: list[_OwnMutation], before: Job, after: Job) -> str | None:
+    def _match_operation(self, candidates: list[_OwnMutation], before: Job, after: Job) -> str | None:
+        """A run or abort of ours started within the window of a change that only moved the run state."""
+        for own in candidates:
+            if own.action in _RUN_OPERATIONS and self._in_window(own, before, after):
+                self._matched.add(own.audit_id)
+                return own.audit_id
+        return None
+
+    def _in_window(self, own: _OwnMutation, before: Job, after: Job) -> bool:
+        """True when ``own`` started within the match window around the change (clock skew allowed)."""
         seen_before = before.JobProperties.JobModifiedTime
+        seen_after = after.JobProperties.JobModifiedTime
+        if own.started is None or seen_after is None:
+            return True
+        low = (seen_before or seen_after) - self._window
+        return low <= own.started <= seen_after + self._window
+
+    def _match_update(self, candidates: list[_OwnMutation], before: Job, after: Job) -> str | None:
         seen_after = after.JobProperties.JobModifiedTime
         found: str | None = None
         for own in candidates:
@@ -118,12 +148,7 @@ class OwnMutations:
                     self._matched.add(own.audit_id)
                 continue
             # Outcome unknown or still in flight: match by time, allowing for clock skew.
-            if own.started is None or seen_after is None:
-                in_window = True
-            else:
-                low = (seen_before or seen_after) - self._window
-                in_window = low <= own.started <= seen_after + self._window
-            if in_window and found is None:
+            if self._in_window(own, before, after) and found is None:
                 found = own.audit_id
                 self._matched.add(own.audit_id)
         return found
@@ -163,7 +188,7 @@ class OwnMutations:
         event = record.get("event") or {}
         audit = record.get("audit") or {}
         action = event.get("action")
-        if action not in ("job.create", "job.update", "job.delete") or not isinstance(audit, dict):
+        if action not in _INDEXED_ACTIONS or not isinstance(audit, dict) or not isinstance(event, dict):
             return
         audit_id = str(audit.get("id"))
         if audit.get("phase") == "intent":
@@ -178,6 +203,11 @@ class OwnMutations:
                 if job_id and known.outcome == "success":
                     _remember(self._by_job, job_id, known)
                 return
+            if known.job_id is None:  # an abort whose job only CCS's answer named
+                job_id = str(((record.get("ccs") or {}).get("job") or {}).get("id") or "").lower()
+                if job_id:
+                    known.job_id = job_id
+                    _remember(self._by_job, job_id, known)
             after = (record.get("change") or {}).get("after") or {}
             modified = (after.get("JobProperties") or {}).get("JobModifiedTime")
             known.after_modified = _datetime_or_none(modified)
@@ -190,15 +220,23 @@ class OwnMutations:
             name = job.get("name")
             if isinstance(name, str) and name:
                 own = _OwnMutation(audit_id, action, started, False, job_name=name)
-                self._by_id[audit_id] = own
+                self._pending(own)
                 _remember(self._creates_by_name, name.casefold(), own)
             return
         job_id = str(job.get("id") or "").lower()
-        if not job_id:
+        if not job_id and action != "job.abort":  # an abort may learn its job from CCS's answer
             return
-        own = _OwnMutation(audit_id, action, started, bool(ccs.get("delete_job", True)))
-        self._by_id[audit_id] = own
-        _remember(self._by_job, job_id, own)
+        delete_job = bool(ccs.get("delete_job", True))
+        own = _OwnMutation(audit_id, action, started, delete_job, job_id=job_id or None)
+        self._pending(own)
+        if job_id:
+            _remember(self._by_job, job_id, own)
+
+    def _pending(self, own: _OwnMutation) -> None:
+        """Remember an intent until its result; crashed intents never get one, so keep a bounded number."""
+        self._by_id[own.audit_id] = own
+        if len(self._by_id) > _MAX_PENDING:
+            del self._by_id[next(iter(self._by_id))]
 
 
 def _remember(index: dict[str, list[_OwnMutation]], key: str, own: _OwnMutation) -> None:
@@ -207,6 +245,12 @@ def _remember(index: dict[str, list[_OwnMutation]], key: str, own: _OwnMutation)
     mutations.append(own)
     if len(mutations) > _MAX_OWN_PER_JOB:
         del mutations[:-_MAX_OWN_PER_JOB]
+
+
+def run_state_only(before: Job, after: Job) -> bool:
+    """True when only the run state moved between two readings (JobModifiedTime may move with it)."""
+    changed = set(diff_snapshots(job_snapshot(before), job_snapshot(after))) - {_MODIFIED_FIELD}
+    return bool(changed) and changed <= _RUN_STATE_FIELDS
 
 
 def _datetime_or_none(value: Any) -> datetime | None:

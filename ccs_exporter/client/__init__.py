@@ -16,10 +16,12 @@ from typing import TYPE_CHECKING
 from pydantic import SecretStr
 
 from ccs_exporter.client.api import (
+    ABORT_RUN,
     CREATE_JOB,
     DELETE_JOB,
     JOB,
     JOB_RUNS,
+    RUN_JOB,
     SEARCH_JOB_NAME,
     SEARCH_JOBS,
     UPDATE_JOB,
@@ -27,6 +29,7 @@ from ccs_exporter.client.api import (
     JobsApi,
     MutationResult,
     SearchPage,
+    checked_run_id,
 )
 from ccs_exporter.client.tokens import LOGIN_BACKOFF_MAX_SECONDS, LOGIN_BACKOFF_SECONDS, TOKEN, TokenManager
 from ccs_exporter.client.transport import API_PREFIX, Endpoint, RequestObserver, Transport
@@ -37,6 +40,7 @@ if TYPE_CHECKING:
     from ccs_exporter.config import Settings
 
 __all__ = [
+    "ABORT_RUN",
     "API_PREFIX",
     "CREATE_JOB",
     "DELETE_JOB",
@@ -45,6 +49,7 @@ __all__ = [
     "LOGIN_BACKOFF_MAX_SECONDS",
     "LOGIN_BACKOFF_SECONDS",
     "MAX_RESPONSE_BYTES",
+    "RUN_JOB",
     "SEARCH_JOBS",
     "SEARCH_JOB_NAME",
     "TOKEN",
@@ -55,6 +60,7 @@ __all__ = [
     "MutationResult",
     "RequestObserver",
     "SearchPage",
+    "checked_run_id",
 ]
 
 
@@ -170,6 +176,14 @@ class CcsClient:
     def delete_job(self, job_id: str, delete_job: bool = True) -> MutationResult:
         """Delete a job (``delete_job=False``: only its run history); the result holds CCS's message."""
         return self._api.delete_job(job_id, delete_job)
+
+    def run_job(self, job_id: str) -> MutationResult:
+        """Run a job now; the result holds the new run's id when CCS's answer names it."""
+        return self._api.run_job(job_id)
+
+    def abort_run(self, run_id: str) -> MutationResult:
+        """Abort a run in progress by its JobRunID (not the job's id)."""
+        return self._api.abort_run(run_id)
 
     def close(self) -> None:
         """Close the pooled connections."""

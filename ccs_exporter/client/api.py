@@ -1,7 +1,7 @@
 """The CCS jobs endpoints: build each path, send it through the transport, parse the answer into models.
 
 Reads return models; mutations return a ``MutationResult`` (the status CCS answered with, its message,
-a created job's id), so callers such as the audit trail see what happened without a side channel.
+a created job's id, a run's id), so callers such as the audit trail see what happened without a side channel.
 Search Jobs and search by name return a ``SearchPage``: the jobs read, and the items that could not be
 read, reported rather than failing the page.
 """
@@ -33,10 +33,16 @@ UPDATE_JOB = Endpoint("PATCH", "/jobs", "update_job")
 DELETE_JOB = Endpoint("DELETE", "/Jobs", "delete_job")
 SEARCH_JOBS = Endpoint("GET", "/Jobs", "search_jobs")
 SEARCH_JOB_NAME = Endpoint("GET", "/Jobs", "search_job_name")
+RUN_JOB = Endpoint("POST", "/jobs/{job_id}", "run_job")
+ABORT_RUN = Endpoint("POST", "/jobs/{run_id}", "abort_run")
 
 # The answer to a search is not documented: most likely a JSON array; an object wrapping the array under
 # one of these keys (compared without regard to case), or under its only list, is accepted too.
 _WRAPPER_KEYS = ("jobs", "items", "results", "value", "data", "joblist")
+
+# The answer to run/abort is not documented: any 2xx, with or without a body, is success; a JSON object
+# body is read for these fields (keys in any case), anything else is kept as a message excerpt.
+_OPERATION_MESSAGE_LIMIT = 300
 
 _PayloadT = TypeVar("_PayloadT", Job, JobRuns)
 
@@ -48,6 +54,7 @@ class MutationResult:
     status_code: int
     message: str | None = None
     job_id: str | None = None
+    run_id: str | None = None
 
 
 @dataclass(frozen=True)
@@ -140,6 +147,47 @@ class JobsApi:
             message = self._tokens.redact(server_message(response)) or None
         return MutationResult(response.status_code, message=message)
 
+    def run_job(self, job_id: str) -> MutationResult:
+        """Run a job now (``{"Operation": "execute"}``); the result holds the new run's id if CCS said it."""
+        path = RUN_JOB.url_path(job_id=checked_job_id(job_id))
+        return self._operation(RUN_JOB, path, "execute")
+
+    def abort_run(self, run_id: str) -> MutationResult:
+        """Abort a run in progress by its JobRunID (``{"Operation": "abort"}``)."""
+        path = ABORT_RUN.url_path(run_id=checked_run_id(run_id))
+        return self._operation(ABORT_RUN, path, "abort")
+
+    def _operation(self, endpoint: Endpoint, path: str, operation: str) -> MutationResult:
+        response = self._transport.call(endpoint, path, self._tokens, json={"Operation": operation})
+        if not 200 <= response.status_code < 300:
+            raise BadResponseError(
+                f"answered {response.status_code} where a 2xx was expected; the {operation} may or may not "
+                "have been carried out",
+                method=endpoint.method,
+                path=path,
+                status=response.status_code,
+            )
+        body: Any = None
+        if response.content.strip():
+            try:
+                body = json_body(response, endpoint.method, path)
+            except BadResponseError:
+                body = None  # a 2xx is success whatever its body; keep what it said as text
+        if not isinstance(body, dict):
+            text = server_message(response) if response.content.strip() else ""
+            return MutationResult(response.status_code, message=self._tokens.redact(text) or None)
+        fields = {str(key).lower(): value for key, value in body.items()}
+        message = fields.get("message")
+        return MutationResult(
+            response.status_code,
+            message=self._one_line(message) if isinstance(message, str) else None,
+            job_id=_guid_or_none(fields.get("jobid")),
+            run_id=_guid_or_none(fields.get("jobrunid")),
+        )
+
+    def _one_line(self, text: str) -> str | None:
+        return self._tokens.redact(" ".join(text.split())[:_OPERATION_MESSAGE_LIMIT]) or None
+
     def _search_page(self, response: requests.Response, endpoint: Endpoint, path: str) -> SearchPage:
         body = json_body(response, endpoint.method, path) if response.content.strip() else None
         items = _search_items(body)
@@ -212,5 +260,23 @@ def _item_job_id(item: Any) -> str | None:
         return None
     try:
         return normalize_guid(job_id)
+    except ValueError:
+        return None
+
+
+def checked_run_id(value: str) -> str:
+    """A run id argument normalised (lower case, no braces); a ConfigError naming it if it is no GUID."""
+    try:
+        return normalize_guid(value)
+    except ValueError as exc:
+        raise ConfigError(f"run id {exc}", field="run_id") from None
+
+
+def _guid_or_none(value: Any) -> str | None:
+    """A GUID CCS answered with, normalised; None when it sent none or something else."""
+    if not isinstance(value, str):
+        return None
+    try:
+        return normalize_guid(value)
     except ValueError:
         return None
