@@ -21,10 +21,11 @@ from dataclasses import dataclass, field
 from email.message import Message
 from http import HTTPStatus
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import parse_qsl, urlsplit
 
 from ccs_exporter import __version__
-from ccs_exporter.metrics import CONTENT_TYPE, ExpositionStore, LiveMetrics
+from ccs_exporter.exposition import EOF, EOF_GZIP, MAX_SELECTED_NAMES, Format, negotiate
+from ccs_exporter.metrics import ExpositionStore, LiveMetrics
 from ccs_exporter.webauth import BasicAuthChecker, FailureBackoff
 from ccs_exporter.webconfig import WebState
 
@@ -33,6 +34,7 @@ _SERVER = f"ccs-exporter/{__version__}"
 _UNAUTHENTICATED_PATHS = frozenset({"/healthz", "/readyz"})
 _VERSION = re.compile(r"HTTP/\d\.\d")
 _TEXT = "text/plain; charset=utf-8"
+_MAX_QUERY_FIELDS = 1000
 _LANDING_PAGE = f"""<!DOCTYPE html>
 <html><head><meta charset="utf-8"><title>ccs-exporter</title></head>
 <body><h1>ccs-exporter {__version__}</h1>
@@ -61,6 +63,7 @@ class Request:
     headers: Message
     keep_alive: bool
     client: str
+    query: str = ""
 
 
 @dataclass
@@ -92,10 +95,11 @@ def parse_request(head: bytes, client: str) -> Request:
     if headers.get("Content-Length", "0").strip() not in ("", "0") or "Transfer-Encoding" in headers:
         keep_alive = False  # a body is never read: closing is the only way not to parse it as a request
     if target.startswith(("http://", "https://")):
-        path = urlsplit(target).path or "/"
+        split = urlsplit(target)
+        path, query = split.path or "/", split.query
     else:
-        path = target.split("?", 1)[0]
-    return Request(method, path, version, headers, keep_alive, client)
+        path, _, query = target.partition("?")
+    return Request(method, path, version, headers, keep_alive, client, query)
 
 
 def accepts_gzip(accept_encoding: str) -> bool:
@@ -119,6 +123,21 @@ def accepts_gzip(accept_encoding: str) -> bool:
         if coding == "*":
             wildcard = quality
     return wildcard is not None and wildcard > 0
+
+
+def selected_names(query: str) -> frozenset[str] | None:
+    """The family names ``name[]`` parameters of ``query`` ask for, or None for every family.
+
+    ValueError (a 400) when there are more than ``MAX_SELECTED_NAMES`` of them.
+    """
+    try:
+        pairs = parse_qsl(query, max_num_fields=_MAX_QUERY_FIELDS)
+    except ValueError:
+        raise ValueError(f"too many query parameters (at most {_MAX_QUERY_FIELDS})") from None
+    names = [value for key, value in pairs if key == "name[]"]
+    if len(names) > MAX_SELECTED_NAMES:
+        raise ValueError(f"too many name[] parameters: at most {MAX_SELECTED_NAMES}")
+    return frozenset(names) if names else None
 
 
 def basic_credentials(authorization: str) -> tuple[str, str] | None:
@@ -216,16 +235,24 @@ class Endpoints:
         return text_response(401, "Unauthorized", headers=[challenge])
 
     def _metrics(self, request: Request) -> Response:
-        live = self._live.render()
+        try:
+            names = selected_names(request.query)
+        except ValueError as exc:
+            return text_response(400, str(exc))
+        fmt, content_type = negotiate(request.headers.get("Accept", ""))
+        gzipped = accepts_gzip(request.headers.get("Accept-Encoding", ""))
+        live = self._live.render(fmt, names)
         exposition = self._store.current
-        headers = [("Vary", "Accept-Encoding")]
-        # The exposition is passed on as is, never copied: at 10,000 jobs it is 20 MB (4 MB gzipped).
-        if accepts_gzip(request.headers.get("Accept-Encoding", "")):
-            # Concatenated gzip members are one valid gzip stream; the big part was compressed once.
-            live_gzipped = gzip.compress(live, compresslevel=1, mtime=0)
-            parts = (live_gzipped, exposition.gzipped if exposition else b"")
-            return Response(200, parts, CONTENT_TYPE, [*headers, ("Content-Encoding", "gzip")])
-        return Response(200, (live, *(exposition.parts if exposition else ())), CONTENT_TYPE, headers)
+        # The exposition's parts are passed on as they are, never copied or rendered again: at 10,000
+        # jobs they are 20 MB (4 MB gzipped). Concatenated gzip members are one valid gzip stream.
+        body = exposition.body(fmt, gzipped=gzipped, names=names) if exposition is not None else ()
+        if gzipped:
+            live = gzip.compress(live, compresslevel=1, mtime=0)
+        end = () if fmt is Format.TEXT else (EOF_GZIP,) if gzipped else (EOF,)
+        headers = [("Vary", "Accept, Accept-Encoding")]
+        if gzipped:
+            headers.append(("Content-Encoding", "gzip"))
+        return Response(200, (live, *body, *end), content_type, headers)
 
 
 def response_head(request: Request | None, answer: Response, extra: tuple[tuple[str, str], ...]) -> bytes:

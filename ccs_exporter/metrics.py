@@ -1,9 +1,10 @@
 """Prometheus exposition: job series rendered once per poll cycle, exporter health rendered per scrape.
 
-The job part comes from an immutable ``PollSnapshot`` through a private registry and fresh metric
-families, and is kept as ready bytes (plain and gzip) so a scrape never calls CCS and never waits on a
-cycle. The live part (build info, CCS request counters and latency, process metrics, and any collectors
-the composition adds) is small and rendered on each scrape. Sample of the job part::
+The job part comes from an immutable ``PollSnapshot`` and is kept as ready bytes, family by family, in
+both formats and gzip-compressed (``exposition.RenderedFamily``), so a scrape never calls CCS, never
+waits on a cycle and never renders it again. The live part (build info, CCS request counters and
+latency, process metrics, and any collectors the composition adds) is small and rendered on each
+scrape. Sample of the job part::
 
     # HELP ccs_job_last_run_status Latest run's status as a state set: 1 for the current state.
     # TYPE ccs_job_last_run_status gauge
@@ -18,8 +19,7 @@ from __future__ import annotations
 import itertools
 import math
 import platform
-import zlib
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import NamedTuple, cast
 
@@ -30,7 +30,6 @@ from prometheus_client import (
     Histogram,
     PlatformCollector,
     ProcessCollector,
-    generate_latest,
 )
 from prometheus_client.metrics_core import (
     CounterMetricFamily,
@@ -42,11 +41,17 @@ from prometheus_client.registry import Collector
 from prometheus_client.utils import floatToGoString
 
 from ccs_exporter import __version__
+from ccs_exporter.exposition import (
+    Exposition,
+    Format,
+    RenderedFamily,
+    render_metrics,
+    selected,
+)
 from ccs_exporter.models import JobStatus
 from ccs_exporter.sharding import UNSHARDED, Shard
 from ccs_exporter.snapshot import JobSnapshot, JobState, PollSnapshot, RunSummary, SearchState
 
-CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 MAX_LABEL_LENGTH = 200
 TRUNCATION_MARKER = "...[truncated]"
 # Larger than any float a metric needs; clamps absurd numbers CCS might send (a 400-digit int).
@@ -134,16 +139,15 @@ def _search_families(searches: Sequence[SearchState]) -> Iterator[Metric]:
     yield from (jobs, success, truncated)
 
 
-def render_snapshot(snapshot: PollSnapshot) -> bytes:
-    """The text exposition of one snapshot's job and cycle families."""
-    return b"".join(_render_parts(snapshot))
+def render_snapshot(snapshot: PollSnapshot, fmt: Format = Format.TEXT) -> bytes:
+    """The exposition of one snapshot's job and cycle families (OpenMetrics without ``# EOF``)."""
+    return b"".join(render_exposition(snapshot).body(fmt))
 
 
-def _render_parts(snapshot: PollSnapshot) -> tuple[bytes, ...]:
-    """The exposition in consecutive pieces (one per family): never joined into one 20 MB buffer."""
-    registry = CollectorRegistry(auto_describe=False)
-    registry.register(CycleCollector(snapshot))
-    return (*_job_exposition(snapshot.jobs, snapshot.taken_at), generate_latest(registry))
+def render_exposition(snapshot: PollSnapshot) -> Exposition:
+    """The job and cycle families of ``snapshot``, each ready in both formats, plain and gzip."""
+    cycle = (RenderedFamily.of_metric(metric) for metric in CycleCollector(snapshot).collect())
+    return Exposition((*_job_families(snapshot.jobs, snapshot.taken_at), *cycle))
 
 
 def _escape(value: str) -> str:
@@ -243,9 +247,10 @@ def _age_lines(name: str, jobs: _Jobs) -> Iterator[str]:
 
 
 class _JobFamily(NamedTuple):
-    name: str
+    name: str  # the name of its samples (and of the family in the text format)
     documentation: str
     lines: Callable[[str, _Jobs], Iterator[str]]
+    kind: str = "gauge"  # or "info": then the OpenMetrics family is the name without "_info"
 
 
 # The job families, in exposition order: the one place their names and HELP texts are spelled.
@@ -254,6 +259,7 @@ JOB_FAMILIES = (
         "ccs_job_info",
         "Job metadata; join on job_id for names.",
         _info_lines,
+        "info",
     ),
     _JobFamily(
         "ccs_job_last_run_status",
@@ -318,34 +324,18 @@ JOB_FAMILIES = (
 )
 
 
-def _job_exposition(states: Sequence[JobState], now: float) -> Iterator[bytes]:
-    """The job families as text, family after family, in parts of at most ``_LINES_PER_PART`` lines."""
+def _job_families(states: Sequence[JobState], now: float) -> Iterator[RenderedFamily]:
+    """The job families, each as parts of at most ``_LINES_PER_PART`` sample lines."""
     jobs = _Jobs.of(states, now)
-    for name, documentation, lines in JOB_FAMILIES:
-        help_text = documentation.replace("\\", "\\\\").replace("\n", "\\n")
-        yield f"# HELP {name} {help_text}\n# TYPE {name} gauge\n".encode()
+    for name, documentation, lines, kind in JOB_FAMILIES:
         # Parts of a few hundred kilobytes: whole families (8 MB for the state set) made copies that
         # raised the peak and fragmented the heap, so resident memory grew cycle after cycle.
         pending = lines(name, jobs)
+        parts: list[bytes] = []
         while batch := list(itertools.islice(pending, _LINES_PER_PART)):
-            yield "".join(batch).encode()
-
-
-@dataclass(frozen=True)
-class Exposition:
-    """One rendered snapshot, plain (in consecutive parts) and gzip-compressed, ready for a scraper.
-
-    The server writes the parts with one gathered write; keeping them apart spares a copy of the whole
-    text (20 MB at 10,000 jobs) at every publish, which the memory target cannot afford.
-    """
-
-    parts: tuple[bytes, ...]
-    gzipped: bytes
-
-    @property
-    def text(self) -> bytes:
-        """The whole plain exposition (joined on demand)."""
-        return b"".join(self.parts)
+            parts.append("".join(batch).encode())
+        family_name = name.removesuffix("_info") if kind == "info" else name
+        yield RenderedFamily.of_samples(family_name, kind, documentation, tuple(parts))
 
 
 class ExpositionStore:
@@ -356,10 +346,7 @@ class ExpositionStore:
 
     def publish(self, snapshot: PollSnapshot) -> None:
         """Render and compress ``snapshot`` (off the scrape path) and make it the current one."""
-        parts = _render_parts(snapshot)
-        compressor = zlib.compressobj(1, zlib.DEFLATED, 31)  # 31: a gzip stream; deflate releases the GIL
-        gzipped = b"".join([*(compressor.compress(part) for part in parts), compressor.flush()])
-        self._current = Exposition(parts, gzipped)
+        self._current = render_exposition(snapshot)
 
     @property
     def current(self) -> Exposition | None:
@@ -460,6 +447,6 @@ class LiveMetrics:
         PlatformCollector(registry=self._registry)
         GCCollector(registry=self._registry)
 
-    def render(self) -> bytes:
-        """The text exposition of the live families."""
-        return generate_latest(self._registry)
+    def render(self, fmt: Format = Format.TEXT, names: Collection[str] | None = None) -> bytes:
+        """The live families ``names`` selects (all when None) in ``fmt`` (OpenMetrics without EOF)."""
+        return render_metrics(selected(self._registry.collect(), names), fmt)

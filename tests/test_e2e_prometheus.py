@@ -285,6 +285,21 @@ class TestFaultAlert:
         }
 
 
+class TestOpenMetricsScrape:
+    """Prometheus asks for OpenMetrics first and scrapes it cleanly."""
+
+    def test_prometheus_scrapes_openmetrics(self, stack: Stack) -> None:
+        """The target is healthy and its metadata has OpenMetrics' info and counter families."""
+        (target,) = stack.api("/api/v1/targets")["activeTargets"]
+        assert target["health"] == "up" and not target["lastError"]
+        metadata = stack.api("/api/v1/metadata")
+        assert metadata["ccs_exporter_build"][0]["type"] == "info"  # text 0.0.4 would say a gauge _info
+        assert metadata["ccs_job"][0]["type"] == "info"
+        assert metadata["ccs_poll_cycles"][0]["type"] == "counter"
+        (cycles,) = stack.query("ccs_poll_cycles_total")
+        assert float(cycles["value"][1]) >= 1
+
+
 class TestDashboardAgainstPrometheus:
     """The dashboard's queries run against real data."""
 

@@ -10,6 +10,7 @@ from datetime import datetime, timezone
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from ccs_exporter.exposition import Format
 from ccs_exporter.metrics import (
     MAX_LABEL_LENGTH,
     TRUNCATION_MARKER,
@@ -284,13 +285,17 @@ class TestRenderSnapshot:
 class TestExpositionStore:
     """The rendered bytes the server hands out."""
 
-    def test_gzip_and_plain_hold_the_same_exposition(self) -> None:
-        """The pre-compressed body decompresses to the plain one."""
+    @pytest.mark.parametrize("fmt", list(Format))
+    def test_gzip_and_plain_hold_the_same_exposition(self, fmt: Format) -> None:
+        """In each format, the pre-compressed body decompresses to the plain one."""
         store = ExpositionStore()
         assert store.current is None
-        store.publish(_snapshot(_job(None)))
+        summary = summarize_runs(_runs(_run(5, "2026-01-01T10:00:00Z", "2026-01-01T10:01:00Z", ["Error"])))
+        store.publish(_snapshot(_job(summary)))
         assert store.current is not None
-        assert gzip.decompress(store.current.gzipped) == store.current.text
+        plain = b"".join(store.current.body(fmt))
+        assert gzip.decompress(b"".join(store.current.body(fmt, gzipped=True))) == plain
+        assert b"ccs_job_last_run_status{" in plain
 
 
 class TestLiveMetrics:

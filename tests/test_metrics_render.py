@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import math
 import random
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
+from typing import cast
 
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.metrics_core import GaugeMetricFamily, InfoMetricFamily, Metric
+from prometheus_client.openmetrics.exposition import generate_latest as generate_openmetrics
 from prometheus_client.registry import Collector
 
+from ccs_exporter.exposition import Format
 from ccs_exporter.metrics import CycleCollector, label_value, render_snapshot
 from ccs_exporter.models import JobStatus
 from ccs_exporter.snapshot import JobSnapshot, JobState, PollSnapshot, RunSummary
@@ -125,10 +128,12 @@ def _job_families(jobs: Iterable[JobState], now: float) -> Iterator[Metric]:
     yield from (status, code, start, end, duration, messages, runs, success, failures, modified, poll, age)
 
 
-def _reference(snapshot: PollSnapshot) -> bytes:
+def _reference(snapshot: PollSnapshot, fmt: Format = Format.TEXT) -> bytes:
     registry = CollectorRegistry(auto_describe=False)
     registry.register(ReferenceJobCollector(snapshot))
     registry.register(CycleCollector(snapshot))
+    if fmt is Format.OPENMETRICS:
+        return cast(Callable[[Collector], bytes], generate_openmetrics)(registry)
     return generate_latest(registry)
 
 
@@ -191,3 +196,14 @@ class TestDirectRendering:
         """An empty job list gives the same headers-only families as the reference."""
         snapshot = _snapshot(0, jobs=0)
         assert render_snapshot(snapshot) == _reference(snapshot)
+
+    def test_openmetrics_matches_the_prometheus_client_openmetrics_rendering(self) -> None:
+        """The OpenMetrics rendering (plus its # EOF) is byte for byte client_python's OpenMetrics writer."""
+        for seed in range(5):
+            snapshot = _snapshot(seed, jobs=40)
+            rendered = render_snapshot(snapshot, Format.OPENMETRICS) + b"# EOF\n"
+            assert rendered == _reference(snapshot, Format.OPENMETRICS), f"seed {seed}"
+        empty = _snapshot(0, jobs=0)
+        assert render_snapshot(empty, Format.OPENMETRICS) + b"# EOF\n" == _reference(
+            empty, Format.OPENMETRICS
+        )

@@ -14,6 +14,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
+from ccs_exporter.exposition import Exposition, RenderedFamily
 from ccs_exporter.metrics import LiveMetrics, RequestStats
 from ccs_exporter.server import MetricsServer, ServerLimits
 from ccs_exporter.webconfig import WebConfigWatcher
@@ -94,12 +95,9 @@ def make_pki(directory: Path) -> Pki:
     return pki
 
 
-@dataclass(frozen=True)
-class Exposition:
-    """Stands in for a rendered exposition: plain parts and their gzip form."""
-
-    parts: tuple[bytes, ...]
-    gzipped: bytes
+def exposition_of(*samples: bytes) -> Exposition:
+    """A rendered exposition of one gauge family ``ccs_up`` whose sample parts are ``samples``."""
+    return Exposition((RenderedFamily.of_samples("ccs_up", "gauge", "Test family.", samples),))
 
 
 class Store:
@@ -109,7 +107,7 @@ class Store:
         self.current = exposition
 
 
-SMALL = Exposition((b"# TYPE ccs_up gauge\nccs_up 1\n",), b"")
+SMALL = exposition_of(b"ccs_up 1\n")
 
 
 class Servers:

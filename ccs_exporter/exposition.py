@@ -1,0 +1,207 @@
+"""The two formats /metrics speaks, and metric families rendered once for both.
+
+A scraper gets Prometheus text 0.0.4 unless its ``Accept`` header prefers OpenMetrics 1.0 (or 0.0.1),
+which then ends in ``# EOF``. The two differ only in a family's header lines (a counter's family is
+``x`` in OpenMetrics and ``x_total`` in text, an info family ``x`` and ``x_info``; HELP escapes quotes),
+so a ``RenderedFamily`` keeps each header once per format, its sample lines once for both, and each of
+them as a gzip member: a scrape in either format, compressed or not, whole or filtered by ``name[]``, is
+joined from ready bytes. Concatenated gzip members are one valid gzip stream.
+"""
+
+from __future__ import annotations
+
+import enum
+import gzip
+import zlib
+from collections.abc import Callable, Collection, Iterable, Iterator
+from dataclasses import dataclass
+from typing import NamedTuple, cast
+
+from prometheus_client import generate_latest
+from prometheus_client.metrics_core import Metric
+from prometheus_client.openmetrics import exposition as openmetrics
+from prometheus_client.registry import Collector
+
+TEXT_CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+OPENMETRICS_VERSIONS = ("1.0.0", "0.0.1")
+EOF = b"# EOF\n"
+EOF_GZIP = gzip.compress(EOF, compresslevel=1, mtime=0)
+# prometheus_client's OpenMetrics writer (untyped there).
+_generate_openmetrics = cast(Callable[[Collector], bytes], openmetrics.generate_latest)
+# name[] parameters one request may carry; the exposition has about fifty families.
+MAX_SELECTED_NAMES = 100
+
+
+class Format(enum.Enum):
+    """An exposition format."""
+
+    TEXT = "text"
+    OPENMETRICS = "openmetrics"
+
+
+class Negotiated(NamedTuple):
+    """The format a scraper gets and the Content-Type that says so."""
+
+    format: Format
+    content_type: str
+
+
+TEXT = Negotiated(Format.TEXT, TEXT_CONTENT_TYPE)
+
+
+def negotiate(accept: str) -> Negotiated:
+    """The format ``Accept`` prefers: OpenMetrics when it ranks highest, else text 0.0.4.
+
+    OpenMetrics is ``application/openmetrics-text`` with no version, 1.0.0 or 0.0.1; ``text/plain`` of
+    any version and wildcards mean text. The highest q-value wins (q=0 refuses), ties go to the range
+    listed first; anything else, or nothing acceptable, gets text 0.0.4, as client_python does.
+    """
+    best: tuple[float, Negotiated] | None = None
+    for media_range in accept.split(","):
+        media_type, *params = (part.strip() for part in media_range.split(";"))
+        options = {key.strip().lower(): value.strip() for key, _, value in (p.partition("=") for p in params)}
+        offer = _offer(media_type.lower(), options.get("version"))
+        quality = _quality(options.get("q", "1"))
+        if offer is not None and quality > 0 and (best is None or quality > best[0]):
+            best = (quality, offer)
+    return best[1] if best is not None else TEXT
+
+
+def _offer(media_type: str, version: str | None) -> Negotiated | None:
+    if media_type == "application/openmetrics-text":
+        version = version or OPENMETRICS_VERSIONS[0]
+        if version not in OPENMETRICS_VERSIONS:
+            return None
+        return Negotiated(
+            Format.OPENMETRICS, f"application/openmetrics-text; version={version}; charset=utf-8"
+        )
+    if media_type in ("text/plain", "text/*", "*/*"):
+        return TEXT
+    return None
+
+
+def _quality(text: str) -> float:
+    try:
+        quality = float(text)
+    except ValueError:
+        return 0.0
+    return quality if 0.0 <= quality <= 1.0 else 0.0  # NaN fails both comparisons
+
+
+def family_names(name: str, kind: str) -> frozenset[str]:
+    """The names that select a family in ``name[]``: its OpenMetrics name and its text name.
+
+    ``name`` is the OpenMetrics family name (prometheus_client's ``Metric.name``): a counter is also
+    selected by its ``_total`` sample name, an info family by its ``_info`` one.
+    """
+    suffix = {"counter": "_total", "info": "_info"}.get(kind, "")
+    return frozenset({name, name + suffix})
+
+
+@dataclass(frozen=True)
+class RenderedFamily:
+    """One metric family, ready in both formats: plain parts and gzip members per format.
+
+    The sample parts are the same objects in both formats (never copied), and so is their gzip member.
+    """
+
+    names: frozenset[str]
+    text: tuple[bytes, ...]
+    openmetrics: tuple[bytes, ...]
+    text_gzip: tuple[bytes, ...]
+    openmetrics_gzip: tuple[bytes, ...]
+
+    @classmethod
+    def of_samples(
+        cls, name: str, kind: str, documentation: str, samples: tuple[bytes, ...]
+    ) -> RenderedFamily:
+        """A family written directly: ``name`` (OpenMetrics) of ``kind`` gauge or info, sample parts."""
+        text_name = name + "_info" if kind == "info" else name
+        text_header = f"# HELP {text_name} {_escape_help(documentation)}\n# TYPE {text_name} gauge\n"
+        openmetrics_help = _escape_help(documentation).replace('"', '\\"')
+        openmetrics_header = f"# HELP {name} {openmetrics_help}\n# TYPE {name} {kind}\n"
+        samples_gzip = (_gzip_member(samples),) if any(samples) else ()
+        return cls(
+            family_names(name, kind),
+            (text_header.encode(), *samples),
+            (openmetrics_header.encode(), *samples),
+            (_gzip_member((text_header.encode(),)), *samples_gzip),
+            (_gzip_member((openmetrics_header.encode(),)), *samples_gzip),
+        )
+
+    @classmethod
+    def of_metric(cls, metric: Metric) -> RenderedFamily:
+        """A prometheus_client family, rendered by prometheus_client in each format."""
+        text = render_metrics((metric,), Format.TEXT)
+        openmetrics = render_metrics((metric,), Format.OPENMETRICS)
+        return cls(
+            family_names(metric.name, metric.type),
+            (text,),
+            (openmetrics,),
+            (_gzip_member((text,)),),
+            (_gzip_member((openmetrics,)),),
+        )
+
+    def parts(self, fmt: Format, gzipped: bool) -> tuple[bytes, ...]:
+        """The family's bytes in ``fmt``: plain parts, or gzip members."""
+        if fmt is Format.OPENMETRICS:
+            return self.openmetrics_gzip if gzipped else self.openmetrics
+        return self.text_gzip if gzipped else self.text
+
+
+def _escape_help(documentation: str) -> str:
+    return documentation.replace("\\", "\\\\").replace("\n", "\\n")
+
+
+def _gzip_member(parts: Iterable[bytes]) -> bytes:
+    """One gzip member of the concatenated ``parts`` (level 1: deflate is fast and releases the GIL)."""
+    compressor = zlib.compressobj(1, zlib.DEFLATED, 31)  # 31: a gzip stream
+    return b"".join([*(compressor.compress(part) for part in parts), compressor.flush()])
+
+
+@dataclass(frozen=True)
+class Exposition:
+    """Families rendered once (at the end of a poll cycle), served in any format and selection.
+
+    The server writes the parts with gathered writes; keeping them apart spares a copy of the whole
+    text (20 MB at 10,000 jobs) at every publish and every scrape.
+    """
+
+    families: tuple[RenderedFamily, ...]
+
+    def body(
+        self, fmt: Format = Format.TEXT, *, gzipped: bool = False, names: Collection[str] | None = None
+    ) -> tuple[bytes, ...]:
+        """The families ``names`` selects (all when None) in ``fmt``, without the OpenMetrics ``# EOF``."""
+        return tuple(
+            part
+            for family in self.families
+            if names is None or not family.names.isdisjoint(names)
+            for part in family.parts(fmt, gzipped)
+        )
+
+    def text(self) -> bytes:
+        """The whole text exposition, joined (tests and tools; the server never joins it)."""
+        return b"".join(self.body())
+
+
+class _Families(Collector):
+    def __init__(self, metrics: Iterable[Metric]) -> None:
+        self._metrics = metrics
+
+    def collect(self) -> Iterator[Metric]:
+        yield from self._metrics
+
+
+def render_metrics(metrics: Iterable[Metric], fmt: Format) -> bytes:
+    """prometheus_client families in ``fmt`` (OpenMetrics without its ``# EOF``: more may follow)."""
+    if fmt is Format.OPENMETRICS:
+        return _generate_openmetrics(_Families(metrics)).removesuffix(EOF)
+    return generate_latest(_Families(metrics))
+
+
+def selected(metrics: Iterable[Metric], names: Collection[str] | None) -> Iterator[Metric]:
+    """The families among ``metrics`` that ``names`` selects (all when None)."""
+    for metric in metrics:
+        if names is None or not family_names(metric.name, metric.type).isdisjoint(names):
+            yield metric
