@@ -307,6 +307,32 @@ class TestShardSettings:
         assert simulator.request_count() == 0
 
 
+class TestCommandsAreNotSharded:
+    """The jobs commands act on the job named, whatever shard the settings give."""
+
+    def test_get_and_delete_a_job_of_another_shard(
+        self,
+        monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str],
+        simulator: Any,
+        tmp_path: Any,
+    ) -> None:
+        """With the settings of shard 1/3, a job of another shard is read and deleted (audited) as usual."""
+        job = next(job for job in simulator.job_ids if shard_of(job, 3) != 1)
+        for name, value in {
+            "URL": simulator.url,
+            "USERNAME": simulator.username,
+            "PASSWORD": simulator.password,
+            "SHARD": "1/3",
+            "AUDIT_LOG": str(tmp_path / "audit.jsonl"),
+        }.items():
+            monkeypatch.setenv(f"CCS_EXPORTER_{name}", value)
+        assert cli.main(["jobs", "get", job]) == 0
+        assert job in capsys.readouterr().out
+        assert cli.main(["jobs", "delete", job, "--keep-job", "--reason", "CHG-18"]) == 0
+        assert simulator.request_count("delete_job") == 1
+
+
 class TestShardMetrics:
     """ccs_exporter_shard_ordinal and ccs_exporter_total_shards, on every replica."""
 
