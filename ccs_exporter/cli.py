@@ -115,6 +115,21 @@ def build_parser() -> argparse.ArgumentParser:
     _add_connection_options(runs)
     runs.set_defaults(handler=_cmd_jobs_runs)
 
+    search = jobs.add_parser("search", help="print every job a Search Jobs expression matches (all pages)")
+    search.add_argument("expression", help="sent verbatim as Attributes, e.g. '(JobName Contains PCI)'")
+    search.add_argument(
+        "--page-size",
+        type=_page_size,
+        help="jobs asked for per page, 1-1000 (default: CCS_EXPORTER_SEARCH_PAGE_SIZE, 100)",
+    )
+    _add_connection_options(search)
+    search.set_defaults(handler=_cmd_jobs_search)
+
+    find = jobs.add_parser("find", help="print the job with exactly this name (search by name)")
+    find.add_argument("name")
+    _add_connection_options(find)
+    find.set_defaults(handler=_cmd_jobs_find)
+
     create = jobs.add_parser("create", help="create a job from a JSON/YAML spec (audited)")
     create.add_argument("-f", "--file", dest="spec", type=Path, required=True, help="Create Job body")
     _add_mutation_options(create)
@@ -228,6 +243,79 @@ def _cmd_jobs_runs(args: argparse.Namespace) -> int:
         runs = client.get_job_runs(args.job_id, count=args.count, show_messages=args.messages)
     _print_json(runs.model_dump(mode="json"))
     return EXIT_OK
+
+
+def _cmd_jobs_search(args: argparse.Namespace) -> int:
+    from ccs_exporter.client import CcsClient
+    from ccs_exporter.config import checked_job_search
+    from ccs_exporter.discovery import MAX_SEARCH_JOBS, MAX_SEARCH_PAGES, list_search
+
+    expression = checked_job_search(args.expression)
+    settings = _settings_from(args, search_page_size=args.page_size)
+    size = settings.search_page_size
+    with CcsClient.from_settings(settings) as client:
+        listing = list_search(lambda page: client.search_jobs(expression, page, size))
+    assert listing is not None  # no stop event: a listing ends or raises
+    _print_jobs(settings, list(listing.jobs.values()))
+    problems = _unread_items(listing.bad, listing.unreadable)
+    if listing.page_ignored:
+        _fail(
+            f"CCS answered page {listing.pages - 1} with jobs of earlier pages: it ignores paging, so "
+            "jobs beyond the first page may be missing (a larger --page-size gets more of them)"
+        )
+    if listing.truncated:
+        problems.append(
+            f"the listing stopped at {listing.pages} pages, {listing.size} jobs "
+            f"(bounds: {MAX_SEARCH_PAGES} pages, {MAX_SEARCH_JOBS} jobs): more jobs may match"
+        )
+    for problem in problems:
+        _fail(problem)
+    return EXIT_CCS if problems else EXIT_OK
+
+
+def _cmd_jobs_find(args: argparse.Namespace) -> int:
+    from ccs_exporter.client import CcsClient
+
+    settings = _settings_from(args)
+    with CcsClient.from_settings(settings) as client:
+        page = client.search_job_name(args.name)
+    bad = {item.job_id or f"item {index}": item.message for index, item in enumerate(page.bad_items)}
+    if not page.jobs and not bad:
+        _fail(f"no job is named {args.name!r} (search by name matches the exact name)")
+        return EXIT_CCS
+    _print_jobs(settings, list(page.jobs))
+    problems = _unread_items(bad, 0)
+    for problem in problems:
+        _fail(problem)
+    return EXIT_CCS if problems else EXIT_OK
+
+
+def _print_jobs(settings: Any, jobs: list[Any]) -> None:
+    """Jobs from a search as one JSON array, with secrets removed as the audit log removes them."""
+    from ccs_exporter.redaction import Redactor, secret_variants
+
+    redact = Redactor(secret_variants(settings.password_value()))
+    _print_json([redact(job.model_dump(mode="json")) for job in jobs])
+
+
+def _unread_items(bad: dict[str, str], unreadable: int) -> list[str]:
+    """One line about the search items that could not be read, if any (the first one's reason)."""
+    count = len(bad) + unreadable
+    if not count:
+        return []
+    first = next(iter(bad.items()), None)
+    why = f"; first: {first[0]}: {first[1]}" if first is not None else ""
+    return [f"{count} job(s) in CCS's answer could not be read and are not printed{why}"]
+
+
+def _page_size(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if not 1 <= value <= 1000:
+        raise argparse.ArgumentTypeError("must be 1-1000")
+    return value
 
 
 def _job_service(args: argparse.Namespace) -> Any:

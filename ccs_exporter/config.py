@@ -36,6 +36,7 @@ __all__ = [  # the input helpers are shared with job specs and the web config
     "MAX_RESPONSE_BYTES",
     "Settings",
     "checked_job_id",
+    "checked_job_search",
     "describe_validation_error",
     "describe_yaml_error",
     "env_name",
@@ -124,16 +125,33 @@ def parse_job_searches(value: Any) -> list[str]:
     for index, item in enumerate(value, start=1):
         if not isinstance(item, str):
             raise ValueError(f"expression {index} is not a string")
-        text = item.strip()
-        if not text:
-            raise ValueError(f"expression {index} is empty")
-        if len(text) > MAX_JOB_SEARCH_LENGTH:
-            raise ValueError(f"expression {index} is longer than {MAX_JOB_SEARCH_LENGTH} characters")
-        if any(ord(char) < 32 or ord(char) == 127 for char in text):
-            raise ValueError(f"expression {index} holds a line break or control character")
+        try:
+            text = _job_search(item)
+        except ValueError as exc:
+            raise ValueError(f"expression {index} {exc}") from None
         if text not in searches:
             searches.append(text)
     return searches
+
+
+def _job_search(expression: str) -> str:
+    """One Search Jobs expression without surrounding spaces; ValueError saying what is wrong with it."""
+    text = expression.strip()
+    if not text:
+        raise ValueError("is empty")
+    if len(text) > MAX_JOB_SEARCH_LENGTH:
+        raise ValueError(f"is longer than {MAX_JOB_SEARCH_LENGTH} characters")
+    if any(ord(char) < 32 or ord(char) == 127 for char in text):
+        raise ValueError("holds a line break or control character")
+    return text
+
+
+def checked_job_search(expression: str) -> str:
+    """A Search Jobs expression argument, stripped; a ConfigError naming it if it cannot be sent."""
+    try:
+        return _job_search(expression)
+    except ValueError as exc:
+        raise ConfigError(f"search expression {exc}", field="expression") from None
 
 
 def parse_listen_address(value: str) -> tuple[str, int]:

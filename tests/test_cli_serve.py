@@ -111,6 +111,24 @@ class TestServe:
         reloaded = _wait_for(f"{base}/metrics", lambda r: sim.job_ids[0] not in _job_ids_in(r.text), 10)
         assert _job_ids_in(reloaded.text) == set(sim.job_ids[1:3])
 
+    def test_sighup_picks_up_changed_searches(self, sim: Simulator, run_serve) -> None:  # type: ignore[no-untyped-def]
+        """Replacing the config file's job_search and sending SIGHUP swaps the discovered jobs."""
+        process, base, config = run_serve([], interval=30)
+        _wait_for(f"{base}/readyz")  # the SIGHUP handler is in place
+        data = yaml.safe_load(config.read_text(encoding="utf-8"))
+        data["job_search"] = ["(JobType = REPORTJOB)"]
+        config.write_text(yaml.safe_dump(data), encoding="utf-8")
+        os.kill(process.pid, signal.SIGHUP)
+        report = "e1f3a5c7-2d4b-4e6f-9a8c-0b2d4f6a8c07"  # the one REPORTJOB sample
+        first = _wait_for(f"{base}/metrics", lambda r: _job_ids_in(r.text) == {report}, 10)
+        assert 'ccs_search_success{search="(JobType = REPORTJOB)"} 1.0' in first.text
+        data["job_search"] = ["(JobName Contains DMZ)"]
+        config.write_text(yaml.safe_dump(data), encoding="utf-8")
+        os.kill(process.pid, signal.SIGHUP)
+        swapped = _wait_for(f"{base}/metrics", lambda r: report not in _job_ids_in(r.text), 10)
+        assert _job_ids_in(swapped.text) == {"5e7b9c14-3a2d-4b8f-a1e6-7c0d9f8e4d04"}
+        assert "REPORTJOB" not in swapped.text.split("ccs_search_jobs", 1)[1]
+
     def test_changed_config_file_is_picked_up(self, sim: Simulator, run_serve) -> None:  # type: ignore[no-untyped-def]
         """Adding a job to the config file makes it appear without a restart."""
         _, base, config = run_serve(sim.job_ids[:1])
