@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 import responses
+import structlog
 
 from ccs_exporter.cli import main
 from ccs_exporter.simulator import Simulator
@@ -126,7 +127,9 @@ class TestHostileAnswers:
     """Items CCS sends that cannot be read are reported, and the rest still printed."""
 
     @pytest.fixture
-    def env(self, monkeypatch: pytest.MonkeyPatch) -> None:
+    def env(self, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+        """The settings in the environment; the logging main() configures is undone afterwards."""
+        saved = structlog.get_config()
         for key in list(os.environ):
             if key.startswith("CCS_EXPORTER_"):
                 monkeypatch.delenv(key)
@@ -134,6 +137,8 @@ class TestHostileAnswers:
         monkeypatch.setenv("CCS_EXPORTER_USERNAME", "CORP\\svc")
         monkeypatch.setenv("CCS_EXPORTER_PASSWORD", "pw")
         monkeypatch.setenv("CCS_EXPORTER_LOG_LEVEL", "error")
+        yield
+        structlog.configure(**saved)
 
     def test_unreadable_items_exit_1_after_printing_the_rest(
         self,
