@@ -21,6 +21,7 @@ import math
 import platform
 from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
 from dataclasses import dataclass
+from datetime import datetime, timezone
 from typing import NamedTuple, cast
 
 from prometheus_client import (
@@ -49,6 +50,7 @@ from ccs_exporter.exposition import (
     selected,
 )
 from ccs_exporter.models import JobStatus
+from ccs_exporter.schedule import Schedule, last_occurrence, next_occurrence, period_seconds
 from ccs_exporter.sharding import UNSHARDED, Shard
 from ccs_exporter.snapshot import JobSnapshot, JobState, PollSnapshot, RunSummary, SearchState
 
@@ -164,6 +166,14 @@ def _escape(value: str) -> str:
 # test renders the families with prometheus_client and compares.
 
 
+class _ScheduleTimes(NamedTuple):
+    """A scheduled job's occurrences around the snapshot's moment (None where there is none)."""
+
+    next_run: float | None
+    last_due: float | None
+    period: float | None
+
+
 @dataclass(frozen=True)
 class _Jobs:
     """The jobs of one snapshot, each with its ``job_id="..."`` label formatted once."""
@@ -171,13 +181,37 @@ class _Jobs:
     states: Sequence[JobState]
     with_data: list[tuple[str, JobSnapshot]]
     summaries: list[tuple[str, RunSummary]]
+    schedules: list[tuple[str, _ScheduleTimes]]
     now: float
 
     @classmethod
     def of(cls, states: Sequence[JobState], now: float) -> _Jobs:
         with_data = [(f'job_id="{_escape(job.job_id)}"', job.data) for job in states if job.data is not None]
         summaries = [(ids, data.runs) for ids, data in with_data if data.runs is not None]
-        return cls(states, with_data, summaries, now)
+        # Occurrences are computed for the moment of each rendering, so they advance every cycle even
+        # when nothing changed in CCS (or the job could not be read).
+        moment = datetime.fromtimestamp(now, timezone.utc)
+        schedules = [
+            (ids, _schedule_times(data.schedule, moment))
+            for ids, data in with_data
+            if data.schedule is not None
+        ]
+        return cls(states, with_data, summaries, schedules, now)
+
+
+def _schedule_times(schedule: Schedule, moment: datetime) -> _ScheduleTimes:
+    """The next and latest occurrence of ``schedule`` around ``moment`` and its period, as Unix times."""
+    try:
+        following = next_occurrence(schedule, moment)
+        latest = last_occurrence(schedule, moment)
+    except (OverflowError, ValueError):  # the edge of the calendar: nothing to show rather than no /metrics
+        following = latest = None
+    period = period_seconds(schedule)
+    return _ScheduleTimes(
+        following.timestamp() if following is not None else None,
+        latest.timestamp() if latest is not None else None,
+        float(period) if period is not None else None,
+    )
 
 
 def _status_code(data: JobSnapshot) -> float:
@@ -244,6 +278,24 @@ def _poll_success_lines(name: str, jobs: _Jobs) -> Iterator[str]:
 def _age_lines(name: str, jobs: _Jobs) -> Iterator[str]:
     for ids, data in jobs.with_data:
         yield f"{name}{{{ids}}} {_format_value(_number(max(0.0, jobs.now - data.read_at)))}\n"
+
+
+def _schedule_lines(field: str) -> Callable[[str, _Jobs], Iterator[str]]:
+    """Lines of one of the scheduled jobs' times (jobs without a schedule or that time have none)."""
+
+    def lines(name: str, jobs: _Jobs) -> Iterator[str]:
+        for ids, times in jobs.schedules:
+            value = getattr(times, field)
+            if value is not None:
+                yield f"{name}{{{ids}}} {_format_value(_number(value))}\n"
+
+    return lines
+
+
+def _run_time_limit_lines(name: str, jobs: _Jobs) -> Iterator[str]:
+    for ids, data in jobs.with_data:
+        if data.run_time_limit_seconds is not None:
+            yield f"{name}{{{ids}}} {_format_value(_number(data.run_time_limit_seconds))}\n"
 
 
 class _JobFamily(NamedTuple):
@@ -320,6 +372,26 @@ JOB_FAMILIES = (
         "ccs_job_data_age_seconds",
         "Seconds since this job's values were last read from CCS.",
         _age_lines,
+    ),
+    _JobFamily(
+        "ccs_job_schedule_next_run_timestamp_seconds",
+        "First occurrence of the job's CCS schedule after now (Unix time).",
+        _schedule_lines("next_run"),
+    ),
+    _JobFamily(
+        "ccs_job_schedule_last_due_timestamp_seconds",
+        "Latest occurrence of the job's CCS schedule at or before now (Unix time).",
+        _schedule_lines("last_due"),
+    ),
+    _JobFamily(
+        "ccs_job_schedule_period_seconds",
+        "Nominal period of the job's CCS schedule (N days, N weeks, or N months of 2629746 s).",
+        _schedule_lines("period"),
+    ),
+    _JobFamily(
+        "ccs_job_run_time_limit_seconds",
+        "Run-time limit configured for the job in CCS (EndJobRunTimeInterval).",
+        _run_time_limit_lines,
     ),
 )
 

@@ -22,7 +22,10 @@ from pydantic import (
     Field,
     ModelWrapValidatorHandler,
     PrivateAttr,
+    SerializerFunctionWrapHandler,
     ValidationError,
+    ValidatorFunctionWrapHandler,
+    field_serializer,
     field_validator,
     model_validator,
 )
@@ -147,6 +150,19 @@ def _none_to_list(value: Any) -> Any:
     return [] if value is None else value
 
 
+def _json_type_name(value: Any) -> str:
+    """A JSON value's type as a log line names it: "a string", "a number", "a list"..."""
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, (int, float)):
+        return "a number"
+    if isinstance(value, str):
+        return "a string"
+    if isinstance(value, (list, tuple)):
+        return "a list"
+    return "a value of another kind"
+
+
 def _none_to_false(value: Any) -> Any:
     return False if value is None else value
 
@@ -210,6 +226,36 @@ class JobSchedule(_ReadModel):
 
     _start_offset: timedelta = PrivateAttr(default=timedelta(0))
     _invalid_fields: tuple[str, ...] = PrivateAttr(default=())
+    _sent_instead: tuple[Any, ...] = PrivateAttr(default=())
+
+    @classmethod
+    def from_non_object(cls, value: Any) -> JobSchedule:
+        """The schedule of a job whose ``Schedule`` is no object (``"weekly"``): every field at its default,
+        ``not_an_object`` naming what was sent; it serializes back as sent."""
+        schedule = cls()
+        schedule._sent_instead = (value,)
+        return schedule
+
+    @property
+    def not_an_object(self) -> str | None:
+        """What CCS sent in place of a ``Schedule`` object (``"a string"``, ``"a list"``...), else None."""
+        if not self._sent_instead:
+            return None
+        return _json_type_name(self._sent_instead[0])
+
+    def fingerprint(self) -> int:
+        """A hash of all that the schedule's meaning depends on: every field, the offset, what was unreadable.
+
+        Equal blocks give equal fingerprints, so what is derived from a block can be kept while it stays.
+        """
+        return hash(
+            (tuple(self.__dict__.values()), self._start_offset, self._invalid_fields, self.not_an_object)
+        )
+
+    @property
+    def sent_instead(self) -> tuple[Any, ...]:
+        """``(value,)`` when CCS sent ``value`` in place of a ``Schedule`` object, else ``()``."""
+        return self._sent_instead
 
     @model_validator(mode="wrap")
     @classmethod
@@ -285,6 +331,21 @@ class JobConfig(_ReadModel):
         default_factory=list
     )
     Standards: Annotated[list[str], BeforeValidator(_none_to_list)] = Field(default_factory=list)
+
+    @field_validator("Schedule", mode="wrap")
+    @classmethod
+    def _tolerate_schedule_not_an_object(cls, value: Any, handler: ValidatorFunctionWrapHandler) -> Any:
+        # A Schedule CCS sends as a string, number or list costs the job its schedule, not its metrics.
+        if value is None or isinstance(value, (Mapping, JobSchedule)):
+            return handler(value)
+        return JobSchedule.from_non_object(value)
+
+    @field_serializer("Schedule", mode="wrap")
+    def _schedule_as_sent(self, value: JobSchedule | None, handler: SerializerFunctionWrapHandler) -> Any:
+        # `jobs get` and audit records show what CCS sent, not a made-up object of defaults.
+        if value is not None and value.sent_instead:
+            return value.sent_instead[0]
+        return handler(value)
 
 
 class Job(_ReadModel):

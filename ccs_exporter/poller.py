@@ -4,7 +4,8 @@ Watched jobs are the union of the configured job ids and what the configured sea
 ``discovery.py``), narrowed by one ownership predicate. A job found by a search comes with its
 properties; a configured job no search returned is searched by id (one request). Runs are fetched only
 when something changed since the last good fetch (LastRunDate, LastRunStatus, JobModifiedTime) or the
-latest run is still pending or executing. A job that fails keeps its last good values (with their age),
+latest run is still pending or executing. A job's schedule and run-time limit are derived from its
+``Schedule`` block only when the block changes. A job that fails keeps its last good values (with their age),
 except after a 404, when its values go. A discovered job that leaves every search result is looked up
 once by id and its series end. Cycles never overlap; a slow one is reported, not stacked. Errors are
 logged when a state changes, not on every cycle. Job changes (created, changed, deleted) go on as data.
@@ -31,6 +32,7 @@ from ccs_exporter.errors import (
     UnavailableError,
 )
 from ccs_exporter.models import Job
+from ccs_exporter.schedule_reading import ScheduleReading
 from ccs_exporter.snapshot import JobChange, JobSnapshot, JobState, PollSnapshot, epoch, summarize_runs
 from ccs_exporter.workers import WorkerPool
 
@@ -54,6 +56,7 @@ class _JobMemory:
     snapshot: JobSnapshot | None = None
     job: Job | None = None
     runs_key: tuple[object, ...] | None = None
+    schedule: ScheduleReading | None = None
     error: str | None = None
 
 
@@ -375,6 +378,12 @@ class Poller:
             answer = self._client.get_job_runs(job_id, count=self._window, show_messages=True)
             runs = summarize_runs(answer, old_runs.last_success_seconds if old_runs is not None else None)
         modified = epoch(props.JobModifiedTime)
+        config = job.JobConfigDetails
+        schedule = ScheduleReading.of(
+            job_id,
+            config.Schedule if config is not None else None,
+            previous.schedule if previous is not None else None,
+        )
         change = None
         if (
             previous is not None
@@ -393,11 +402,14 @@ class Poller:
             modified_seconds=modified,
             runs=runs,
             read_at=self._clock(),
+            schedule=schedule.known_schedule,
+            run_time_limit_seconds=schedule.known_run_time_limit,
         )
         memory = _JobMemory(
             snapshot=snapshot,
             job=job if self._track_changes else None,
             runs_key=runs_key,
+            schedule=schedule,
         )
         return _Outcome(job_id, memory, None, runs_fetched=fetch_runs, change=change)
 

@@ -125,6 +125,8 @@ def derive_schedule(model: JobSchedule | None) -> Schedule | NoSchedule:
     """The schedule ``JobConfigDetails.Schedule`` describes, or ``NoSchedule`` with the reason."""
     if model is None:
         return NoSchedule("the job has no Schedule")
+    if model.not_an_object:
+        return NoSchedule(f"Schedule is {model.not_an_object}, not an object", invalid=True)
     unreadable = sorted(set(model.invalid_fields) & _RECURRENCE_FIELDS)
     if unreadable:
         return NoSchedule(f"unreadable schedule field(s): {', '.join(unreadable)}", invalid=True)
@@ -232,6 +234,8 @@ def derive_run_time_limit(model: JobSchedule | None) -> float | NoRunTimeLimit:
     """Seconds a run may take (``EndJobRunTimeInterval`` when ``EndJobRunConfigured``), or why none."""
     if model is None:
         return NoRunTimeLimit("the job has no Schedule")
+    if model.not_an_object:
+        return NoRunTimeLimit(f"Schedule is {model.not_an_object}, not an object", invalid=True)
     if "EndJobRunConfigured" in model.invalid_fields or "EndJobRunTimeInterval" in model.invalid_fields:
         return NoRunTimeLimit("unreadable EndJobRunConfigured or EndJobRunTimeInterval", invalid=True)
     if not model.EndJobRunConfigured:

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from ccs_exporter.models import Job, JobMessage, JobRuns, JobStatus
+from ccs_exporter.schedule import Schedule
 
 _FAILED_RUN_STATUSES = (JobStatus.FAULTED, JobStatus.ABORTED)
 _MAX_CATEGORY_LENGTH = 64
@@ -40,7 +41,11 @@ class RunSummary:
 
 @dataclass(frozen=True, slots=True)
 class JobSnapshot:
-    """The last good reading of one job: its metadata and its run summary."""
+    """The last good reading of one job: its metadata, its run summary, and what its CCS schedule says.
+
+    ``schedule`` and ``run_time_limit_seconds`` are None when unknown; the occurrences around a moment
+    are computed from ``schedule`` when a snapshot is rendered, so they advance without a new reading.
+    """
 
     job_id: str
     name: str
@@ -51,6 +56,8 @@ class JobSnapshot:
     modified_seconds: float | None
     runs: RunSummary | None
     read_at: float
+    schedule: Schedule | None = None
+    run_time_limit_seconds: float | None = None
 
 
 @dataclass(frozen=True, slots=True)

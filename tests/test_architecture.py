@@ -31,7 +31,16 @@ class TestLayers:
     """Imports point down the house, never up."""
 
     @pytest.mark.parametrize(
-        "name", ["poller.py", "discovery.py", "loop.py", "metrics.py", "snapshot.py", "workers.py"]
+        "name",
+        [
+            "poller.py",
+            "discovery.py",
+            "loop.py",
+            "metrics.py",
+            "snapshot.py",
+            "workers.py",
+            "schedule_reading.py",
+        ],
     )
     def test_poll_path_does_not_know_the_audit_trail(self, name: str) -> None:
         """The poller, the snapshot and the metrics import nothing of the audit trail or the mutations."""

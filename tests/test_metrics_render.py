@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import random
 from collections.abc import Callable, Iterable, Iterator
+from datetime import datetime, timedelta, timezone
 from typing import cast
 
 from prometheus_client import CollectorRegistry, generate_latest
@@ -15,6 +16,13 @@ from prometheus_client.registry import Collector
 from ccs_exporter.exposition import Format
 from ccs_exporter.metrics import CycleCollector, label_value, render_snapshot
 from ccs_exporter.models import JobStatus
+from ccs_exporter.schedule import (
+    Schedule,
+    ScheduleKind,
+    last_occurrence,
+    next_occurrence,
+    period_seconds,
+)
 from ccs_exporter.snapshot import JobSnapshot, JobState, PollSnapshot, RunSummary
 
 _AWKWARD_TEXT = (
@@ -85,6 +93,23 @@ def _job_families(jobs: Iterable[JobState], now: float) -> Iterator[Metric]:
     )
     poll = gauge("ccs_job_poll_success", "1 if the job's last poll succeeded.")
     age = gauge("ccs_job_data_age_seconds", "Seconds since this job's values were last read from CCS.")
+    next_run = gauge(
+        "ccs_job_schedule_next_run_timestamp_seconds",
+        "First occurrence of the job's CCS schedule after now (Unix time).",
+    )
+    last_due = gauge(
+        "ccs_job_schedule_last_due_timestamp_seconds",
+        "Latest occurrence of the job's CCS schedule at or before now (Unix time).",
+    )
+    period = gauge(
+        "ccs_job_schedule_period_seconds",
+        "Nominal period of the job's CCS schedule (N days, N weeks, or N months of 2629746 s).",
+    )
+    limit = gauge(
+        "ccs_job_run_time_limit_seconds",
+        "Run-time limit configured for the job in CCS (EndJobRunTimeInterval).",
+    )
+    moment = datetime.fromtimestamp(now, timezone.utc)
 
     for job in jobs:
         job_id = job.job_id
@@ -103,6 +128,18 @@ def _job_families(jobs: Iterable[JobState], now: float) -> Iterator[Metric]:
             {},
         )
         age.add_metric([job_id], _number(max(0.0, now - data.read_at)))
+        if data.run_time_limit_seconds is not None:
+            limit.add_metric([job_id], _number(data.run_time_limit_seconds))
+        if data.schedule is not None:
+            following = next_occurrence(data.schedule, moment)
+            latest = last_occurrence(data.schedule, moment)
+            nominal = period_seconds(data.schedule)
+            if following is not None:
+                next_run.add_metric([job_id], following.timestamp())
+            if latest is not None:
+                last_due.add_metric([job_id], latest.timestamp())
+            if nominal is not None:
+                period.add_metric([job_id], float(nominal))
         if data.modified_seconds is not None:
             modified.add_metric([job_id], _number(data.modified_seconds))
         summary = data.runs
@@ -126,6 +163,7 @@ def _job_families(jobs: Iterable[JobState], now: float) -> Iterator[Metric]:
             success.add_metric([job_id], _number(summary.last_success_seconds))
     yield info
     yield from (status, code, start, end, duration, messages, runs, success, failures, modified, poll, age)
+    yield from (next_run, last_due, period, limit)
 
 
 def _reference(snapshot: PollSnapshot, fmt: Format = Format.TEXT) -> bytes:
@@ -154,6 +192,33 @@ def _summary(rng: random.Random) -> RunSummary | None:
     )
 
 
+def _schedule(rng: random.Random) -> Schedule | None:
+    """None, or a schedule of any kind, with odd offsets, fractions and starts at the calendar's ends."""
+    if rng.random() < 0.3:
+        return None
+    offset = timezone(timedelta(minutes=rng.choice((0, 330, -480, 845, -719))))
+    start = rng.choice(
+        (
+            datetime(2027, 1, 31, 4, 10, 0, 513000, tzinfo=offset),  # month end, a fraction
+            datetime(2024, 2, 29, 23, 59, 59, tzinfo=offset),  # leap day
+            datetime(2040, 6, 1, tzinfo=offset),  # after now: not yet due
+            datetime(9999, 12, 30, tzinfo=offset),  # no occurrence after it
+            datetime(1, 1, 2, tzinfo=offset),
+        )
+    )
+    kind = rng.choice(tuple(ScheduleKind))
+    every = rng.choice((1, 2, 50, 1200))
+    return Schedule(
+        kind,
+        start=start,
+        first=start,
+        every=1 if kind is ScheduleKind.ONCE else every,
+        weekday=rng.randint(0, 6),
+        month_day=rng.choice((1, 29, 31)),
+        ordinal=rng.randint(1, 5),
+    )
+
+
 def _snapshot(seed: int, jobs: int) -> PollSnapshot:
     rng = random.Random(seed)
     states = []
@@ -171,6 +236,8 @@ def _snapshot(seed: int, jobs: int) -> PollSnapshot:
                 modified_seconds=rng.choice((None, *_AWKWARD_NUMBERS)),
                 runs=_summary(rng),
                 read_at=rng.choice((1_999_999_990.25, 2_000_000_100.0, 0.0)),
+                schedule=_schedule(rng),
+                run_time_limit_seconds=rng.choice((None, 5400.0, 0.5, 31_622_400.0)),
             )
         states.append(JobState(job_id, data, poll_success=rng.random() < 0.8, error=None))
     return PollSnapshot(
@@ -187,7 +254,8 @@ class TestDirectRendering:
     """``render_snapshot`` writes the job series itself, for speed; the families are the reference."""
 
     def test_matches_the_prometheus_client_rendering_of_the_families(self) -> None:
-        """Hostile names, missing data and absurd numbers render exactly as generate_latest renders them."""
+        """Hostile names, missing data, absurd numbers and schedules of every kind render exactly as
+        generate_latest renders them."""
         for seed in range(20):
             snapshot = _snapshot(seed, jobs=40)
             assert render_snapshot(snapshot) == _reference(snapshot), f"seed {seed}"

@@ -606,3 +606,18 @@ class TestJobScheduleModel:
         schedule = job.JobConfigDetails.Schedule
         assert schedule.invalid_fields == ("StartDate", "WeeklyDay")
         assert schedule.RepeatDays == 50 and schedule.StartDate is None
+
+    @pytest.mark.parametrize("sent", ["weekly", 3, ["RunOnce"], False])
+    def test_schedule_that_is_not_an_object_does_not_fail_the_job(
+        self, load_fixture: Callable[[str], Any], sent: Any
+    ) -> None:
+        """A Schedule sent as a string, number, list or boolean is no schedule and no limit, kept as sent."""
+        payload = load_fixture("search_job_by_id.json")
+        payload["JobConfigDetails"]["Schedule"] = sent
+        job = Job.model_validate(payload)
+        assert job.JobConfigDetails is not None and job.JobConfigDetails.Standards
+        schedule = job.JobConfigDetails.Schedule
+        derived, limit = derive_schedule(schedule), derive_run_time_limit(schedule)
+        assert isinstance(derived, NoSchedule) and derived.invalid and "not an object" in derived.reason
+        assert isinstance(limit, NoRunTimeLimit) and limit.invalid
+        assert job.model_dump(mode="json")["JobConfigDetails"]["Schedule"] == sent
