@@ -40,7 +40,10 @@ _JSON = "application/json; charset=utf-8"
 
 
 def json_response(status: int, payload: Any, headers: tuple[tuple[str, str], ...] = ()) -> HttpResponse:
-    body = json.dumps(payload, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+    try:
+        body = json.dumps(payload, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+    except UnicodeEncodeError:  # text with a lone surrogate: escaped ("\udcff"), as a .NET server sends it
+        body = json.dumps(payload, separators=(",", ":")).encode("ascii")
     return HttpResponse(status, body, _JSON, headers)
 
 
