@@ -165,6 +165,22 @@ def build_parser() -> argparse.ArgumentParser:
     verify = audit.add_parser("verify", help="check an audit log's hash chain and sequence")
     verify.add_argument("file", type=Path)
     verify.set_defaults(handler=_cmd_audit_verify)
+
+    reconcile = audit.add_parser(
+        "reconcile", help="record the outcome CCS shows for intents left without a result (a crash)"
+    )
+    reconcile.add_argument("file", type=Path)
+    reconcile.add_argument(
+        "--dry-run", action="store_true", help="show what would be recorded; write nothing"
+    )
+    reconcile.add_argument(
+        "--min-age",
+        type=_non_negative_int,
+        default=900,
+        help="seconds before an intent written on another host is looked up (default 900)",
+    )
+    _add_connection_options(reconcile)
+    reconcile.set_defaults(handler=_cmd_audit_reconcile)
     return parser
 
 
@@ -394,6 +410,43 @@ def _cmd_audit_verify(args: argparse.Namespace) -> int:
     where = f"line {result.line}: " if result.line is not None else ""
     _fail(f"{args.file}: {where}{result.problem}")
     return EXIT_CCS
+
+
+def _cmd_audit_reconcile(args: argparse.Namespace) -> int:
+    from datetime import timedelta
+
+    from ccs_exporter.audit import AuditLog
+    from ccs_exporter.audit.reconcile import reconcile
+    from ccs_exporter.client import CcsClient
+
+    settings = _settings_from(args, audit_log=args.file)
+    audit_log = AuditLog.from_settings(settings)
+    closed, still_open = 0, 0
+    with CcsClient.from_settings(settings) as client:
+        steps = reconcile(
+            audit_log,
+            client,
+            checked_by=settings.username,
+            dry_run=args.dry_run,
+            min_age=timedelta(seconds=args.min_age),
+        )
+        for step in steps:
+            pending = step.pending
+            what = f"{args.file}: line {pending.line}: {pending.action} (audit.id {pending.audit_id})"
+            if step.finding is not None and step.problem is None:
+                verb = "recorded" if step.written else "would record"
+                closed += 1
+                print(f"{what}: {verb} {step.finding.outcome}: {step.finding.reason}")
+            else:
+                still_open += 1
+                print(f"{what}: left open: {step.problem}")
+    if closed == 0 and still_open == 0:
+        print(f"{args.file}: no intent without a result; nothing to reconcile")
+        return EXIT_OK
+    if still_open:
+        _fail(f"{args.file}: {still_open} intent(s) left without a result (see above)")
+        return EXIT_CCS
+    return EXIT_OK
 
 
 def _cmd_serve(args: argparse.Namespace) -> int:

@@ -21,7 +21,7 @@ import structlog
 from ccs_exporter.audit.mutations import MutationIntent, intent_record, job_of_run, result_record
 from ccs_exporter.audit.observer import OwnMutations, observation_record
 from ccs_exporter.audit.records import AuditRecord, JobRef, Stamp
-from ccs_exporter.audit.writer import ChainWriter
+from ccs_exporter.audit.writer import ChainWriter, Precondition
 from ccs_exporter.errors import AuditError
 from ccs_exporter.models import Job
 from ccs_exporter.redaction import Redactor, secret_variants
@@ -223,15 +223,18 @@ class AuditLog:
 
     # --- appending -------------------------------------------------------------------------------------
 
-    def append(self, record: AuditRecord | Mapping[str, Any]) -> dict[str, Any]:
+    def append(
+        self, record: AuditRecord | Mapping[str, Any], precondition: Precondition | None = None
+    ) -> dict[str, Any]:
         """Append one record (redacted, stamped, chained); return it as written.
 
         Raises ``AuditError`` when the record cannot be written and fsync'd; the file is left as it was.
+        ``precondition`` is checked under the file lock first; whatever it raises is raised unchanged.
         """
         fields = record.fields() if isinstance(record, AuditRecord) else record
         with self._lock:
             try:
-                written = self._writer.append(fields)
+                written = self._writer.append(fields, precondition)
             except AuditError as exc:
                 self._write_errors += 1
                 log.error("audit_write_failed", path=str(self._path), error=str(exc))

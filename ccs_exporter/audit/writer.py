@@ -33,6 +33,9 @@ _TAIL_CHUNK = 65536
 Stamper = Callable[[Mapping[str, Any], int, str], dict[str, Any]]
 """Turns record fields into the record as written, given its sequence and the previous hash."""
 
+Precondition = Callable[[int, int], None]
+"""Called with (fd, size) under the lock before a record is written to a file; raises to write nothing."""
+
 
 @dataclass
 class _Tail:
@@ -55,8 +58,12 @@ class ChainWriter:
         self._stream_tail: _Tail | None = None
         self.head_write_errors = 0
 
-    def append(self, fields: Mapping[str, Any]) -> dict[str, Any]:
-        """Write one record (and a recovery record before it if the last line is torn); return it."""
+    def append(self, fields: Mapping[str, Any], precondition: Precondition | None = None) -> dict[str, Any]:
+        """Write one record (and a recovery record before it if the last line is torn); return it.
+
+        ``precondition`` sees the file under the lock, so a check and the append it allows are atomic
+        for every writer that shares the log (e.g. "no result for this intent has been written yet").
+        """
         path = self._path
         try:
             fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o640)
@@ -69,6 +76,8 @@ class ChainWriter:
                 raise AuditError(f"cannot lock audit log {path}: {exc.strerror or exc}") from None
             info = os.fstat(fd)
             if stat.S_ISREG(info.st_mode):
+                if precondition is not None:
+                    precondition(fd, info.st_size)
                 return self._append_to_file(fd, info, fields)
             return self._append_to_stream(fd, fields)
         finally:
