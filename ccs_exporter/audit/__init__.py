@@ -9,7 +9,8 @@ the last sequence and hash, so records cut off the end are noticed too. Every fa
 ``AuditError``: callers refuse the mutation (fail-closed).
 
 Modules: ``records`` (the typed record, hashing), ``mutations`` (intent and result), ``observer``
-(observations, matching our own mutations), ``writer`` (the append engine), ``verify``, and ``log``
+(observations, matching our own mutations), ``writer`` (the append engine), ``verify``, ``reconcile``
+and ``evidence`` (closing intents a crash left open), and ``log``
 (``AuditLog``, which composes them). Secrets are removed with the shared ``ccs_exporter.redaction``.
 """
 
