@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
-from ccs_exporter.cli import main
+try:
+    from ccs_exporter.cli import main
+except KeyboardInterrupt:  # Ctrl-C while the package is still importing: no traceback
+    raise SystemExit(130) from None
 
 raise SystemExit(main())

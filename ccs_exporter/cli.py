@@ -84,17 +84,22 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--web-config-file", type=Path, help="TLS and basic auth for the exporter's endpoints")
     serve.set_defaults(handler=_cmd_serve)
 
+    from ccs_exporter import simulator
+
     demo = commands.add_parser("demo", help="run the exporter against the built-in CCS simulator")
     demo.add_argument("--listen-address", default="127.0.0.1:9879", help="exporter address (127.0.0.1:9879)")
-    demo.add_argument("--simulator-port", type=int, default=0, help="simulator port (default: any free port)")
+    demo.add_argument(
+        "--simulator-port",
+        type=simulator.port_number,
+        default=0,
+        help="simulator port (default: any free port)",
+    )
     demo.add_argument("--run-interval", type=float, default=15.0, help="seconds between simulated job runs")
     demo.add_argument("--poll-interval", type=float, default=5.0, help="seconds between poll cycles")
     demo.add_argument("--log-level", default="info")
     demo.set_defaults(handler=_cmd_demo)
 
     simulate = commands.add_parser("simulate", help="run the CCS simulator (a stand-in CCS jobs API)")
-    from ccs_exporter import simulator
-
     simulator.add_arguments(simulate)
     simulate.set_defaults(handler=simulator.run)
 
@@ -543,7 +548,12 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     from ccs_exporter.simulator import Simulator
 
     configure_logging(args.log_level, "auto")
-    with Simulator(port=args.simulator_port, run_interval=args.run_interval) as sim:
+    try:
+        sim = Simulator(port=args.simulator_port, run_interval=args.run_interval).start()
+    except OSError as exc:
+        _fail(f"--simulator-port {args.simulator_port}: cannot listen there ({exc.strerror or exc})")
+        return EXIT_USAGE
+    try:
         settings = load_settings(
             None,
             {
@@ -567,3 +577,5 @@ def _cmd_demo(args: argparse.Namespace) -> int:
             )
 
         return _run_exporter(settings, banner=banner)
+    finally:
+        sim.stop()

@@ -24,10 +24,19 @@ def describe_yaml_error(exc: yaml.YAMLError) -> str:
     return f"not valid YAML{where}"
 
 
+# Config, spec and web config files are small; the cap keeps /dev/zero or a huge file from eating memory.
+MAX_INPUT_FILE_BYTES = 8 * 1024 * 1024
+
+
 def read_input_file(path: Path, what: str, field: str) -> str:
     """The text of an input file (``what``: "config", "spec"...); a one-line ConfigError if unreadable."""
     try:
-        return path.read_text(encoding="utf-8")
+        with path.open("rb") as stream:
+            data = stream.read(MAX_INPUT_FILE_BYTES + 1)
+        if len(data) > MAX_INPUT_FILE_BYTES:
+            limit = MAX_INPUT_FILE_BYTES // (1024 * 1024)
+            raise ConfigError(f"{what} file {path}: larger than {limit} MiB", field=field)
+        return data.decode("utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         reason = getattr(exc, "strerror", None) or str(exc)
         raise ConfigError(f"{what} file {path}: cannot read it ({reason})", field=field) from None

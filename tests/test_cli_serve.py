@@ -208,3 +208,56 @@ class TestDemo:
                 process.wait(10)
         assert process.returncode == 0
         assert f"http://127.0.0.1:{port}/metrics" in stdout.decode()
+
+    def test_busy_simulator_port_is_one_line(self) -> None:
+        """`demo --simulator-port` on a port already taken exits 2 with one line naming the option."""
+        with socket.socket() as taken:
+            taken.bind(("127.0.0.1", 0))
+            taken.listen()
+            port = taken.getsockname()[1]
+            result = subprocess.run(
+                [
+                    sys.executable,
+                    "-m",
+                    "ccs_exporter",
+                    "demo",
+                    "--simulator-port",
+                    str(port),
+                    "--listen-address",
+                    "127.0.0.1:0",
+                ],
+                capture_output=True,
+                text=True,
+                timeout=60,
+                check=False,
+            )
+        assert result.returncode == 2
+        assert result.stderr.strip().splitlines() == [result.stderr.strip()]
+        assert "--simulator-port" in result.stderr and "Traceback" not in result.stderr
+
+
+class TestSimulateInput:
+    """`ccs-exporter simulate` refuses bad options with one line, before it listens."""
+
+    @pytest.mark.parametrize(
+        ("args", "named"),
+        [
+            (["--port", "70000"], "--port"),
+            (["--port", "http"], "--port"),
+            (["--tls-cert", "/nonexistent/cert.pem", "--tls-key", "/nonexistent/key.pem"], "--tls-cert"),
+            (["--job-ids-file", "/"], "--job-ids-file"),
+            (["--job-ids-file", "/nonexistent/dir/ids.txt"], "--job-ids-file"),
+        ],
+    )
+    def test_bad_option_exits_2_naming_it(self, args: list[str], named: str) -> None:
+        """A port out of range, a missing TLS file or an unwritable ids file: exit 2, no traceback."""
+        result = subprocess.run(
+            [sys.executable, "-m", "ccs_exporter", "simulate", "--port", "0", *args],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+        assert result.returncode == 2, result.stderr
+        assert named in result.stderr
+        assert "Traceback" not in result.stderr

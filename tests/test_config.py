@@ -328,6 +328,12 @@ class TestErrors:
         assert str(caught.value).startswith(f"config file {config}: cannot read it (")
         assert "\n" not in str(caught.value)
 
+    def test_endless_config_file_is_refused_without_reading_it_all(self, required_env: None) -> None:
+        """`--config /dev/zero` (an endless file) is a one-line error, not memory until the OOM killer."""
+        with pytest.raises(ConfigError) as caught:
+            load_settings(config_file=Path("/dev/zero"))
+        assert str(caught.value) == "config file /dev/zero: larger than 8 MiB"
+
     def test_missing_config_file(self, required_env: None, tmp_path: Path) -> None:
         """A config file that does not exist is an error naming it."""
         with pytest.raises(ConfigError) as caught:

@@ -21,8 +21,8 @@ Jobs owned by nobody else belong to the simulator's user (``CCS\\demo`` by defau
 
 from __future__ import annotations
 
-from ccs_exporter.simulator.cli import add_arguments, run
+from ccs_exporter.simulator.cli import add_arguments, port_number, run
 from ccs_exporter.simulator.core import Simulator
 from ccs_exporter.simulator.faults import Faults, RequestRecord
 
-__all__ = ["Faults", "RequestRecord", "Simulator", "add_arguments", "run"]
+__all__ = ["Faults", "RequestRecord", "Simulator", "add_arguments", "port_number", "run"]

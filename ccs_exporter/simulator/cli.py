@@ -15,11 +15,22 @@ from ccs_exporter.simulator.faults import DEFAULT_SEARCH_PAGE_SIZE_CAP
 DEFAULT_PORT = 12431  # CCS's default REST API port
 
 
+def port_number(text: str) -> int:
+    """An argparse type: a TCP port, 0 (any free port) to 65535."""
+    try:
+        port = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a port number") from None
+    if not 0 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"{port} is not a port number (0-65535)")
+    return port
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The ``simulate`` command's options."""
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
     parser.add_argument(
-        "--port", type=int, default=DEFAULT_PORT, help=f"port (default {DEFAULT_PORT}; 0: any)"
+        "--port", type=port_number, default=DEFAULT_PORT, help=f"port (default {DEFAULT_PORT}; 0: any)"
     )
     parser.add_argument(
         "--jobs", type=int, default=None, metavar="N", help="N generated jobs instead of the 12 samples"
@@ -83,6 +94,15 @@ def run(args: argparse.Namespace) -> int:
         return 2
     if args.search_page_size_cap < 1:
         print("ccs-exporter: --search-page-size-cap must be 1 or more", file=sys.stderr)
+        return 2
+    for option, path in (("--tls-cert", args.tls_cert), ("--tls-key", args.tls_key)):
+        if path is not None and not Path(path).is_file():
+            print(f"ccs-exporter: {option} {path}: not a readable file", file=sys.stderr)
+            return 2
+    if args.job_ids_file is not None and (
+        args.job_ids_file.is_dir() or not args.job_ids_file.parent.is_dir()
+    ):
+        print(f"ccs-exporter: --job-ids-file {args.job_ids_file}: cannot write a file there", file=sys.stderr)
         return 2
     try:
         simulator = Simulator(
