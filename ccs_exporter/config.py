@@ -13,6 +13,7 @@ import os
 import re
 import socket
 import ssl
+import unicodedata
 from pathlib import Path
 from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
@@ -141,8 +142,10 @@ def _job_search(expression: str) -> str:
         raise ValueError("is empty")
     if len(text) > MAX_JOB_SEARCH_LENGTH:
         raise ValueError(f"is longer than {MAX_JOB_SEARCH_LENGTH} characters")
-    if any(ord(char) < 32 or ord(char) == 127 for char in text):
+    if any(unicodedata.category(char) in ("Cc", "Zl", "Zp") for char in text):
         raise ValueError("holds a line break or control character")
+    if any(unicodedata.category(char) == "Cs" for char in text):
+        raise ValueError("holds text that is not valid Unicode (a lone surrogate)")
     return text
 
 
