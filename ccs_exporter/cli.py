@@ -246,13 +246,21 @@ def _print_json(payload: Any) -> None:
     print(text.encode("utf-8", "backslashreplace").decode("utf-8"))
 
 
+def _scrubbed(settings: Any, model: Any) -> Any:
+    """CCS data with secrets removed as the audit log removes them: CCS echoes what users typed into jobs."""
+    from ccs_exporter.redaction import Redactor, secret_variants
+
+    redact = Redactor(secret_variants(settings.password_value()))
+    return type(model).model_validate(redact(model.model_dump(mode="json")))
+
+
 def _cmd_jobs_get(args: argparse.Namespace) -> int:
     from ccs_exporter.client import CcsClient
 
     settings = _settings_from(args)
     with CcsClient.from_settings(settings) as client:
         job = client.get_job(args.job_id)
-    _print_json(job.model_dump(mode="json"))
+    _print_json(_scrubbed(settings, job).model_dump(mode="json"))
     return EXIT_OK
 
 
@@ -262,7 +270,7 @@ def _cmd_jobs_runs(args: argparse.Namespace) -> int:
     settings = _settings_from(args)
     with CcsClient.from_settings(settings) as client:
         runs = client.get_job_runs(args.job_id, count=args.count, show_messages=args.messages)
-    _print_json(runs.model_dump(mode="json"))
+    _print_json(_scrubbed(settings, runs).model_dump(mode="json"))
     return EXIT_OK
 
 

@@ -213,6 +213,74 @@ class TestCliCanaries:
         assert_no_secret(result.stdout + result.stderr, tokens.collect(), "the CLI output")
 
 
+# Text a user might have typed into a job (a description, a notification body) or a CCS message.
+TYPED_SECRETS = {
+    "account password": CANARY,
+    "password=": "Hunter2-Typed-Canary",
+    "URL credentials": "UrlPw-Typed-Canary",
+    "bearer token": "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJjYW5hcnkifQ.c2lnbmF0dXJl",
+}
+TYPED_TEXT = (
+    f"svc account {CANARY}; conn password=Hunter2-Typed-Canary; "
+    "share https://svc:UrlPw-Typed-Canary@files.example.com/x; "
+    "header Bearer eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJjYW5hcnkifQ.c2lnbmF0dXJl"
+)
+
+
+class TestCliOutputScrubbed:
+    """CCS data printed by the CLI is scrubbed as the audit log is: what users typed into jobs stays out."""
+
+    @pytest.mark.parametrize("output", ["json"])
+    def test_jobs_get(self, sim: Simulator, output: str) -> None:
+        """A job description holding the account password, a password=, URL credentials and a JWT."""
+        job_id = sim.job_ids[0]
+        sim.edit_job(job_id, {"JobDescription": TYPED_TEXT})
+        result = run_cli(sim, "jobs", "get", job_id)
+        assert result.returncode == 0, result.stderr
+        for what, secret in TYPED_SECRETS.items():
+            assert secret not in result.stdout + result.stderr, f"{what} reached the terminal"
+        if output == "json":
+            description = json.loads(result.stdout)["JobConfigDetails"]["JobDescription"]
+            assert description.count("[REDACTED]") == len(TYPED_SECRETS)
+            assert "files.example.com/x" in description  # the rest is kept
+        assert sim.job_snapshot(job_id)["JobProperties"]["Name"] in result.stdout
+
+    @pytest.mark.parametrize("output", ["json"])
+    def test_jobs_runs(self, monkeypatch: pytest.MonkeyPatch, output: str, capsys: Any) -> None:
+        """Run messages holding secrets are scrubbed in `jobs runs --messages`."""
+        import responses
+
+        from ccs_exporter import cli
+
+        saved = structlog.get_config()
+        api = "https://ccs.example.test:12431/ccs/api/v1"
+        job_id = "ff761384-4b49-40b4-97d8-0de38669075a"
+        for name in list(os.environ):
+            if name.startswith("CCS_EXPORTER_"):
+                monkeypatch.delenv(name)
+        monkeypatch.setenv("CCS_EXPORTER_URL", "https://ccs.example.test:12431")
+        monkeypatch.setenv("CCS_EXPORTER_USERNAME", "CORP\\svc")
+        monkeypatch.setenv("CCS_EXPORTER_PASSWORD", CANARY)
+        fixtures = Path(__file__).parent / "fixtures"
+        runs = json.loads((fixtures / "jobruns.json").read_text(encoding="utf-8"))
+        runs["JobStatusInfo"][0]["JobMessages"][0]["MessageDetails"] = TYPED_TEXT
+        runs["JobStatusInfo"][0]["Exception"] = f"login failed for password {CANARY}"
+        token = json.loads((fixtures / "token_response.json").read_text(encoding="utf-8"))
+        try:
+            with responses.RequestsMock(assert_all_requests_are_fired=True) as mock:
+                mock.post(f"{api}/oauth/tokens", json=token)
+                mock.get(f"{api}/Jobs/{job_id}/jobruns", json=runs)
+                code = cli.main(["jobs", "runs", job_id, "--messages"])
+        finally:
+            structlog.configure(**saved)
+        captured = capsys.readouterr()
+        assert code == 0, captured.err
+        for what, secret in TYPED_SECRETS.items():
+            assert secret not in captured.out + captured.err, f"{what} reached the terminal"
+        assert "[REDACTED]" in captured.out
+        assert "Windows Data Collector" in captured.out  # the message itself is kept
+
+
 @pytest.fixture(scope="module")
 def self_signed(
     tmp_path_factory: pytest.TempPathFactory, require_tool: Callable[[str], str]
