@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
 from collections.abc import Callable, Sequence
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +22,7 @@ EXIT_OK = 0
 EXIT_CCS = 1
 EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130
+_TERMINAL_UNSAFE = re.compile("[\u0080-\u009f\u061c\u200e\u200f\u2028-\u202e\u2066-\u2069]")
 
 # CLI flag -> setting name, for the flags every CCS-talking command accepts.
 _CONNECTION_FLAGS = {
@@ -106,13 +109,15 @@ def build_parser() -> argparse.ArgumentParser:
     jobs = commands.add_parser("jobs", help="read and change CCS jobs").add_subparsers(
         title="jobs commands", metavar="JOBS_COMMAND"
     )
-    get = jobs.add_parser("get", help="print a job (search job by id) as JSON")
+    get = jobs.add_parser("get", help="print a job (search job by id)")
     get.add_argument("job_id")
+    _add_output_option(get)
     _add_connection_options(get)
     get.set_defaults(handler=_cmd_jobs_get)
 
-    runs = jobs.add_parser("runs", help="print a job's latest runs as JSON")
+    runs = jobs.add_parser("runs", help="print a job's latest runs")
     runs.add_argument("job_id")
+    _add_output_option(runs)
     runs.add_argument(
         "--count", type=_non_negative_int, default=1, help="runs to fetch, 0 for all (default 1)"
     )
@@ -213,6 +218,16 @@ def _add_connection_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--log-format", choices=("json", "console", "auto"))
 
 
+def _add_output_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "-o",
+        "--output",
+        choices=("json", "table"),
+        default="json",
+        help="json (default, for scripts) or table (status names, local times, durations)",
+    )
+
+
 def _add_mutation_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--reason", help="why (a change ticket); recorded in the audit log")
     parser.add_argument("--audit-log", type=Path, help="audit log file (CCS_EXPORTER_AUDIT_LOG)")
@@ -241,9 +256,20 @@ def _flag_overrides(args: argparse.Namespace, **extra: Any) -> dict[str, Any]:
 
 
 def _print_json(payload: Any) -> None:
-    # A lone surrogate in CCS text is printed as its JSON escape (\\udcff) instead of failing the print.
+    # json.dumps escapes C0 controls only; C1 controls and bidi overrides in CCS text could still
+    # drive or spoof the terminal. Escaped, they are the same JSON strings. A lone surrogate in CCS text
+    # is printed as its JSON escape (\\udcff) instead of failing the print.
     text = json.dumps(payload, indent=2, ensure_ascii=False)
+    text = _TERMINAL_UNSAFE.sub(lambda match: f"\\u{ord(match.group()):04x}", text)
     print(text.encode("utf-8", "backslashreplace").decode("utf-8"))
+
+
+def _print_ccs_data(args: argparse.Namespace, model: Any, table: Callable[[Any], str]) -> None:
+    """``model`` (already scrubbed) as JSON, or as the table ``-o table`` asks for."""
+    if getattr(args, "output", "json") == "table":
+        sys.stdout.write(table(model))
+    else:
+        _print_json(model.model_dump(mode="json"))
 
 
 def _scrubbed(settings: Any, model: Any) -> Any:
@@ -260,7 +286,9 @@ def _cmd_jobs_get(args: argparse.Namespace) -> int:
     settings = _settings_from(args)
     with CcsClient.from_settings(settings) as client:
         job = client.get_job(args.job_id)
-    _print_json(_scrubbed(settings, job).model_dump(mode="json"))
+    from ccs_exporter.tables import jobs_table
+
+    _print_ccs_data(args, _scrubbed(settings, job), lambda one: jobs_table([one], datetime.now(timezone.utc)))
     return EXIT_OK
 
 
@@ -270,7 +298,11 @@ def _cmd_jobs_runs(args: argparse.Namespace) -> int:
     settings = _settings_from(args)
     with CcsClient.from_settings(settings) as client:
         runs = client.get_job_runs(args.job_id, count=args.count, show_messages=args.messages)
-    _print_json(_scrubbed(settings, runs).model_dump(mode="json"))
+    from ccs_exporter.tables import runs_table
+
+    _print_ccs_data(
+        args, _scrubbed(settings, runs), lambda all_runs: runs_table(all_runs, messages=args.messages)
+    )
     return EXIT_OK
 
 

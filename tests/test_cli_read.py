@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -25,6 +26,7 @@ def sim() -> Iterator[Simulator]:
 
 def _run(sim: Simulator, *args: str, password: str | None = None) -> subprocess.CompletedProcess[str]:
     env = {key: value for key, value in os.environ.items() if not key.startswith("CCS_EXPORTER_")}
+    env["TZ"] = "Asia/Kolkata"
     env.update(
         CCS_EXPORTER_URL=sim.url,
         CCS_EXPORTER_USERNAME=sim.username,
@@ -101,3 +103,51 @@ class TestJobsRuns:
         assert result.returncode == 1
         lines = result.stderr.strip().splitlines()
         assert len(lines) == 1 and "refused" in lines[0]
+
+
+class TestHumanOutput:
+    """`-o table` for people, `-o json` (the default) for scripts."""
+
+    def test_runs_table(self, sim: Simulator) -> None:
+        """Runs show status names, local times (the machine's zone) and durations, newest first."""
+        result = _run(sim, "jobs", "runs", FAULTED_JOB, "--count", "3", "-o", "table")
+        assert result.returncode == 0, result.stderr
+        runs = json.loads(_run(sim, "jobs", "runs", FAULTED_JOB, "--count", "3").stdout)["JobStatusInfo"]
+        lines = result.stdout.splitlines()
+        assert lines[0] == "3 run(s) in total, 3 shown"
+        assert lines[1].split() == ["RUN", "ID", "STATUS", "STARTED", "ENDED", "DURATION", "MESSAGES"]
+        assert [line.split()[1] for line in lines[2:5]] == ["faulted", "faulted", "completed"]
+        assert [line.split()[0] for line in lines[2:5]] == [run["JobRunID"] for run in runs]
+        assert all(" IST " in line for line in lines[2:5])
+        assert all(re.search(r"\b\d+m \d\ds\b", line) for line in lines[2:5])
+
+    def test_get_table(self, sim: Simulator) -> None:
+        """A job shows as one row with its name and its last status by name."""
+        result = _run(sim, "jobs", "get", FAULTED_JOB, "-o", "table")
+        assert result.returncode == 0, result.stderr
+        header, row = result.stdout.splitlines()
+        assert header.split()[:3] == ["JOB", "ID", "NAME"]
+        assert row.startswith(FAULTED_JOB) and "Weekly collection - Linux" in row and "faulted" in row
+
+    def test_json_is_the_default(self, sim: Simulator) -> None:
+        """`-o json` prints exactly what no option prints."""
+        assert (
+            _run(sim, "jobs", "get", FAULTED_JOB, "-o", "json").stdout
+            == _run(sim, "jobs", "get", FAULTED_JOB).stdout
+        )
+
+    def test_unknown_format_is_a_usage_error(self, sim: Simulator) -> None:
+        """An unknown output format exits 2 before anything is sent."""
+        before = sim.request_count()
+        result = _run(sim, "jobs", "get", FAULTED_JOB, "-o", "yaml")
+        assert result.returncode == 2 and "invalid choice" in result.stderr
+        assert sim.request_count() == before
+
+    def test_json_escapes_terminal_controls(self, sim: Simulator) -> None:
+        """C1 controls and bidi overrides in CCS text are escaped in JSON, which still reads back the same."""
+        name = "evil \u009b2J \u202egnp.exe"
+        job_id = sim.add_job(name)
+        result = _run(sim, "jobs", "get", job_id)
+        assert result.returncode == 0, result.stderr
+        assert "\u009b" not in result.stdout and "\u202e" not in result.stdout
+        assert json.loads(result.stdout)["JobProperties"]["Name"] == name

@@ -230,12 +230,12 @@ TYPED_TEXT = (
 class TestCliOutputScrubbed:
     """CCS data printed by the CLI is scrubbed as the audit log is: what users typed into jobs stays out."""
 
-    @pytest.mark.parametrize("output", ["json"])
+    @pytest.mark.parametrize("output", ["json", "table"])
     def test_jobs_get(self, sim: Simulator, output: str) -> None:
         """A job description holding the account password, a password=, URL credentials and a JWT."""
         job_id = sim.job_ids[0]
         sim.edit_job(job_id, {"JobDescription": TYPED_TEXT})
-        result = run_cli(sim, "jobs", "get", job_id)
+        result = run_cli(sim, "jobs", "get", job_id, "-o", output)
         assert result.returncode == 0, result.stderr
         for what, secret in TYPED_SECRETS.items():
             assert secret not in result.stdout + result.stderr, f"{what} reached the terminal"
@@ -245,7 +245,7 @@ class TestCliOutputScrubbed:
             assert "files.example.com/x" in description  # the rest is kept
         assert sim.job_snapshot(job_id)["JobProperties"]["Name"] in result.stdout
 
-    @pytest.mark.parametrize("output", ["json"])
+    @pytest.mark.parametrize("output", ["json", "table"])
     def test_jobs_runs(self, monkeypatch: pytest.MonkeyPatch, output: str, capsys: Any) -> None:
         """Run messages holding secrets are scrubbed in `jobs runs --messages`."""
         import responses
@@ -270,7 +270,7 @@ class TestCliOutputScrubbed:
             with responses.RequestsMock(assert_all_requests_are_fired=True) as mock:
                 mock.post(f"{api}/oauth/tokens", json=token)
                 mock.get(f"{api}/Jobs/{job_id}/jobruns", json=runs)
-                code = cli.main(["jobs", "runs", job_id, "--messages"])
+                code = cli.main(["jobs", "runs", job_id, "--messages", "-o", output])
         finally:
             structlog.configure(**saved)
         captured = capsys.readouterr()
