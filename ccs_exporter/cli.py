@@ -7,8 +7,6 @@ configuration error (nothing was sent to CCS).
 from __future__ import annotations
 
 import argparse
-import json
-import re
 import sys
 from collections.abc import Callable, Sequence
 from datetime import datetime, timezone
@@ -22,19 +20,28 @@ EXIT_OK = 0
 EXIT_CCS = 1
 EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130
-_TERMINAL_UNSAFE = re.compile("[\u0080-\u009f\u061c\u200e\u200f\u2028-\u202e\u2066-\u2069]")
 
-# CLI flag -> setting name, for the flags every CCS-talking command accepts.
-_CONNECTION_FLAGS = {
-    "url": "url",
-    "username": "username",
-    "password_file": "password_file",
-    "password_encoding": "password_encoding",
-    "ca_bundle": "ca_bundle",
-    "request_timeout": "request_timeout_seconds",
-    "log_level": "log_level",
-    "log_format": "log_format",
-}
+# Settings the flags of every CCS-talking command set (each flag's dest is its setting's name).
+_CONNECTION_SETTINGS = (
+    "url",
+    "username",
+    "password_file",
+    "password_encoding",
+    "ca_bundle",
+    "request_timeout_seconds",
+    "log_level",
+    "log_format",
+)
+# Settings the flags of `serve` and `check-config` set.
+_SERVE_SETTINGS = (
+    "job_ids",
+    "listen_address",
+    "poll_interval_seconds",
+    "concurrency",
+    "history_window",
+    "audit_log",
+    "web_config_file",
+)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -78,14 +85,19 @@ def build_parser() -> argparse.ArgumentParser:
 
     serve = commands.add_parser("serve", help="poll CCS jobs and serve Prometheus metrics")
     _add_connection_options(serve)
-    serve.add_argument("--job-ids", help="job GUIDs, comma-separated (CCS_EXPORTER_JOB_IDS)")
-    serve.add_argument("--listen-address", help="host:port for /metrics (default 0.0.0.0:9879)")
-    serve.add_argument("--poll-interval", type=float, help="seconds between poll cycles (default 60)")
-    serve.add_argument("--concurrency", type=int, help="parallel job polls (default 8)")
-    serve.add_argument("--history-window", type=int, help="job runs read when a job changed (default 10)")
-    serve.add_argument("--audit-log", type=Path, help="audit log for observed job changes")
-    serve.add_argument("--web-config-file", type=Path, help="TLS and basic auth for the exporter's endpoints")
+    _add_serve_options(serve)
     serve.set_defaults(handler=_cmd_serve)
+
+    check = commands.add_parser(
+        "check-config",
+        help="check the settings and the web config and print them; only --connect sends to CCS",
+    )
+    check.add_argument(
+        "--connect", action="store_true", help="also log in to CCS and read one job, or one job search page"
+    )
+    _add_connection_options(check)
+    _add_serve_options(check)
+    check.set_defaults(handler=_cmd_check_config)
 
     from ccs_exporter import simulator
 
@@ -106,6 +118,35 @@ def build_parser() -> argparse.ArgumentParser:
     simulator.add_arguments(simulate)
     simulate.set_defaults(handler=simulator.run)
 
+    _add_jobs_commands(commands)
+
+    audit = commands.add_parser("audit", help="work with the audit log").add_subparsers(
+        title="audit commands", metavar="AUDIT_COMMAND"
+    )
+    verify = audit.add_parser("verify", help="check an audit log's hash chain and sequence")
+    verify.add_argument("file", type=Path)
+    verify.set_defaults(handler=_cmd_audit_verify)
+
+    reconcile = audit.add_parser(
+        "reconcile", help="record the outcome CCS shows for intents left without a result (a crash)"
+    )
+    reconcile.add_argument("file", type=Path)
+    reconcile.add_argument(
+        "--dry-run", action="store_true", help="show what would be recorded; write nothing"
+    )
+    reconcile.add_argument(
+        "--min-age",
+        type=_non_negative_int,
+        default=900,
+        help="seconds before an intent written on another host is looked up (default 900)",
+    )
+    _add_connection_options(reconcile)
+    reconcile.set_defaults(handler=_cmd_audit_reconcile)
+    return parser
+
+
+def _add_jobs_commands(commands: Any) -> None:
+    """``jobs get|runs|create|update|delete``."""
     jobs = commands.add_parser("jobs", help="read and change CCS jobs").add_subparsers(
         title="jobs commands", metavar="JOBS_COMMAND"
     )
@@ -169,30 +210,6 @@ def build_parser() -> argparse.ArgumentParser:
     _add_mutation_options(abort)
     abort.set_defaults(handler=_cmd_jobs_abort)
 
-    audit = commands.add_parser("audit", help="work with the audit log").add_subparsers(
-        title="audit commands", metavar="AUDIT_COMMAND"
-    )
-    verify = audit.add_parser("verify", help="check an audit log's hash chain and sequence")
-    verify.add_argument("file", type=Path)
-    verify.set_defaults(handler=_cmd_audit_verify)
-
-    reconcile = audit.add_parser(
-        "reconcile", help="record the outcome CCS shows for intents left without a result (a crash)"
-    )
-    reconcile.add_argument("file", type=Path)
-    reconcile.add_argument(
-        "--dry-run", action="store_true", help="show what would be recorded; write nothing"
-    )
-    reconcile.add_argument(
-        "--min-age",
-        type=_non_negative_int,
-        default=900,
-        help="seconds before an intent written on another host is looked up (default 900)",
-    )
-    _add_connection_options(reconcile)
-    reconcile.set_defaults(handler=_cmd_audit_reconcile)
-    return parser
-
 
 def _non_negative_int(text: str) -> int:
     try:
@@ -205,17 +222,92 @@ def _non_negative_int(text: str) -> int:
 
 
 def _add_connection_options(parser: argparse.ArgumentParser) -> None:
-    group = parser.add_argument_group("connection (flags override CCS_EXPORTER_* variables and --config)")
-    group.add_argument("--config", type=Path, help="YAML settings file")
-    group.add_argument("--url", help="CCS base URL, e.g. https://ccs.example.com:12431")
-    group.add_argument("--username", help="CCS account, DOMAIN\\user")
-    group.add_argument("--password-file", type=Path, help="file holding the CCS password")
-    group.add_argument("--password-encoding", choices=("base64", "plain"))
-    group.add_argument("--ca-bundle", type=Path, help="CA certificates for CCS's TLS certificate")
-    group.add_argument("--insecure", action="store_true", help="do not verify CCS's TLS certificate")
-    group.add_argument("--request-timeout", type=float, help="seconds per request (default 30)")
-    group.add_argument("--log-level", help="debug, info, warning, error")
-    group.add_argument("--log-format", choices=("json", "console", "auto"))
+    group = parser.add_argument_group("connection (flags override $CCS_EXPORTER_* variables and --config)")
+    group.add_argument(
+        "--config",
+        "--config.file",
+        type=Path,
+        dest="config",
+        metavar="FILE",
+        help="YAML settings file: keys are the setting names in lower case (see config.example.yaml)",
+    )
+    _setting(group, "--url", "url", help="CCS base URL, e.g. https://ccs.example.com:12431")
+    _setting(group, "--username", "username", help="CCS account, DOMAIN\\user")
+    _setting(group, "--password-file", "password_file", help="file holding the CCS password", type=Path)
+    _setting(
+        group,
+        "--password-encoding",
+        "password_encoding",
+        help="how the token request sends the password (default base64)",
+        choices=("base64", "plain"),
+    )
+    _setting(group, "--ca-bundle", "ca_bundle", help="CA certificates for CCS's TLS certificate", type=Path)
+    group.add_argument(
+        "--insecure",
+        action="store_true",
+        help="do not verify CCS's TLS certificate ($CCS_EXPORTER_VERIFY_TLS=false)",
+    )
+    _setting(
+        group,
+        "--request-timeout",
+        "request_timeout_seconds",
+        help="seconds per request (default 30)",
+        type=float,
+    )
+    _setting(group, "--log-level", "log_level", help="debug, info, warning, error (default info)")
+    _setting(
+        group,
+        "--log-format",
+        "log_format",
+        help="default auto: JSON unless stderr is a terminal",
+        choices=("json", "console", "auto"),
+    )
+
+
+def _add_serve_options(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("exporter (flags override $CCS_EXPORTER_* variables and --config)")
+    _setting(group, "--job-ids", "job_ids", help="job GUIDs, comma-separated")
+    _setting(
+        group,
+        "--listen-address",
+        "--web.listen-address",
+        "listen_address",
+        help="host:port for /metrics (default 0.0.0.0:9879)",
+        metavar="HOST:PORT",
+    )
+    _setting(
+        group,
+        "--poll-interval",
+        "poll_interval_seconds",
+        help="seconds between poll cycles (default 60)",
+        type=float,
+    )
+    _setting(group, "--concurrency", "concurrency", help="parallel job polls (default 8)", type=int)
+    _setting(
+        group,
+        "--history-window",
+        "history_window",
+        help="job runs read when a job changed (default 10)",
+        type=int,
+    )
+    _setting(group, "--audit-log", "audit_log", help="audit log for observed job changes", type=Path)
+    _setting(
+        group,
+        "--web-config-file",
+        "--web.config.file",
+        "web_config_file",
+        help="TLS and basic auth for the exporter's endpoints",
+        type=Path,
+    )
+
+
+def _setting(group: Any, *flags_and_setting: str, help: str, **options: Any) -> None:
+    """A flag (and its aliases) for a setting; its help names the variable, where users look first."""
+    *flags, setting = flags_and_setting
+    metavars: dict[Any, str] = {float: "SECONDS", int: "N", Path: "FILE"}
+    if "choices" not in options:
+        options.setdefault("metavar", metavars.get(options.get("type"), setting.upper()))
+    group.add_argument(*flags, dest=setting, help=f"{help} ($CCS_EXPORTER_{setting.upper()})", **options)
 
 
 def _add_output_option(parser: argparse.ArgumentParser) -> None:
@@ -230,7 +322,9 @@ def _add_output_option(parser: argparse.ArgumentParser) -> None:
 
 def _add_mutation_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--reason", help="why (a change ticket); recorded in the audit log")
-    parser.add_argument("--audit-log", type=Path, help="audit log file (CCS_EXPORTER_AUDIT_LOG)")
+    parser.add_argument(
+        "--audit-log", type=Path, metavar="FILE", help="audit log file ($CCS_EXPORTER_AUDIT_LOG)"
+    )
     _add_connection_options(parser)
 
 
@@ -246,9 +340,7 @@ def _settings_from(args: argparse.Namespace, **extra: Any) -> Any:
 
 def _flag_overrides(args: argparse.Namespace, **extra: Any) -> dict[str, Any]:
     """The settings the command line gives (None where a flag was not used), plus ``extra``."""
-    overrides: dict[str, Any] = {
-        setting: getattr(args, flag, None) for flag, setting in _CONNECTION_FLAGS.items()
-    }
+    overrides: dict[str, Any] = {setting: getattr(args, setting, None) for setting in _CONNECTION_SETTINGS}
     if getattr(args, "insecure", False):
         overrides["verify_tls"] = False
     overrides.update(extra)
@@ -256,53 +348,42 @@ def _flag_overrides(args: argparse.Namespace, **extra: Any) -> dict[str, Any]:
 
 
 def _print_json(payload: Any) -> None:
-    # json.dumps escapes C0 controls only; C1 controls and bidi overrides in CCS text could still
-    # drive or spoof the terminal. Escaped, they are the same JSON strings. A lone surrogate in CCS text
-    # is printed as its JSON escape (\\udcff) instead of failing the print.
-    text = json.dumps(payload, indent=2, ensure_ascii=False)
-    text = _TERMINAL_UNSAFE.sub(lambda match: f"\\u{ord(match.group()):04x}", text)
-    print(text.encode("utf-8", "backslashreplace").decode("utf-8"))
+    from ccs_exporter.output import json_text
+
+    print(json_text(payload))
 
 
-def _print_ccs_data(args: argparse.Namespace, model: Any, table: Callable[[Any], str]) -> None:
-    """``model`` (already scrubbed) as JSON, or as the table ``-o table`` asks for."""
-    if getattr(args, "output", "json") == "table":
-        sys.stdout.write(table(model))
+def _print_ccs_data(args: argparse.Namespace, settings: Any, model: Any, table: Callable[[Any], str]) -> None:
+    """``model`` scrubbed of secrets, as JSON or as the table ``-o table`` asks for."""
+    from ccs_exporter.output import scrubbed
+    from ccs_exporter.redaction import secret_variants
+
+    clean = scrubbed(model, secret_variants(settings.password_value()))
+    if args.output == "table":
+        sys.stdout.write(table(clean))
     else:
-        _print_json(model.model_dump(mode="json"))
-
-
-def _scrubbed(settings: Any, model: Any) -> Any:
-    """CCS data with secrets removed as the audit log removes them: CCS echoes what users typed into jobs."""
-    from ccs_exporter.redaction import Redactor, secret_variants
-
-    redact = Redactor(secret_variants(settings.password_value()))
-    return type(model).model_validate(redact(model.model_dump(mode="json")))
+        _print_json(clean.model_dump(mode="json"))
 
 
 def _cmd_jobs_get(args: argparse.Namespace) -> int:
     from ccs_exporter.client import CcsClient
+    from ccs_exporter.output import jobs_table
 
     settings = _settings_from(args)
     with CcsClient.from_settings(settings) as client:
         job = client.get_job(args.job_id)
-    from ccs_exporter.tables import jobs_table
-
-    _print_ccs_data(args, _scrubbed(settings, job), lambda one: jobs_table([one], datetime.now(timezone.utc)))
+    _print_ccs_data(args, settings, job, lambda one: jobs_table([one], datetime.now(timezone.utc)))
     return EXIT_OK
 
 
 def _cmd_jobs_runs(args: argparse.Namespace) -> int:
     from ccs_exporter.client import CcsClient
+    from ccs_exporter.output import runs_table
 
     settings = _settings_from(args)
     with CcsClient.from_settings(settings) as client:
         runs = client.get_job_runs(args.job_id, count=args.count, show_messages=args.messages)
-    from ccs_exporter.tables import runs_table
-
-    _print_ccs_data(
-        args, _scrubbed(settings, runs), lambda all_runs: runs_table(all_runs, messages=args.messages)
-    )
+    _print_ccs_data(args, settings, runs, lambda shown: runs_table(shown, messages=args.messages))
     return EXIT_OK
 
 
@@ -494,18 +575,27 @@ def _cmd_audit_reconcile(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _serve_overrides(args: argparse.Namespace) -> dict[str, Any]:
+    """The settings the exporter options give (None where a flag was not used)."""
+    return {setting: getattr(args, setting) for setting in _SERVE_SETTINGS}
+
+
+def _cmd_check_config(args: argparse.Namespace) -> int:
+    from ccs_exporter.config_check import check_config
+
+    settings = _settings_from(args, **_serve_overrides(args))
+    steps = check_config(settings, config_file=args.config, connect=args.connect, out=sys.stdout)
+    failed = [step for step in steps if not step.ok]
+    if failed:
+        _fail(f"CCS request failed: {failed[0].detail}")
+        return EXIT_CCS
+    return EXIT_OK
+
+
 def _cmd_serve(args: argparse.Namespace) -> int:
     from ccs_exporter.config import load_settings
 
-    overrides = {
-        "job_ids": args.job_ids,
-        "listen_address": args.listen_address,
-        "poll_interval_seconds": args.poll_interval,
-        "concurrency": args.concurrency,
-        "history_window": args.history_window,
-        "audit_log": args.audit_log,
-        "web_config_file": args.web_config_file,
-    }
+    overrides = _serve_overrides(args)
     settings = _settings_from(args, **overrides)
     config_file: Path | None = args.config
 

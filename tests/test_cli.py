@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -342,3 +343,100 @@ class TestUrlCredentials:
         lines = result.stderr.strip().splitlines()
         assert len(lines) == 1 and "CCS_EXPORTER_URL" in lines[0]
         assert "Url-Canary-pw-88" not in result.stderr + result.stdout
+
+
+# Every flag that sets a setting, and the variable its help must name. A new flag belongs here or in
+# FLAGS_WITHOUT_SETTING, so a flag whose help forgets its variable fails the test below.
+SETTING_FLAGS = {
+    "--url": "CCS_EXPORTER_URL",
+    "--username": "CCS_EXPORTER_USERNAME",
+    "--password-file": "CCS_EXPORTER_PASSWORD_FILE",
+    "--password-encoding": "CCS_EXPORTER_PASSWORD_ENCODING",
+    "--ca-bundle": "CCS_EXPORTER_CA_BUNDLE",
+    "--insecure": "CCS_EXPORTER_VERIFY_TLS",
+    "--request-timeout": "CCS_EXPORTER_REQUEST_TIMEOUT_SECONDS",
+    "--log-level": "CCS_EXPORTER_LOG_LEVEL",
+    "--log-format": "CCS_EXPORTER_LOG_FORMAT",
+    "--job-ids": "CCS_EXPORTER_JOB_IDS",
+    "--listen-address": "CCS_EXPORTER_LISTEN_ADDRESS",
+    "--web.listen-address": "CCS_EXPORTER_LISTEN_ADDRESS",
+    "--poll-interval": "CCS_EXPORTER_POLL_INTERVAL_SECONDS",
+    "--concurrency": "CCS_EXPORTER_CONCURRENCY",
+    "--history-window": "CCS_EXPORTER_HISTORY_WINDOW",
+    "--audit-log": "CCS_EXPORTER_AUDIT_LOG",
+    "--web-config-file": "CCS_EXPORTER_WEB_CONFIG_FILE",
+    "--web.config.file": "CCS_EXPORTER_WEB_CONFIG_FILE",
+}
+FLAGS_WITHOUT_SETTING = {
+    "-h", "--help", "--config", "--config.file", "--connect", "-o", "--output", "--count", "--messages",
+    "-f", "--file", "--reason", "--keep-job",
+}  # fmt: skip
+# `demo` brings its own settings and `simulate` has none, so their flags name no variable.
+COMMANDS_READING_SETTINGS = [
+    ["serve"],
+    ["check-config"],
+    ["jobs", "get"],
+    ["jobs", "runs"],
+    ["jobs", "create"],
+    ["jobs", "update"],
+    ["jobs", "delete"],
+]
+
+
+def option_help(help_text: str) -> dict[str, str]:
+    """Each option of a --help text mapped to its whole help entry, wrapped lines joined."""
+    entries: list[list[str]] = []
+    in_entry = False
+    for line in help_text.splitlines():
+        if line.startswith("  -"):
+            entries.append([line])
+            in_entry = True
+        elif in_entry and line.startswith("   ") and line.strip():
+            entries[-1].append(line)
+        else:
+            in_entry = False
+    options: dict[str, str] = {}
+    for entry in entries:
+        header = re.split(r"\s{2,}", entry[0].strip(), maxsplit=1)[0]
+        text = " ".join(" ".join(entry).split())
+        for flag in re.findall(r"(?:^|, )(-{1,2}[\w.-]+)", header):
+            options[flag] = text
+    return options
+
+
+class TestHelpNamesVariables:
+    @pytest.mark.parametrize("command", COMMANDS_READING_SETTINGS, ids=" ".join)
+    def test_every_setting_flag_names_its_variable(self, command: list[str]) -> None:
+        """In --help, each flag that sets a setting names its CCS_EXPORTER_ variable; none is unaccounted."""
+        result = run_module(*command, "--help", env={"COLUMNS": "90"})
+        assert result.returncode == 0, result.stderr
+        options = option_help(result.stdout)
+        assert options, result.stdout
+        for flag, text in options.items():
+            if flag in SETTING_FLAGS:
+                assert f"${SETTING_FLAGS[flag]}" in text, f"{' '.join(command)} {flag}: {text}"
+            else:
+                assert flag in FLAGS_WITHOUT_SETTING, f"{' '.join(command)}: {flag} is not accounted for"
+
+    def test_every_setting_flag_is_offered(self) -> None:
+        """Each flag of the table exists in some command's help (the table is not stale)."""
+        seen: set[str] = set()
+        for command in COMMANDS_READING_SETTINGS:
+            result = run_module(*command, "--help", env={"COLUMNS": "90"})
+            assert result.returncode == 0, result.stderr
+            seen |= set(option_help(result.stdout))
+        assert set(SETTING_FLAGS) - seen == set()
+
+    def test_help_parser_sees_wrapped_entries(self) -> None:
+        """The parser of help texts joins a wrapped entry and splits aliases (so the test above can fail)."""
+        sample = (
+            "options:\n"
+            "  --listen-address HOST:PORT, --web.listen-address HOST:PORT\n"
+            "                        host:port for /metrics\n"
+            "                        ($CCS_EXPORTER_LISTEN_ADDRESS)\n"
+            "  --bare                no variable here\n"
+        )
+        options = option_help(sample)
+        assert set(options) == {"--listen-address", "--web.listen-address", "--bare"}
+        assert "$CCS_EXPORTER_LISTEN_ADDRESS" in options["--web.listen-address"]
+        assert "$CCS_EXPORTER" not in options["--bare"]

@@ -12,7 +12,17 @@ from typing import Any
 import pytest
 
 from ccs_exporter.models import Job, JobRuns
-from ccs_exporter.tables import MAX_CELL, duration, jobs_table, local_time, render, runs_table, status_name
+from ccs_exporter.output import (
+    MAX_CELL,
+    duration,
+    jobs_table,
+    json_text,
+    local_time,
+    render,
+    runs_table,
+    scrubbed,
+    status_name,
+)
 
 FIXTURES = Path(__file__).parent / "fixtures"
 
@@ -202,3 +212,26 @@ class TestHostileCells:
             12
         }
         assert {line.rindex(cell) for line, cell in zip(lines, ["C", "1", "2"], strict=True)} == {25}
+
+
+class TestJsonText:
+    def test_terminal_controls_escaped_same_json(self) -> None:
+        """C1 controls, bidi overrides and lone surrogates are escaped; the JSON reads back the same."""
+        payload = {"Name": "a\x9b2J b\u202ec \udcff d\x1b[31m", "Plain": "Zürich ✓"}
+        text = json_text(payload)
+        assert all(char.isprintable() or char in "\n " for char in text)
+        text.encode("utf-8")  # printable to any UTF-8 terminal
+        assert json.loads(text)["Name"] == payload["Name"]
+        assert "Zürich ✓" in text  # ordinary non-ASCII stays readable
+
+
+class TestScrubbed:
+    def test_secrets_removed_model_kept(self) -> None:
+        """Secrets in a description become [REDACTED]; the same model type comes back, other fields kept."""
+        job = Job.model_validate(fixture("search_job_by_id.json"))
+        assert job.JobConfigDetails is not None
+        job.JobConfigDetails.JobDescription = "ops pw Tr0ub4dor-x9 and token=abc123def"
+        clean = scrubbed(job, ["Tr0ub4dor-x9"])
+        assert isinstance(clean, Job) and clean.JobConfigDetails is not None
+        assert clean.JobConfigDetails.JobDescription == "ops pw [REDACTED] and token=[REDACTED]"
+        assert clean.JobProperties == job.JobProperties

@@ -1,23 +1,48 @@
-"""Human-readable tables of CCS jobs and runs for the command line (``-o table``).
+"""What the command line prints of CCS data: scrubbed of secrets, as JSON or as tables (``-o table``).
 
-Status names instead of codes, times in the machine's local zone, durations as ``1h 02m 05s``. Pure
-formatting, no I/O. Every cell has control characters shown escaped and is cut to a readable width, so
-hostile CCS data cannot redraw the terminal or push the columns off the screen.
+Tables show status names instead of codes, times in the machine's local zone, durations as ``1h 02m 05s``.
+Pure formatting, no I/O. Table cells have control characters shown escaped and are cut to a readable
+width, and JSON escapes what could drive or spoof a terminal, so hostile CCS data cannot redraw it.
 """
 
 from __future__ import annotations
 
+import json
+import re
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from datetime import datetime
+from typing import Any, TypeVar
+
+from pydantic import BaseModel
 
 from ccs_exporter.models import Job, JobRun, JobRuns, JobStatus
+from ccs_exporter.redaction import Redactor
 from ccs_exporter.schedule import Schedule, derive_schedule, next_occurrence
 
 NO_VALUE = "-"
 MAX_CELL = 60
 MAX_MESSAGE = 160
 _COLUMN_GAP = "  "
+# json.dumps escapes C0 controls only: C1 controls and bidirectional overrides could still drive or spoof
+# a terminal. Escaped, they are the same JSON strings.
+_TERMINAL_UNSAFE = re.compile("[\u0080-\u009f\u061c\u200e\u200f\u2028-\u202e\u2066-\u2069]")
+_ModelT = TypeVar("_ModelT", bound=BaseModel)
+
+
+def scrubbed(model: _ModelT, secrets: Iterable[str]) -> _ModelT:
+    """A copy of ``model`` without secrets, removed as the audit log removes them (CCS echoes what users
+    typed into jobs): the ``secrets`` given, values of secret-named keys, secret-looking text."""
+    redact = Redactor(secrets)
+    return type(model).model_validate(redact(model.model_dump(mode="json")))
+
+
+def json_text(payload: Any) -> str:
+    """``payload`` as indented JSON that is safe to print: terminal controls and lone surrogates escaped."""
+    text = json.dumps(payload, indent=2, ensure_ascii=False)
+    text = _TERMINAL_UNSAFE.sub(lambda match: f"\\u{ord(match.group()):04x}", text)
+    # A lone surrogate (CCS sent "\udcff") cannot be encoded for the terminal; print its JSON escape.
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
 def local_time(moment: datetime | None) -> str:
