@@ -7,6 +7,7 @@ configuration error (nothing was sent to CCS).
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 from collections.abc import Callable, Sequence
 from datetime import datetime, timezone
@@ -109,8 +110,12 @@ def build_parser() -> argparse.ArgumentParser:
         default=0,
         help="simulator port (default: any free port)",
     )
-    demo.add_argument("--run-interval", type=float, default=15.0, help="seconds between simulated job runs")
-    demo.add_argument("--poll-interval", type=float, default=5.0, help="seconds between poll cycles")
+    demo.add_argument(
+        "--run-interval", type=_seconds, default=15.0, help="seconds between simulated job runs (default 15)"
+    )
+    demo.add_argument(
+        "--poll-interval", type=_seconds, default=5.0, help="seconds between poll cycles (default 5)"
+    )
     demo.add_argument("--log-level", default="info")
     demo.set_defaults(handler=_cmd_demo)
 
@@ -209,6 +214,16 @@ def _add_jobs_commands(commands: Any) -> None:
     abort.add_argument("run_id")
     _add_mutation_options(abort)
     abort.set_defaults(handler=_cmd_jobs_abort)
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+    if not math.isfinite(value) or value <= 0:
+        raise argparse.ArgumentTypeError(f"{text!r}: must be a finite number of seconds above 0")
+    return value
 
 
 def _non_negative_int(text: str) -> int:

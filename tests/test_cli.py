@@ -113,6 +113,10 @@ class TestUsageErrors:
             ["jobs", "runs", JOB_ID, "--count", "many"],
             ["jobs", "get", JOB_ID, "--request-timeout", "soon"],
             ["jobs", "get", JOB_ID, "--password-encoding", "hex"],
+            ["demo", "--run-interval", "nan"],
+            ["demo", "--run-interval", "-5"],
+            ["demo", "--poll-interval", "inf"],
+            ["demo", "--poll-interval", "0"],
         ],
     )
     def test_bad_arguments_exit_2(self, capsys: pytest.CaptureFixture[str], argv: list[str]) -> None:
