@@ -7,11 +7,12 @@ the first job search.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
 
+from ccs_exporter.client import CcsClient
 from ccs_exporter.config import Settings, env_name, url_without_credentials
 from ccs_exporter.errors import CcsError
 from ccs_exporter.output import render
@@ -39,16 +40,13 @@ def check_config(
 
     Raises ``ConfigError`` for a bad web config (nothing is printed then); returns the probe's steps.
     """
-    from ccs_exporter.client import CcsClient
-
     web_config = load_web_config(settings.web_config_file) if settings.web_config_file else None
-    searches = job_searches(settings)
     out.write(f"configuration is valid{f' ({config_file})' if config_file else ''}\n")
     out.write(render(["SETTING", "VALUE"], settings_summary(settings, web_config)))
     if not connect:
         return []
     with CcsClient.from_settings(settings) as client:
-        steps = probe(client, settings, searches)
+        steps = probe(client, settings)
     results = [(step.what, f"{'ok' if step.ok else 'FAILED'}: {step.detail}") for step in steps]
     out.write("\n" + render(["CHECK", "RESULT"], results))
     return steps
@@ -77,11 +75,7 @@ def describe_web_config(web_config: WebConfig) -> str:
     return ", ".join(parts)
 
 
-def probe(
-    client: Any,
-    settings: Settings,
-    searches: Sequence[str],
-) -> list[ProbeStep]:
+def probe(client: CcsClient, settings: Settings) -> list[ProbeStep]:
     """Log in, then read one page: the first search's first page if searches are set, else the first job.
 
     Stops at the first failure, which is the last step (``ok`` false, the error's one line as detail).
@@ -102,26 +96,21 @@ def probe(
 
     if not attempt("login", login):
         return steps
-    if searches:
-        page_size = int(getattr(settings, "search_page_size", 100))
+    if settings.job_search:
+        expression = settings.job_search[0]
 
         def search_page() -> str:
-            page = client.search_jobs(searches[0], page=0, page_size=page_size)
+            page = client.search_jobs(expression, page=0, page_size=settings.search_page_size)
             unreadable = f", {len(page.bad_items)} unreadable" if page.bad_items else ""
             return f"{len(page.jobs)} job(s) on the first page{unreadable}"
 
-        attempt(f"search {scrub_text(searches[0])!r}, page 0", search_page)
+        attempt(f"search {scrub_text(expression)!r}, page 0", search_page)
     elif settings.job_ids:
         job_id = settings.job_ids[0]
         attempt(f"job {job_id}", lambda: f"readable: {client.get_job(job_id).JobProperties.Name!r}")
     else:
         steps.append(ProbeStep("jobs", True, "none configured: only the login was checked"))
     return steps
-
-
-def job_searches(settings: Settings) -> list[str]:
-    """The configured Search Jobs expressions (``job_search``); empty where that setting does not exist."""
-    return list(getattr(settings, "job_search", None) or [])
 
 
 def _shown(name: str, value: Any) -> str:

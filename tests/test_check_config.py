@@ -200,6 +200,29 @@ class TestConnect:
         assert f"job {MISSING_JOB}" in result.stdout and "404" in result.stdout
         assert simulator.request_count() == 2
 
+    def test_one_search_page(self, simulator: Any, config_for: Callable[..., Path]) -> None:
+        """With searches set, one page of the first search is read (not the job ids), and counted."""
+        config = config_for(
+            simulator,
+            job_search=["(JobType = COLLECTIONJOB)", "(JobName Contains PCI)"],
+            search_page_size=2,
+        )
+        result = run_check("--config", str(config), "--connect")
+        assert result.returncode == 0, result.stderr
+        assert "search '(JobType = COLLECTIONJOB)', page 0" in result.stdout
+        assert "ok: 2 job(s) on the first page" in result.stdout
+        assert simulator.request_count("search_jobs") == 1
+        assert simulator.request_count() == 2
+
+    def test_search_refused(self, simulator: Any, config_for: Callable[..., Path]) -> None:
+        """A search CCS refuses (a malformed expression) exits 1 with CCS's 400 on one line."""
+        config = config_for(simulator, job_search=["(NoSuchAttribute = 1)"])
+        result = run_check("--config", str(config), "--connect")
+        assert result.returncode == 1
+        assert "FAILED" in result.stdout and "400" in result.stdout
+        lines = result.stderr.strip().splitlines()
+        assert len(lines) == 1 and "400" in lines[0]
+
     def test_no_jobs_configured(self, simulator: Any, config_for: Callable[..., Path]) -> None:
         """Without job ids or searches only the login is checked, and the report says so."""
         result = run_check("--config", str(config_for(simulator, job_ids=[])), "--connect")
