@@ -384,6 +384,8 @@ COMMANDS_READING_SETTINGS = [
     ["jobs", "create"],
     ["jobs", "update"],
     ["jobs", "delete"],
+    ["jobs", "run"],
+    ["jobs", "abort"],
 ]
 
 
