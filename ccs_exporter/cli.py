@@ -176,7 +176,8 @@ def _add_jobs_commands(commands: Any) -> None:
     search.add_argument(
         "--page-size",
         type=_page_size,
-        help="jobs asked for per page, 1-1000 (default: CCS_EXPORTER_SEARCH_PAGE_SIZE, 100)",
+        metavar="N",
+        help="jobs asked for per page, 1-1000 (default 100) ($CCS_EXPORTER_SEARCH_PAGE_SIZE)",
     )
     _add_connection_options(search)
     search.set_defaults(handler=_cmd_jobs_search)

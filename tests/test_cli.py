@@ -370,10 +370,11 @@ SETTING_FLAGS = {
     "--audit-log": "CCS_EXPORTER_AUDIT_LOG",
     "--web-config-file": "CCS_EXPORTER_WEB_CONFIG_FILE",
     "--web.config.file": "CCS_EXPORTER_WEB_CONFIG_FILE",
+    "--page-size": "CCS_EXPORTER_SEARCH_PAGE_SIZE",
 }
 FLAGS_WITHOUT_SETTING = {
     "-h", "--help", "--config", "--config.file", "--connect", "-o", "--output", "--count", "--messages",
-    "-f", "--file", "--reason", "--keep-job",
+    "-f", "--file", "--reason", "--keep-job", "--dry-run", "--min-age",
 }  # fmt: skip
 # `demo` brings its own settings and `simulate` has none, so their flags name no variable.
 COMMANDS_READING_SETTINGS = [
@@ -386,6 +387,9 @@ COMMANDS_READING_SETTINGS = [
     ["jobs", "delete"],
     ["jobs", "run"],
     ["jobs", "abort"],
+    ["jobs", "search"],
+    ["jobs", "find"],
+    ["audit", "reconcile"],
 ]
 
 
