@@ -309,6 +309,7 @@ class Settings(BaseSettings):
     concurrency: int = Field(default=8, ge=1, le=256)
     history_window: int = Field(default=10, ge=1, le=1000)
     max_response_bytes: int = Field(default=MAX_RESPONSE_BYTES, ge=64 * 1024, le=1024 * 1024 * 1024)
+    status_metric: Literal["full", "sparse"] = "full"
     listen_address: str = "0.0.0.0:9879"
     audit_log: Path | None = None
     web_config_file: Path | None = None

@@ -52,7 +52,7 @@ class Exporter:
             concurrency=settings.concurrency,
             track_changes=self.auditor is not None,
         )
-        self.store = ExpositionStore()
+        self.store = ExpositionStore(sparse_status=settings.status_metric == "sparse")
         self.loop = PollLoop(
             self.poller,
             settings.poll_interval_seconds,

@@ -60,6 +60,7 @@ TRUNCATION_MARKER = "...[truncated]"
 _MAX_VALUE = 1e300
 _LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
 _STATUS_LABELS = tuple((status.value, status.label) for status in JobStatus)
+_STATUS_LABEL_OF = dict(_STATUS_LABELS)
 # prometheus_client's own float formatting (untyped there), so the directly written job series match it.
 _format_value = cast(Callable[[float], str], floatToGoString)
 _LINES_PER_PART = 4096
@@ -141,15 +142,21 @@ def _search_families(searches: Sequence[SearchState]) -> Iterator[Metric]:
     yield from (jobs, success, truncated)
 
 
-def render_snapshot(snapshot: PollSnapshot, fmt: Format = Format.TEXT) -> bytes:
+def render_snapshot(
+    snapshot: PollSnapshot, fmt: Format = Format.TEXT, *, sparse_status: bool = False
+) -> bytes:
     """The exposition of one snapshot's job and cycle families (OpenMetrics without ``# EOF``)."""
-    return b"".join(render_exposition(snapshot).body(fmt))
+    return b"".join(render_exposition(snapshot, sparse_status=sparse_status).body(fmt))
 
 
-def render_exposition(snapshot: PollSnapshot) -> Exposition:
-    """The job and cycle families of ``snapshot``, each ready in both formats, plain and gzip."""
+def render_exposition(snapshot: PollSnapshot, *, sparse_status: bool = False) -> Exposition:
+    """The job and cycle families of ``snapshot``, each ready in both formats, plain and gzip.
+
+    ``sparse_status``: ``ccs_job_last_run_status`` has only each job's current state (``status_metric``).
+    """
+    jobs = _Jobs.of(snapshot.jobs, snapshot.taken_at, sparse_status)
     cycle = (RenderedFamily.of_metric(metric) for metric in CycleCollector(snapshot).collect())
-    return Exposition((*_job_families(snapshot.jobs, snapshot.taken_at), *cycle))
+    return Exposition((*_job_families(jobs), *cycle))
 
 
 def _escape(value: str) -> str:
@@ -183,9 +190,10 @@ class _Jobs:
     summaries: list[tuple[str, RunSummary]]
     schedules: list[tuple[str, _ScheduleTimes]]
     now: float
+    sparse_status: bool
 
     @classmethod
-    def of(cls, states: Sequence[JobState], now: float) -> _Jobs:
+    def of(cls, states: Sequence[JobState], now: float, sparse_status: bool = False) -> _Jobs:
         with_data = [(f'job_id="{_escape(job.job_id)}"', job.data) for job in states if job.data is not None]
         summaries = [(ids, data.runs) for ids, data in with_data if data.runs is not None]
         # Occurrences are computed for the moment of each rendering, so they advance every cycle even
@@ -196,7 +204,7 @@ class _Jobs:
             for ids, data in with_data
             if data.schedule is not None
         ]
-        return cls(states, with_data, summaries, schedules, now)
+        return cls(states, with_data, summaries, schedules, now, sparse_status)
 
 
 def _schedule_times(schedule: Schedule, moment: datetime) -> _ScheduleTimes:
@@ -229,8 +237,13 @@ def _info_lines(name: str, jobs: _Jobs) -> Iterator[str]:
 
 
 def _state_set_lines(name: str, jobs: _Jobs) -> Iterator[str]:
+    """Eight series per job, the current state at 1; sparse: only the current state's (none if unknown)."""
     for ids, data in jobs.with_data:
         code = _status_code(data)
+        if jobs.sparse_status:
+            if (label := _STATUS_LABEL_OF.get(int(code))) is not None:
+                yield f'{name}{{{ids},status="{label}"}} 1.0\n'
+            continue
         for value, label in _STATUS_LABELS:
             yield f'{name}{{{ids},status="{label}"}} {"1.0" if value == code else "0.0"}\n'
 
@@ -396,9 +409,8 @@ JOB_FAMILIES = (
 )
 
 
-def _job_families(states: Sequence[JobState], now: float) -> Iterator[RenderedFamily]:
+def _job_families(jobs: _Jobs) -> Iterator[RenderedFamily]:
     """The job families, each as parts of at most ``_LINES_PER_PART`` sample lines."""
-    jobs = _Jobs.of(states, now)
     for name, documentation, lines, kind in JOB_FAMILIES:
         # Parts of a few hundred kilobytes: whole families (8 MB for the state set) made copies that
         # raised the peak and fragmented the heap, so resident memory grew cycle after cycle.
@@ -411,14 +423,18 @@ def _job_families(states: Sequence[JobState], now: float) -> Iterator[RenderedFa
 
 
 class ExpositionStore:
-    """Holds the latest rendered snapshot; the poll loop publishes, the HTTP server reads."""
+    """Holds the latest rendered snapshot; the poll loop publishes, the HTTP server reads.
 
-    def __init__(self) -> None:
+    ``sparse_status``: one ``ccs_job_last_run_status`` series per job instead of eight (``status_metric``).
+    """
+
+    def __init__(self, *, sparse_status: bool = False) -> None:
         self._current: Exposition | None = None
+        self._sparse_status = sparse_status
 
     def publish(self, snapshot: PollSnapshot) -> None:
         """Render and compress ``snapshot`` (off the scrape path) and make it the current one."""
-        self._current = render_exposition(snapshot)
+        self._current = render_exposition(snapshot, sparse_status=self._sparse_status)
 
     @property
     def current(self) -> Exposition | None:

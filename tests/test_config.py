@@ -123,6 +123,7 @@ class TestSources:
         assert settings.concurrency == 8
         assert settings.listen == ("0.0.0.0", 9879)
         assert settings.log_format == "auto" and settings.log_level == "info"
+        assert settings.status_metric == "full"
 
     def test_yaml_file(self, write_file: Callable[[str, str], Path]) -> None:
         """A YAML file with lower-case keys configures everything, the README's example included."""
@@ -258,6 +259,7 @@ class TestErrors:
             ({"request_timeout_seconds": "soon"}, "CCS_EXPORTER_REQUEST_TIMEOUT_SECONDS", "'soon'"),
             ({"log_level": "loud"}, "CCS_EXPORTER_LOG_LEVEL", "'loud'"),
             ({"password_encoding": "hex"}, "CCS_EXPORTER_PASSWORD_ENCODING", "'hex'"),
+            ({"status_metric": "dense"}, "CCS_EXPORTER_STATUS_METRIC", "'dense'"),
             ({"ca_bundle": "/nonexistent/ca.pem"}, "CCS_EXPORTER_CA_BUNDLE", "/nonexistent/ca.pem"),
             ({"password_file": "/nonexistent/pw"}, "CCS_EXPORTER_PASSWORD_FILE", "/nonexistent/pw"),
         ],

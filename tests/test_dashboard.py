@@ -396,3 +396,117 @@ class TestStatusModes:
             cwd=tmp_path,
         )
         assert result.returncode == 0, result.stdout + result.stderr
+
+
+# Jobs in both status modes: (job_id, status at 0-3m, status from 4m). "x" changes state at 4m; "u" has a
+# status code outside 0-7 (all eight states at 0 in full mode, no series in sparse mode).
+_MODE_JOBS = (
+    ("a", "completed", "completed"),
+    ("x", "completed", "faulted"),
+    ("d", "aborted", "aborted"),
+    ("e", "executing", "executing"),
+    ("p", "none", "pending"),
+    ("u", None, None),
+)
+
+
+def _status_series(scrape_job: str, sparse: bool) -> list[dict[str, str]]:
+    """ccs_job_last_run_status of _MODE_JOBS over 10 minutes, as the full or the sparse mode exports it."""
+    series = []
+    for job_id, before, after in _MODE_JOBS:
+        for state in RUN_STATES:
+            values = [1 if state == before else 0] * 4 + [1 if state == after else 0] * 6
+            if sparse:
+                if not any(values):
+                    continue
+                # A series that stops being current ends with a stale marker, as a scrape leaves it.
+                text = " ".join(
+                    "1" if v else "stale" if i and values[i - 1] else "_" for i, v in enumerate(values)
+                )
+            else:
+                text = " ".join(str(v) for v in values)
+            labels = f'instance="a:9879",job="{scrape_job}",job_id="{job_id}",status="{state}"'
+            series.append({"series": f"ccs_job_last_run_status{{{labels}}}", "values": text})
+    return series
+
+
+def _job_series(scrape_job: str) -> list[dict[str, str]]:
+    """The other per-job series the status queries join with, the same in both modes."""
+    series = []
+    for number, (job_id, _, _) in enumerate(_MODE_JOBS):
+        labels = f'instance="a:9879",job="{scrape_job}",job_id="{job_id}"'
+        series.append({"series": f'ccs_job_info{{{labels},job_name="Job {job_id}"}}', "values": "1x10"})
+        for name, value in (
+            ("ccs_job_last_run_end_timestamp_seconds", 1_790_000_000 + number),
+            ("ccs_job_last_success_timestamp_seconds", 1_780_000_000 + number),
+            ("ccs_job_consecutive_failures", number),
+        ):
+            series.append({"series": f"{name}{{{labels}}}", "values": f"{value}x10"})
+        for category, count in (("error", number), ("warning", 2 * number)):
+            messages = f'ccs_job_last_run_messages{{{labels},category="{category}"}}'
+            series.append({"series": messages, "values": f"{count}x10"})
+    return series
+
+
+def _mode_differences(
+    promtool: str, directory: Path, queries: list[tuple[str, str]]
+) -> subprocess.CompletedProcess[str]:
+    """promtool's verdict on: each query returns something, and the same, over full and sparse series."""
+    tests = []
+    for _, expr in queries:
+        full = f"({substitute_variables(expr.replace('$scrape_job', 'full'))})"
+        sparse = f"({substitute_variables(expr.replace('$scrape_job', 'sparse'))})"
+        differences = (
+            f"({full} != ignoring (job) {sparse}) or ({full} unless ignoring (job) {sparse})"
+            f" or ({sparse} unless ignoring (job) {full})"
+        )
+        tests += [
+            {"expr": f"absent({full})", "eval_time": "5m", "exp_samples": []},
+            {"expr": differences, "eval_time": "5m", "exp_samples": []},
+        ]
+    test = {
+        "rule_files": ["empty.rules.yml"],
+        "tests": [
+            {
+                "interval": "1m",
+                "input_series": [
+                    *_status_series("full", sparse=False),
+                    *_status_series("sparse", sparse=True),
+                    *_job_series("full"),
+                    *_job_series("sparse"),
+                ],
+                "promql_expr_test": tests,
+            }
+        ],
+    }
+    (directory / "empty.rules.yml").write_text("groups: []\n", encoding="utf-8")
+    (directory / "modes.test.yml").write_text(yaml.safe_dump(test, width=1000), encoding="utf-8")
+    return subprocess.run(
+        [promtool, "test", "rules", "modes.test.yml"],
+        capture_output=True,
+        text=True,
+        check=False,
+        cwd=directory,
+    )
+
+
+class TestStatusQueriesInBothModes:
+    """Every dashboard query on ccs_job_last_run_status answers the same with the full and sparse metric."""
+
+    def test_every_status_query_is_mode_agnostic(
+        self, require_tool: Callable[[str], str], tmp_path: Path
+    ) -> None:
+        """Each query returns series, and the same series and values, from full and from sparse input."""
+        queries = [(w, e) for w, e in dashboard_queries() if "ccs_job_last_run_status" in metric_names(e)]
+        assert len(queries) >= 10
+        result = _mode_differences(require_tool("promtool"), tmp_path, queries)
+        assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+
+    def test_a_query_that_reads_the_zero_states_is_caught(
+        self, require_tool: Callable[[str], str], tmp_path: Path
+    ) -> None:
+        """A query counting states at 0 gives a different answer in sparse mode, and the check says so."""
+        query = 'count(ccs_job_last_run_status{job=~"$scrape_job", status="faulted"} == 0)'
+        result = _mode_differences(require_tool("promtool"), tmp_path, [("zero states", query)])
+        assert result.returncode != 0
+        assert "!= ignoring (job)" in result.stdout + result.stderr  # the comparison failed, not absent()

@@ -26,6 +26,8 @@ from ccs_exporter.snapshot import PollSnapshot
 GOLDEN = Path(__file__).parent / "golden" / "exposition.prom"
 # Families whose values depend on wall time or machine speed; everything else is pinned by the golden file.
 _VOLATILE = ("ccs_poll_duration_seconds",)
+# The states of ccs_job_last_run_status, in the order of their status codes (0-7).
+RUN_STATES = ("none", "pending", "executing", "idle", "completed", "faulted", "custom", "aborted")
 
 
 def _client(sim: Simulator, timeout: float = 10.0) -> CcsClient:
@@ -265,6 +267,23 @@ class TestExporterHttp:
             assert any(name == "process_resident_memory_bytes" for name, _ in series)
             infos = [labels for name, labels in series if name == "ccs_job_info"]
             assert len(infos) == len(sim.job_ids)
+
+    def test_sparse_status_metric_setting_serves_one_status_series_per_job(self, sim: Simulator) -> None:
+        """status_metric=sparse: each job has one ccs_job_last_run_status series, its state, at 1."""
+        with Exporter(_settings(sim, status_metric="sparse")) as exporter:
+            assert exporter.wait_ready(10)
+            series = _series(requests.get(f"{exporter.url}/metrics", timeout=5).content)
+        states: dict[str, str] = {}
+        codes: dict[str, str] = {}
+        for (name, labels), value in series.items():
+            job = dict(labels)
+            if name == "ccs_job_last_run_status":
+                assert value == 1 and job["job_id"] not in states
+                states[job["job_id"]] = job["status"]
+            elif name == "ccs_job_last_run_status_code":
+                codes[job["job_id"]] = RUN_STATES[int(value)]
+        assert len(states) == len(sim.job_ids)
+        assert states == codes
 
     def test_not_ready_before_the_first_cycle(self, sim: Simulator) -> None:
         """/readyz says 503 while the first cycle is still running, and /metrics already answers."""

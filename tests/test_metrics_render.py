@@ -55,14 +55,15 @@ def _number(value: float) -> float:
 class ReferenceJobCollector(Collector):
     """The job families as prometheus_client builds them: the reference the direct rendering must match."""
 
-    def __init__(self, snapshot: PollSnapshot) -> None:
+    def __init__(self, snapshot: PollSnapshot, sparse_status: bool = False) -> None:
         self._snapshot = snapshot
+        self._sparse_status = sparse_status
 
     def collect(self) -> Iterator[Metric]:
-        return _job_families(self._snapshot.jobs, self._snapshot.taken_at)
+        return _job_families(self._snapshot.jobs, self._snapshot.taken_at, self._sparse_status)
 
 
-def _job_families(jobs: Iterable[JobState], now: float) -> Iterator[Metric]:
+def _job_families(jobs: Iterable[JobState], now: float, sparse_status: bool) -> Iterator[Metric]:
     info = InfoMetricFamily(
         "ccs_job",
         "Job metadata; join on job_id for names.",
@@ -146,7 +147,8 @@ def _job_families(jobs: Iterable[JobState], now: float) -> Iterator[Metric]:
         status_code = summary.status_code if summary is not None else data.last_run_status
         code.add_metric([job_id], _number(status_code))
         for value, label in _STATUS_LABELS:
-            status.add_metric([job_id, label], 1.0 if value == status_code else 0.0)
+            if value == status_code or not sparse_status:
+                status.add_metric([job_id, label], 1.0 if value == status_code else 0.0)
         if summary is None:
             continue
         runs.add_metric([job_id], _number(summary.total_runs))
@@ -166,9 +168,9 @@ def _job_families(jobs: Iterable[JobState], now: float) -> Iterator[Metric]:
     yield from (next_run, last_due, period, limit)
 
 
-def _reference(snapshot: PollSnapshot, fmt: Format = Format.TEXT) -> bytes:
+def _reference(snapshot: PollSnapshot, fmt: Format = Format.TEXT, sparse_status: bool = False) -> bytes:
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(ReferenceJobCollector(snapshot))
+    registry.register(ReferenceJobCollector(snapshot, sparse_status))
     registry.register(CycleCollector(snapshot))
     if fmt is Format.OPENMETRICS:
         return cast(Callable[[Collector], bytes], generate_openmetrics)(registry)
@@ -259,6 +261,16 @@ class TestDirectRendering:
         for seed in range(20):
             snapshot = _snapshot(seed, jobs=40)
             assert render_snapshot(snapshot) == _reference(snapshot), f"seed {seed}"
+
+    def test_sparse_status_matches_the_reference_in_both_formats(self) -> None:
+        """The sparse status metric renders as the reference's state set with only the states at 1."""
+        for seed in range(5):
+            snapshot = _snapshot(seed, jobs=40)
+            for fmt in Format:
+                rendered = render_snapshot(snapshot, fmt, sparse_status=True)
+                if fmt is Format.OPENMETRICS:
+                    rendered += b"# EOF\n"
+                assert rendered == _reference(snapshot, fmt, sparse_status=True), f"seed {seed} {fmt}"
 
     def test_no_jobs_still_renders_every_family_header(self) -> None:
         """An empty job list gives the same headers-only families as the reference."""
