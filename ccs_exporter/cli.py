@@ -694,8 +694,10 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     from ccs_exporter.simulator import Simulator
 
     configure_logging(args.log_level, "auto")
+    # Live: the samples stand as at their capture instant, so a new user sees a missed schedule and a run
+    # past its time limit at once; scheduled jobs run on their schedules, the others on the interval.
     try:
-        sim = Simulator(port=args.simulator_port, run_interval=args.run_interval).start()
+        sim = Simulator(port=args.simulator_port, run_interval=args.run_interval, live=True).start()
     except OSError as exc:
         _fail(f"--simulator-port {args.simulator_port}: cannot listen there ({exc.strerror or exc})")
         return EXIT_USAGE
@@ -715,8 +717,9 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
         def banner(url: str) -> None:
             print(
-                f"CCS simulator: {sim.url} ({len(sim.job_ids)} jobs, "
-                f"a new run every ~{args.run_interval:g} s)\n"
+                f"CCS simulator: {sim.url} ({len(sim.job_ids)} jobs: scheduled ones run on their "
+                f"schedules, the others every ~{args.run_interval:g} s; one has missed its schedule and "
+                "one run is past its time limit)\n"
                 f"Metrics:       {url}/metrics\n"
                 "Ctrl-C stops both.",
                 flush=True,

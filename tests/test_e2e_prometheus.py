@@ -1,8 +1,11 @@
-"""End to end: simulator -> exporter -> a real Prometheus with our rules -> the fault alert fires.
+"""End to end: simulator -> exporter -> a real Prometheus with our rules -> the alerts fire.
 
 Everything listens on 127.0.0.1 on free ports; Prometheus keeps its config and TSDB in a temp dir and is
 stopped by its own PID. Prometheus scrapes and evaluates every second, so the only delay is the chain
-itself: simulator -> exporter poll (1 s) -> scrape (1 s) -> rule evaluation (1 s).
+itself: simulator -> exporter poll (1 s) -> scrape (1 s) -> rule evaluation (1 s). The simulator runs
+live: its samples stand at start as at their capture instant, so one job has missed its schedule and one
+run is past its run-time limit, whenever the test runs. Prometheus loads the shipped rules with only the
+`for` of CcsJobRunOverTimeLimit shortened (5 minutes would make the test wait 5 minutes).
 """
 
 from __future__ import annotations
@@ -38,21 +41,19 @@ pytestmark = pytest.mark.e2e
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 RULES_FILE = REPO_ROOT / "prometheus" / "ccs-exporter.rules.yml"
+# The test's only change to the shipped rules: these alerts wait this long instead of their `for`.
+SHORT_FOR = {"CcsJobRunOverTimeLimit": "2s"}
+# The sample jobs that deserve the schedule alerts (README, "The CCS simulator"): the nightly job the
+# scheduler stopped starting, and the DMZ collection whose run hangs past its 1 h 30 limit.
+MISSED_SCHEDULE_JOB = "3f2a7c41-8e5b-4d09-a6c3-1b7e9d2f4a01"
+OVER_TIME_LIMIT_JOB = "5e7b9c14-3a2d-4b8f-a1e6-7c0d9f8e4d04"
+SCHEDULE_ALERT_BOUND_SECONDS = 30.0
 # The promise to users: a faulted run pages within a minute of CCS recording it.
 FIRING_BOUND_SECONDS = 60.0
 STARTUP_BOUND_SECONDS = 30.0
 FAULTED = 5
 # Metrics that only exist with an audit log configured (this stack has none).
 AUDIT_METRICS = frozenset({"ccs_audit_records_total", "ccs_audit_write_errors_total"})
-# Metrics that exist only for jobs with a schedule or a run-time limit ("absent where they don't apply").
-SCHEDULE_METRICS = frozenset(
-    {
-        "ccs_job_schedule_next_run_timestamp_seconds",
-        "ccs_job_schedule_last_due_timestamp_seconds",
-        "ccs_job_schedule_period_seconds",
-        "ccs_job_run_time_limit_seconds",
-    }
-)
 # Local HTTP only: never through a proxy from the environment.
 _HTTP = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 
@@ -129,12 +130,26 @@ class Stack:
         return result
 
 
+def rules_with_short_for(target: Path) -> Path:
+    """The shipped rules, with only the ``for`` of the alerts in ``SHORT_FOR`` changed, in ``target``."""
+    document = yaml.safe_load(RULES_FILE.read_text(encoding="utf-8"))
+    changed = set()
+    for group in document["groups"]:
+        for rule in group["rules"]:
+            if rule.get("alert") in SHORT_FOR:
+                rule["for"] = SHORT_FOR[rule["alert"]]
+                changed.add(rule["alert"])
+    assert changed == set(SHORT_FOR), f"not in the shipped rules: {set(SHORT_FOR) - changed}"
+    target.write_text(yaml.safe_dump(document, sort_keys=False), encoding="utf-8")
+    return target
+
+
 @pytest.fixture(scope="module")
 def stack(require_tool: Callable[[str], str], tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     """Simulator, exporter (`python -m ccs_exporter serve`) and Prometheus with our rules on 127.0.0.1."""
     prometheus = require_tool("prometheus")
     work_dir = tmp_path_factory.mktemp("prometheus")
-    with Simulator(port=0, run_interval=None) as simulator:
+    with Simulator(port=0, live=True) as simulator:
         exporter_port = _free_port()
         exporter_url = f"http://127.0.0.1:{exporter_port}"
         exporter = subprocess.Popen(
@@ -174,7 +189,7 @@ def stack(require_tool: Callable[[str], str], tmp_path_factory: pytest.TempPathF
             prometheus_port = _free_port()
             config = {
                 "global": {"scrape_interval": "1s", "scrape_timeout": "1s", "evaluation_interval": "1s"},
-                "rule_files": [str(RULES_FILE)],
+                "rule_files": [str(rules_with_short_for(work_dir / "rules.yml"))],
                 "scrape_configs": [
                     {
                         "job_name": "ccs-exporter",
@@ -234,6 +249,7 @@ class TestFaultAlert:
         completed = {
             s["metric"]["job_id"] for s in stack.query('ccs_job_last_run_status{status="completed"} == 1')
         }
+        completed.discard(MISSED_SCHEDULE_JOB)  # a new run would end its missed schedule
         assert completed, "the simulator should start with some completed jobs"
         job_id = sorted(completed)[0]
         (info,) = stack.query(f'ccs_job_info{{job_id="{job_id}"}}')
@@ -300,6 +316,79 @@ class TestOpenMetricsScrape:
         assert float(cycles["value"][1]) >= 1
 
 
+def _firing_jobs(stack: Stack, alertname: str) -> dict[str, dict[str, Any]]:
+    return {alert["labels"]["job_id"]: alert for alert in _firing(stack, alertname)}
+
+
+class TestScheduleAlerts:
+    """The schedule alerts fire for the sample jobs that deserve them, and for no other."""
+
+    def test_test_rules_differ_from_the_shipped_ones_only_in_for(self, stack: Stack) -> None:
+        """Prometheus evaluates the shipped expressions; only CcsJobRunOverTimeLimit's `for` is shorter."""
+        shipped = {
+            rule.get("alert") or rule["record"]: rule
+            for group in yaml.safe_load(RULES_FILE.read_text(encoding="utf-8"))["groups"]
+            for rule in group["rules"]
+        }
+        loaded = [rule for group in stack.api("/api/v1/rules")["groups"] for rule in group["rules"]]
+        assert {rule["name"] for rule in loaded} == set(shipped)
+        for rule in loaded:
+            formatted = stack.api("/api/v1/format_query", query=rule["query"])
+            assert formatted == stack.api("/api/v1/format_query", query=shipped[rule["name"]]["expr"])
+            if rule["type"] == "alerting" and rule["name"] not in SHORT_FOR:
+                assert rule["duration"] == _seconds(shipped[rule["name"]].get("for", "0s")), rule["name"]
+
+    def test_missed_schedule_fires_for_the_stalled_job_only(self, stack: Stack) -> None:
+        """CcsJobMissedSchedule fires for the job 7 h past its occurrence, not for on-time or other jobs."""
+        firing = _wait_until_firing(stack, "CcsJobMissedSchedule", MISSED_SCHEDULE_JOB)
+        assert set(firing) == {MISSED_SCHEDULE_JOB}
+        alert = firing[MISSED_SCHEDULE_JOB]
+        assert alert["labels"]["job_name"] == "Nightly CER - Windows servers"
+        assert alert["labels"]["severity"] == "critical"
+        assert "was due to run 7h 0m" in alert["annotations"]["description"]
+        scheduled = {
+            s["metric"]["job_id"] for s in stack.query("ccs_job_schedule_last_due_timestamp_seconds")
+        }
+        assert len(scheduled) >= 5  # on-time scheduled jobs were there to fire on, and did not
+
+    def test_run_over_time_limit_fires_for_the_hung_run_only(self, stack: Stack) -> None:
+        """CcsJobRunOverTimeLimit fires for the run 30 min past its limit, not for one within its limit."""
+        firing = _wait_until_firing(stack, "CcsJobRunOverTimeLimit", OVER_TIME_LIMIT_JOB)
+        assert set(firing) == {OVER_TIME_LIMIT_JOB}
+        alert = firing[OVER_TIME_LIMIT_JOB]
+        assert alert["labels"]["job_name"] == "Collection - DMZ assets"
+        assert "pending or executing for 2h 0m" in alert["annotations"]["description"]
+        limits = {s["metric"]["job_id"] for s in stack.query("ccs_job_run_time_limit_seconds")}
+        assert len(limits - {OVER_TIME_LIMIT_JOB}) >= 1  # a job within its limit was there, and did not fire
+
+    def test_dashboard_shows_the_missed_occurrence(self, stack: Stack) -> None:
+        """The dashboard counts one missed schedule and shows the missed occurrence in that job's row."""
+        _wait_until_firing(stack, "CcsJobMissedSchedule", MISSED_SCHEDULE_JOB)
+        queries = {where: expr for where, expr in dashboard_queries()}
+        (count,) = stack.query(queries["panel 'Missed schedules' target A"])
+        assert count["value"][1] == "1"
+        missed = stack.query(queries["panel 'All jobs' target I"])
+        assert [s["metric"]["job_id"] for s in missed] == [MISSED_SCHEDULE_JOB]
+        (due,) = stack.query(f'ccs_job_schedule_last_due_timestamp_seconds{{job_id="{MISSED_SCHEDULE_JOB}"}}')
+        assert float(missed[0]["value"][1]) == float(due["value"][1]) * 1000
+
+
+def _seconds(duration: str) -> float:
+    """A Prometheus duration of one unit (``5m``, ``1h``, ``0s``) in seconds."""
+    return float(duration[:-1]) * {"s": 1, "m": 60, "h": 3600}[duration[-1]]
+
+
+def _wait_until_firing(stack: Stack, alertname: str, job_id: str) -> dict[str, dict[str, Any]]:
+    """The alert's firing instances by job_id once ``job_id`` fires; fails after the bound."""
+    started = time.monotonic()
+    while time.monotonic() - started < SCHEDULE_ALERT_BOUND_SECONDS:
+        firing = _firing_jobs(stack, alertname)
+        if job_id in firing:
+            return firing
+        time.sleep(0.25)
+    pytest.fail(f"{alertname} not firing for {job_id} within {SCHEDULE_ALERT_BOUND_SECONDS:.0f} s")
+
+
 class TestDashboardAgainstPrometheus:
     """The dashboard's queries run against real data."""
 
@@ -364,7 +453,7 @@ class TestDashboardAgainstPrometheus:
         assert status == 200
         exposed = {line.split("{")[0].split(" ")[0] for line in body.splitlines() if line and line[0] != "#"}
         used = set().union(*(metric_names(expr) for _, expr in dashboard_queries()))
-        missing = used - exposed - AUDIT_METRICS - SCHEDULE_METRICS - RECORDED_METRICS - {"up"}
+        missing = used - exposed - AUDIT_METRICS - RECORDED_METRICS - {"up"}
         assert not missing
         assert used <= EXPORTER_METRICS | RECORDED_METRICS | {
             name for name in used if name.startswith("process_")
