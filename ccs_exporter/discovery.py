@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 
 import structlog
 
-from ccs_exporter.client import CcsClient, SearchPage
+from ccs_exporter.client import CcsClient, ParsedJobs, SearchPage
 from ccs_exporter.errors import (
     AuthError,
     BadRequestError,
@@ -190,6 +190,7 @@ class _Search:
     logged_page_ignored: bool = False
     logged_bad: int = 0
     complete_at: float | None = None  # when its last complete listing started
+    parsed: ParsedJobs = field(default_factory=ParsedJobs)  # its jobs, parsed once while unchanged
 
 
 @dataclass(frozen=True)
@@ -237,7 +238,9 @@ class Discoverer:
 
         def attempt(search: _Search) -> _Attempt:
             try:
-                fetch = lambda page: self._client.search_jobs(search.expression, page, size)  # noqa: E731
+                fetch = lambda page: self._client.search_jobs(  # noqa: E731
+                    search.expression, page, size, search.parsed
+                )
                 return _Attempt(list_search(fetch, stop))
             except Exception as exc:  # classified on the loop thread, where the state is kept
                 return _Attempt(None, exc)
@@ -300,6 +303,7 @@ class Discoverer:
 
     def _listed(self, search: _Search, listing: Listing) -> None:
         search.last_good = listing
+        search.parsed.retain(listing.jobs)
         if search.logged_error is not None:
             log.info("search_recovered", search=search.label, jobs=listing.size)
         search.error = None

@@ -217,7 +217,7 @@ class Poller:
                 for task in plan.tasks
             ]
         else:
-            outcomes = self._pool.map(self._poll_job, plan.tasks, stop)
+            outcomes = self._run_tasks(plan.tasks, stop)
         states = self._apply(plan, outcomes, quiet=login_error is not None)
         reached = discovery is not None and discovery.reached_ccs
         up = login_error is None and (
@@ -325,6 +325,44 @@ class Poller:
 
     # --- one job -----------------------------------------------------------------------------------
 
+    def _run_tasks(self, tasks: Sequence[_Task], stop: threading.Event | None) -> list[_Outcome | None]:
+        """Tasks that send no request run here (most discovered jobs at rest); the rest on the workers."""
+        outcomes: list[_Outcome | None] = [None] * len(tasks)
+        remote: list[int] = []
+        for index, task in enumerate(tasks):
+            if self._needs_request(task):
+                remote.append(index)
+            else:
+                outcomes[index] = self._poll_job(task)
+        answers = self._pool.map(self._poll_job, [tasks[index] for index in remote], stop)
+        for index, answer in zip(remote, answers, strict=True):
+            outcomes[index] = answer
+        return outcomes
+
+    def _needs_request(self, task: _Task) -> bool:
+        if task.stale is not None or task.bad is not None:
+            return False
+        if task.job is None:  # read by id, or looked up because it left the searches
+            return True
+        return self._runs_needed(task.job, self._memory.get(task.job_id))
+
+    @staticmethod
+    def _runs_key(job: Job) -> tuple[object, ...]:
+        props = job.JobProperties
+        return (props.LastRunDate, props.LastRunStatus, props.JobModifiedTime)
+
+    def _runs_needed(self, job: Job, previous: _JobMemory | None) -> bool:
+        """True when the job's runs must be read: new to us, changed since, or a run still in progress."""
+        old_runs = previous.snapshot.runs if previous is not None and previous.snapshot is not None else None
+        status = job.JobProperties.last_run_status
+        return (
+            previous is None
+            or old_runs is None
+            or previous.runs_key != self._runs_key(job)
+            or old_runs.running
+            or (status is not None and status.is_running)
+        )
+
     def _poll_job(self, task: _Task) -> _Outcome:
         job_id = task.job_id
         previous = self._memory.get(job_id)
@@ -363,16 +401,10 @@ class Poller:
     def _read_job(self, job_id: str, previous: _JobMemory | None, found: Job | None) -> _Outcome:
         job = found if found is not None else self._client.get_job(job_id)
         props = job.JobProperties
-        runs_key = (props.LastRunDate, props.LastRunStatus, props.JobModifiedTime)
+        runs_key = self._runs_key(job)
         old = previous.snapshot if previous is not None else None
         old_runs = old.runs if old is not None else None
-        fetch_runs = (
-            previous is None
-            or old_runs is None
-            or previous.runs_key != runs_key
-            or old_runs.running
-            or (props.last_run_status is not None and props.last_run_status.is_running)
-        )
+        fetch_runs = self._runs_needed(job, previous)
         runs = old_runs
         if fetch_runs:
             answer = self._client.get_job_runs(job_id, count=self._window, show_messages=True)

@@ -63,3 +63,40 @@ class TestBenchmarkScript:
         verdicts = re.findall(r"^- (PASS|MISS): (.*)$", result.stdout, re.MULTILINE)
         for target in TARGETS:
             assert any(text.startswith(target) for _, text in verdicts), f"no verdict for {target}"
+
+
+DISCOVERY_SCRIPT = SCRIPT.parent / "discovery.py"
+DISCOVERY_ROWS = (
+    "cold start, tuned raw client (list + runs): wall s",
+    "cold start, exporter (discovery): wall s",
+    "at rest, by id (before): requests per cycle",
+    "at rest, discovery: requests per cycle",
+    "at rest, discovery: CPU s per cycle per 1,000 jobs",
+)
+
+
+class TestDiscoveryBenchmarkScript:
+    """The quick mode of the discovery benchmark, run as a user would."""
+
+    def test_quick_run_prints_every_row_and_target(self) -> None:
+        """A --quick run exits 0, fills every row, and judges the request, cold-start and CPU targets."""
+        result = subprocess.run(
+            [sys.executable, str(DISCOVERY_SCRIPT), "--quick"],
+            capture_output=True,
+            text=True,
+            timeout=300,
+            check=False,
+        )
+        assert result.returncode == 0, result.stderr[-3000:]
+        table = {
+            cells[0]: cells[1]
+            for line in result.stdout.splitlines()
+            if line.startswith("| ")
+            for cells in [[cell.strip() for cell in line.strip("|").split("|")]]
+        }
+        for row in DISCOVERY_ROWS:
+            assert table.get(row) not in (None, "", "n/a"), f"row not measured: {row}\n{result.stdout}"
+        assert "(0 per-job requests in 1 cycles)" in table["at rest, discovery: requests per cycle"]
+        verdicts = [text for _, text in re.findall(r"^- (PASS|MISS): (.*)$", result.stdout, re.MULTILINE)]
+        for target in ("at rest <= ceil(N/100) + 2", "cold start within 1.25x", "at rest CPU per cycle"):
+            assert any(text.startswith(target) for text in verdicts), f"no verdict for {target}"

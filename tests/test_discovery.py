@@ -14,7 +14,7 @@ from pydantic import SecretStr
 from structlog.testing import capture_logs
 
 from ccs_exporter import discovery
-from ccs_exporter.client import BadSearchItem, CcsClient, SearchPage
+from ccs_exporter.client import BadSearchItem, CcsClient, ParsedJobs, SearchPage
 from ccs_exporter.config import MAX_JOB_SEARCHES, load_settings
 from ccs_exporter.discovery import Discoverer, list_search, search_label
 from ccs_exporter.errors import (
@@ -326,6 +326,42 @@ class TestClientSearch:
             client.search_job_name("  ")
 
 
+class TestParsedJobs:
+    """Unchanged search items are not parsed again; memory follows the last listing."""
+
+    def test_unchanged_item_gives_the_same_job(self, job_payload: Callable[[int], dict[str, Any]]) -> None:
+        """The same item (a fresh copy of it) returns the job parsed before; a changed one a new job."""
+        parsed = ParsedJobs()
+        first = parsed.parse(job_payload(1), guid(1))
+        assert parsed.parse(job_payload(1), guid(1)) is first
+        changed = job_payload(1)
+        changed["JobProperties"]["LastRunStatus"] = 5
+        again = parsed.parse(changed, guid(1))
+        assert again is not first and again.JobProperties.LastRunStatus == 5
+
+    def test_retain_forgets_jobs_gone_from_the_listing(
+        self, job_payload: Callable[[int], dict[str, Any]]
+    ) -> None:
+        """After a listing, only its jobs are remembered."""
+        parsed = ParsedJobs()
+        for number in (1, 2, 3):
+            parsed.parse(job_payload(number), guid(number))
+        parsed.retain({guid(2)})
+        assert len(parsed) == 1
+
+    def test_bad_items_still_fail(self, job_payload: Callable[[int], dict[str, Any]]) -> None:
+        """An item that does not validate raises every time, remembered or not."""
+        from pydantic import ValidationError
+
+        parsed = ParsedJobs()
+        parsed.parse(job_payload(1), guid(1))
+        broken = job_payload(1)
+        broken["JobProperties"]["LastRunStatus"] = "often"
+        for _ in range(2):
+            with pytest.raises(ValidationError):
+                parsed.parse(broken, guid(1))
+
+
 class ScriptedClient:
     """A stand-in client whose pages come from a function of (expression, page) that may raise."""
 
@@ -333,7 +369,9 @@ class ScriptedClient:
         self.answer = answer
         self.calls: list[tuple[str, int, int]] = []
 
-    def search_jobs(self, expression: str, page: int = 0, page_size: int = 100) -> SearchPage:
+    def search_jobs(
+        self, expression: str, page: int = 0, page_size: int = 100, parsed: ParsedJobs | None = None
+    ) -> SearchPage:
         self.calls.append((expression, page, page_size))
         return self.answer(expression, page)
 
@@ -459,3 +497,120 @@ class TestDiscoverer:
         discoverer.configure(["A"], 100)
         assert discoverer.discover(pool, 1.0).forgotten == {guid(2)}
         assert discoverer.discover(pool, 2.0).forgotten == frozenset()
+
+
+class FakeCcs:
+    """A stand-in client over an in-memory set of jobs: search pages, search by id and runs."""
+
+    def __init__(self, jobs: dict[str, dict[str, Any]], runs: dict[str, Any]) -> None:
+        self.jobs = jobs
+        self.runs = runs
+        self.raw_items: list[Any] = []  # extra items every listing's first page carries
+        self.requests_sent = 0
+        self.by_id: list[str] = []
+
+    def authenticate(self) -> None:
+        return None
+
+    def search_jobs(
+        self, expression: str, page: int = 0, page_size: int = 100, parsed: ParsedJobs | None = None
+    ) -> SearchPage:
+        self.requests_sent += 1
+        items = [*self.raw_items, *self.jobs.values()] if page == 0 else []
+        readable = tuple(Job.model_validate(item) for item in items if item not in self.raw_items)
+        bad = tuple(
+            BadSearchItem(item["JobProperties"]["JobID"], "item 0: LastRunStatus: not a number")
+            for item in items
+            if item in self.raw_items
+        )
+        return SearchPage(readable, bad)
+
+    def get_job(self, job_id: str) -> Job:
+        self.requests_sent += 1
+        self.by_id.append(job_id)
+        if job_id not in self.jobs:
+            raise NotFoundError("Job not found.", status=404)
+        return Job.model_validate(self.jobs[job_id])
+
+    def get_job_runs(self, job_id: str, count: int = 1, show_messages: bool = False) -> Any:
+        self.requests_sent += 1
+        from ccs_exporter.models import JobRuns
+
+        return JobRuns.model_validate({**self.runs, "JobID": job_id})
+
+
+class TestPollerWithDiscovery:
+    """The poller's use of discovery, against a stand-in CCS and a clock the test sets."""
+
+    @pytest.fixture
+    def ccs(
+        self, job_payload: Callable[[int], dict[str, Any]], load_fixture: Callable[[str], Any]
+    ) -> FakeCcs:
+        jobs = {guid(n): job_payload(n) for n in (1, 2)}
+        for payload in jobs.values():
+            payload["JobProperties"]["JobCreationTime"] = "2026-01-01T00:00:00Z"
+        return FakeCcs(jobs, load_fixture("jobruns.json"))
+
+    @pytest.fixture
+    def make_poller(self, ccs: FakeCcs) -> Iterator[Callable[..., Any]]:
+        from ccs_exporter.poller import Poller
+
+        made: list[Poller] = []
+
+        def make(clock: Callable[[], float] = lambda: 1_790_000_000.0, **options: Any) -> Poller:
+            poller = Poller(ccs, [], searches=["(JobType = A)"], clock=clock, **options)  # type: ignore[arg-type]
+            made.append(poller)
+            return poller
+
+        yield make
+        for poller in made:
+            poller.close()
+
+    def test_an_unreadable_item_fails_its_job_alone(
+        self, ccs: FakeCcs, make_poller: Callable[..., Any]
+    ) -> None:
+        """A job whose search item cannot be read keeps its last values, failed as bad_response, alone."""
+        poller = make_poller()
+        poller.poll_cycle()
+        ccs.raw_items = [ccs.jobs.pop(guid(2))]
+        snapshot = poller.poll_cycle()
+        states = {job.job_id: job for job in snapshot.jobs}
+        assert states[guid(1)].poll_success
+        assert (states[guid(2)].poll_success, states[guid(2)].error) == (False, "bad_response")
+        assert states[guid(2)].data is not None  # last good values kept
+        assert ccs.by_id == []
+
+    @pytest.mark.parametrize(("minutes_before", "created"), [(4, True), (6, False)])
+    def test_creation_time_is_compared_with_five_minutes_of_skew(
+        self,
+        ccs: FakeCcs,
+        make_poller: Callable[..., Any],
+        job_payload: Callable[[int], dict[str, Any]],
+        minutes_before: int,
+        created: bool,
+    ) -> None:
+        """A new job created up to 5 minutes before the previous complete listing counts as created."""
+        from datetime import datetime, timezone
+
+        now = [1_790_000_000.0]
+        poller = make_poller(clock=lambda: now[0], track_changes=True)
+        poller.poll_cycle()
+        listed_at = now[0]
+        now[0] += 60
+        poller.poll_cycle()  # the previous complete listing is now this one
+        previous_listing = now[0]
+        payload = job_payload(3)
+        stamp = datetime.fromtimestamp(previous_listing - minutes_before * 60, tz=timezone.utc)
+        payload["JobProperties"]["JobCreationTime"] = stamp.isoformat()
+        ccs.jobs[guid(3)] = payload
+        now[0] += 60
+        snapshot = poller.poll_cycle()
+        assert listed_at < previous_listing
+        assert [(c.kind, c.job_id) for c in snapshot.changes] == ([("created", guid(3))] if created else [])
+
+    def test_first_listing_is_the_baseline(self, ccs: FakeCcs, make_poller: Callable[..., Any]) -> None:
+        """Jobs present at start, however new, are no creations."""
+        for payload in ccs.jobs.values():
+            payload["JobProperties"]["JobCreationTime"] = "2026-09-21T01:00:00Z"
+        poller = make_poller(clock=lambda: 1_790_000_000.0, track_changes=True)
+        assert poller.poll_cycle().changes == ()

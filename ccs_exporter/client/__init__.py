@@ -28,6 +28,7 @@ from ccs_exporter.client.api import (
     BadSearchItem,
     JobsApi,
     MutationResult,
+    ParsedJobs,
     SearchPage,
     checked_run_id,
 )
@@ -58,6 +59,7 @@ __all__ = [
     "CcsClient",
     "Endpoint",
     "MutationResult",
+    "ParsedJobs",
     "RequestObserver",
     "SearchPage",
     "checked_run_id",
@@ -157,9 +159,14 @@ class CcsClient:
         """The latest ``count`` runs of a job (0 means all), with their messages if asked."""
         return self._api.get_job_runs(job_id, count, show_messages)
 
-    def search_jobs(self, expression: str, page: int = 0, page_size: int = 100) -> SearchPage:
-        """One page of Search Jobs (``expression`` sent verbatim as ``Attributes``; pages count from 0)."""
-        return self._api.search_jobs(expression, page, page_size)
+    def search_jobs(
+        self, expression: str, page: int = 0, page_size: int = 100, parsed: ParsedJobs | None = None
+    ) -> SearchPage:
+        """One page of Search Jobs (``expression`` sent verbatim as ``Attributes``; pages count from 0).
+
+        ``parsed`` remembers the jobs parsed in earlier listings, so unchanged ones are not parsed again.
+        """
+        return self._api.search_jobs(expression, page, page_size, parsed)
 
     def search_job_name(self, name: str) -> SearchPage:
         """Search job by name: the job whose name is exactly ``name``."""

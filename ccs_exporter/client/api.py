@@ -8,6 +8,9 @@ read, reported rather than failing the page.
 
 from __future__ import annotations
 
+import hashlib
+import json
+from collections.abc import Collection
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -78,6 +81,38 @@ class SearchPage:
         return len(self.jobs) + len(self.bad_items)
 
 
+class ParsedJobs:
+    """Search items parsed before, by job id and a digest of the item: an unchanged job is not parsed again.
+
+    At rest nearly every job of a listing is unchanged, and validating a job costs several times more
+    than serialising and hashing its item. One listing at a time uses an instance (not thread-safe).
+    """
+
+    def __init__(self) -> None:
+        self._known: dict[str, tuple[bytes, Job]] = {}
+
+    def __len__(self) -> int:
+        return len(self._known)
+
+    def parse(self, item: Any, job_id: str | None) -> Job:
+        """The Job an item holds (ValidationError when it holds none), the earlier one if it is unchanged."""
+        if job_id is None:
+            return Job.model_validate(item)
+        text = json.dumps(item, separators=(",", ":"), allow_nan=True)  # ASCII: non-ASCII is escaped
+        digest = hashlib.blake2b(text.encode("ascii"), digest_size=16).digest()
+        known = self._known.get(job_id)
+        if known is not None and known[0] == digest:
+            return known[1]
+        job = Job.model_validate(item)
+        self._known[job_id] = (digest, job)
+        return job
+
+    def retain(self, job_ids: Collection[str]) -> None:
+        """Forget jobs not among ``job_ids`` (the last complete listing): memory stays bounded."""
+        for job_id in [job_id for job_id in self._known if job_id not in job_ids]:
+            del self._known[job_id]
+
+
 class JobsApi:
     """The job endpoints over one transport and one token manager."""
 
@@ -99,12 +134,17 @@ class JobsApi:
         response = self._transport.call(JOB_RUNS, path, self._tokens, params=params)
         return self._parse(JobRuns, response, JOB_RUNS, path)
 
-    def search_jobs(self, expression: str, page: int, page_size: int) -> SearchPage:
-        """One page of Search Jobs: ``expression`` is sent verbatim as ``Attributes``; pages count from 0."""
+    def search_jobs(
+        self, expression: str, page: int, page_size: int, parsed: ParsedJobs | None = None
+    ) -> SearchPage:
+        """One page of Search Jobs: ``expression`` is sent verbatim as ``Attributes``; pages count from 0.
+
+        With ``parsed``, a job whose item is unchanged since it was last parsed there is not parsed again.
+        """
         params = {"Attributes": expression, "page": str(page), "pagesize": str(page_size)}
         path = SEARCH_JOBS.url_path()
         response = self._transport.call(SEARCH_JOBS, path, self._tokens, params=params)
-        return self._search_page(response, SEARCH_JOBS, path)
+        return self._search_page(response, SEARCH_JOBS, path, parsed)
 
     def search_job_name(self, name: str) -> SearchPage:
         """Search job by name: the job whose name is exactly ``name`` (CCS compares it)."""
@@ -188,7 +228,13 @@ class JobsApi:
     def _one_line(self, text: str) -> str | None:
         return self._tokens.redact(" ".join(text.split())[:_OPERATION_MESSAGE_LIMIT]) or None
 
-    def _search_page(self, response: requests.Response, endpoint: Endpoint, path: str) -> SearchPage:
+    def _search_page(
+        self,
+        response: requests.Response,
+        endpoint: Endpoint,
+        path: str,
+        parsed: ParsedJobs | None = None,
+    ) -> SearchPage:
         body = json_body(response, endpoint.method, path) if response.content.strip() else None
         items = _search_items(body)
         if items is None:
@@ -203,7 +249,7 @@ class JobsApi:
         for index, item in enumerate(items):
             job_id = _item_job_id(item)
             try:
-                jobs.append(Job.model_validate(item))
+                jobs.append(parsed.parse(item, job_id) if parsed is not None else Job.model_validate(item))
             except ValidationError as exc:
                 detail = self._tokens.redact(describe_validation_error(exc))
                 bad.append(BadSearchItem(job_id, f"item {index}: {detail}"))
