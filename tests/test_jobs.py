@@ -720,7 +720,15 @@ class TestCrashSafety:
                 stdout=subprocess.DEVNULL,
                 stderr=subprocess.DEVNULL,
             )
-            time.sleep(rng.uniform(0.4, 1.0) * duration)
+            if number % 3 == 0:  # anywhere in the command's life, start-up included
+                time.sleep(rng.uniform(0.4, 1.0) * duration)
+            else:  # once the intent is on disk, so a busy machine's slow start-up cannot hide the requests
+                deadline = time.monotonic() + 10 * duration
+                while process.poll() is None and time.monotonic() < deadline:
+                    if audit_path.exists() and audit_path.stat().st_size > 0:
+                        break
+                    time.sleep(0.005)
+                time.sleep(rng.uniform(0.0, 0.5))
             process.send_signal(signal.SIGKILL)
             process.wait(timeout=10)
             changed = sim.request_count("update_job") > 0
