@@ -1,0 +1,108 @@
+"""The ``ccs-exporter`` command line: the composition root that builds settings once and passes objects down.
+
+``main`` parses the command line and maps errors to exit codes (see ``options``); the commands live in
+``exporter_commands`` (serve, check-config, demo), ``jobs_commands`` and ``audit_commands``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable, Sequence
+
+from ccs_exporter import __version__
+from ccs_exporter.cli.audit_commands import add_audit_commands
+from ccs_exporter.cli.exporter_commands import cmd_check_config, cmd_demo, cmd_serve
+from ccs_exporter.cli.jobs_commands import add_jobs_commands
+from ccs_exporter.cli.options import (
+    EXIT_CCS,
+    EXIT_INTERRUPTED,
+    EXIT_USAGE,
+    add_connection_options,
+    add_serve_options,
+    fail,
+    seconds,
+)
+from ccs_exporter.errors import AuditError, CcsError, ConfigError, MutationInterrupted
+
+__all__ = ["build_parser", "main"]
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run one command; return its exit code."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    handler: Callable[[argparse.Namespace], int] | None = getattr(args, "handler", None)
+    if handler is None:
+        parser.print_help(sys.stderr)
+        return EXIT_USAGE
+    try:
+        return handler(args)
+    except ConfigError as exc:
+        fail(f"configuration error: {exc}")
+        return EXIT_USAGE
+    except CcsError as exc:
+        fail(f"CCS request failed: {exc}")
+        return EXIT_CCS
+    except AuditError as exc:
+        fail(f"audit error: {exc}")
+        return EXIT_CCS
+    except MutationInterrupted as exc:
+        fail(exc.message)
+        return EXIT_INTERRUPTED
+    except KeyboardInterrupt:
+        return EXIT_INTERRUPTED
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser for all commands."""
+    parser = argparse.ArgumentParser(
+        prog="ccs-exporter",
+        description="Prometheus exporter and audited job mutations for the CCS jobs REST API.",
+    )
+    parser.add_argument("--version", action="version", version=f"ccs-exporter {__version__}")
+    commands = parser.add_subparsers(title="commands", metavar="COMMAND")
+
+    serve = commands.add_parser("serve", help="poll CCS jobs and serve Prometheus metrics")
+    add_connection_options(serve)
+    add_serve_options(serve)
+    serve.set_defaults(handler=cmd_serve)
+
+    check = commands.add_parser(
+        "check-config",
+        help="check the settings and the web config and print them; only --connect sends to CCS",
+    )
+    check.add_argument(
+        "--connect", action="store_true", help="also log in to CCS and read one job, or one job search page"
+    )
+    add_connection_options(check)
+    add_serve_options(check)
+    check.set_defaults(handler=cmd_check_config)
+
+    from ccs_exporter import simulator
+
+    demo = commands.add_parser("demo", help="run the exporter against the built-in CCS simulator")
+    demo.add_argument("--listen-address", default="127.0.0.1:9879", help="exporter address (127.0.0.1:9879)")
+    demo.add_argument(
+        "--simulator-port",
+        type=simulator.port_number,
+        default=0,
+        help="simulator port (default: any free port)",
+    )
+    demo.add_argument(
+        "--run-interval", type=seconds, default=15.0, help="seconds between simulated job runs (default 15)"
+    )
+    demo.add_argument(
+        "--poll-interval", type=seconds, default=5.0, help="seconds between poll cycles (default 5)"
+    )
+    demo.add_argument("--log-level", default="info")
+    demo.set_defaults(handler=cmd_demo)
+
+    simulate = commands.add_parser("simulate", help="run the CCS simulator (a stand-in CCS jobs API)")
+    simulator.add_arguments(simulate)
+    simulate.set_defaults(handler=simulator.run)
+
+    add_jobs_commands(commands)
+
+    add_audit_commands(commands)
+    return parser

@@ -1,0 +1,284 @@
+"""The ``jobs`` commands: read jobs (get, runs, search, find), change them through the audited service."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from ccs_exporter.cli.options import (
+    EXIT_CCS,
+    EXIT_OK,
+    add_connection_options,
+    fail,
+    non_negative_int,
+    settings_from,
+)
+from ccs_exporter.errors import ConfigError
+
+
+def add_jobs_commands(commands: Any) -> None:
+    """``jobs get|runs|create|update|delete``."""
+    jobs = commands.add_parser("jobs", help="read and change CCS jobs").add_subparsers(
+        title="jobs commands", metavar="JOBS_COMMAND"
+    )
+    get = jobs.add_parser("get", help="print a job (search job by id)")
+    get.add_argument("job_id")
+    _add_output_option(get)
+    add_connection_options(get)
+    get.set_defaults(handler=_cmd_jobs_get)
+
+    runs = jobs.add_parser("runs", help="print a job's latest runs")
+    runs.add_argument("job_id")
+    _add_output_option(runs)
+    runs.add_argument(
+        "--count", type=non_negative_int, default=1, help="runs to fetch, 0 for all (default 1)"
+    )
+    runs.add_argument("--messages", action="store_true", help="include run messages")
+    add_connection_options(runs)
+    runs.set_defaults(handler=_cmd_jobs_runs)
+
+    search = jobs.add_parser("search", help="print every job a Search Jobs expression matches (all pages)")
+    search.add_argument("expression", help="sent verbatim as Attributes, e.g. '(JobName Contains PCI)'")
+    search.add_argument(
+        "--page-size",
+        type=_page_size,
+        metavar="N",
+        help="jobs asked for per page, 1-1000 (default 100) ($CCS_EXPORTER_SEARCH_PAGE_SIZE)",
+    )
+    add_connection_options(search)
+    search.set_defaults(handler=_cmd_jobs_search)
+
+    find = jobs.add_parser("find", help="print the job with exactly this name (search by name)")
+    find.add_argument("name")
+    add_connection_options(find)
+    find.set_defaults(handler=_cmd_jobs_find)
+
+    create = jobs.add_parser("create", help="create a job from a JSON/YAML spec (audited)")
+    create.add_argument("-f", "--file", dest="spec", type=Path, required=True, help="Create Job body")
+    _add_mutation_options(create)
+    create.set_defaults(handler=_cmd_jobs_create)
+
+    update = jobs.add_parser("update", help="change fields of a job (audited)")
+    update.add_argument("job_id")
+    update.add_argument("-f", "--file", dest="spec", type=Path, required=True, help="JobDetails to change")
+    _add_mutation_options(update)
+    update.set_defaults(handler=_cmd_jobs_update)
+
+    delete = jobs.add_parser("delete", help="delete a job (audited)")
+    delete.add_argument("job_id")
+    delete.add_argument(
+        "--keep-job", action="store_true", help="delete only the run history (DeleteJob=False)"
+    )
+    _add_mutation_options(delete)
+    delete.set_defaults(handler=_cmd_jobs_delete)
+
+    run = jobs.add_parser("run", help="run a job now (audited)")
+    run.add_argument("job_id")
+    _add_mutation_options(run)
+    run.set_defaults(handler=_cmd_jobs_run)
+
+    abort = jobs.add_parser("abort", help="abort a run in progress by its JobRunID (audited)")
+    abort.add_argument("run_id")
+    _add_mutation_options(abort)
+    abort.set_defaults(handler=_cmd_jobs_abort)
+
+
+def _add_output_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "-o",
+        "--output",
+        choices=("json", "table"),
+        default="json",
+        help="json (default, for scripts) or table (status names, local times, durations)",
+    )
+
+
+def _add_mutation_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--reason", help="why (a change ticket); recorded in the audit log")
+    parser.add_argument(
+        "--audit-log", type=Path, metavar="FILE", help="audit log file ($CCS_EXPORTER_AUDIT_LOG)"
+    )
+    add_connection_options(parser)
+
+
+def _page_size(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if not 1 <= value <= 1000:
+        raise argparse.ArgumentTypeError("must be 1-1000")
+    return value
+
+
+def _print_json(payload: Any) -> None:
+    from ccs_exporter.output import json_text
+
+    print(json_text(payload))
+
+
+def _print_ccs_data(args: argparse.Namespace, settings: Any, model: Any, table: Callable[[Any], str]) -> None:
+    """``model`` scrubbed of secrets, as JSON or as the table ``-o table`` asks for."""
+    from ccs_exporter.output import scrubbed
+    from ccs_exporter.redaction import secret_variants
+
+    clean = scrubbed(model, secret_variants(settings.password_value()))
+    if args.output == "table":
+        sys.stdout.write(table(clean))
+    else:
+        _print_json(clean.model_dump(mode="json"))
+
+
+def _cmd_jobs_get(args: argparse.Namespace) -> int:
+    from ccs_exporter.client import CcsClient
+    from ccs_exporter.output import jobs_table
+
+    settings = settings_from(args)
+    with CcsClient.from_settings(settings) as client:
+        job = client.get_job(args.job_id)
+    _print_ccs_data(args, settings, job, lambda one: jobs_table([one], datetime.now(timezone.utc)))
+    return EXIT_OK
+
+
+def _cmd_jobs_runs(args: argparse.Namespace) -> int:
+    from ccs_exporter.client import CcsClient
+    from ccs_exporter.output import runs_table
+
+    settings = settings_from(args)
+    with CcsClient.from_settings(settings) as client:
+        runs = client.get_job_runs(args.job_id, count=args.count, show_messages=args.messages)
+    _print_ccs_data(args, settings, runs, lambda shown: runs_table(shown, messages=args.messages))
+    return EXIT_OK
+
+
+def _cmd_jobs_search(args: argparse.Namespace) -> int:
+    from ccs_exporter.client import CcsClient
+    from ccs_exporter.config import checked_job_search
+    from ccs_exporter.discovery import MAX_SEARCH_JOBS, MAX_SEARCH_PAGES, list_search
+
+    expression = checked_job_search(args.expression)
+    settings = settings_from(args, search_page_size=args.page_size)
+    size = settings.search_page_size
+    with CcsClient.from_settings(settings) as client:
+        listing = list_search(lambda page: client.search_jobs(expression, page, size))
+    assert listing is not None  # no stop event: a listing ends or raises
+    _print_jobs(settings, list(listing.jobs.values()))
+    problems = _unread_items(listing.bad, listing.unreadable)
+    if listing.page_ignored:
+        fail(
+            f"CCS answered page {listing.pages - 1} with jobs of earlier pages: it ignores paging, so "
+            "jobs beyond the first page may be missing (a larger --page-size gets more of them)"
+        )
+    if listing.truncated:
+        problems.append(
+            f"the listing stopped at {listing.pages} pages, {listing.size} jobs "
+            f"(bounds: {MAX_SEARCH_PAGES} pages, {MAX_SEARCH_JOBS} jobs): more jobs may match"
+        )
+    for problem in problems:
+        fail(problem)
+    return EXIT_CCS if problems else EXIT_OK
+
+
+def _cmd_jobs_find(args: argparse.Namespace) -> int:
+    from ccs_exporter.client import CcsClient
+
+    settings = settings_from(args)
+    with CcsClient.from_settings(settings) as client:
+        page = client.search_job_name(args.name)
+    bad = {item.job_id or f"item {index}": item.message for index, item in enumerate(page.bad_items)}
+    if not page.jobs and not bad:
+        fail(f"no job is named {args.name!r} (search by name matches the exact name)")
+        return EXIT_CCS
+    _print_jobs(settings, list(page.jobs))
+    problems = _unread_items(bad, 0)
+    for problem in problems:
+        fail(problem)
+    return EXIT_CCS if problems else EXIT_OK
+
+
+def _print_jobs(settings: Any, jobs: list[Any]) -> None:
+    """Jobs from a search as one JSON array, with secrets removed as the audit log removes them."""
+    from ccs_exporter.redaction import Redactor, secret_variants
+
+    redact = Redactor(secret_variants(settings.password_value()))
+    _print_json([redact(job.model_dump(mode="json")) for job in jobs])
+
+
+def _unread_items(bad: dict[str, str], unreadable: int) -> list[str]:
+    """One line about the search items that could not be read, if any (the first one's reason)."""
+    count = len(bad) + unreadable
+    if not count:
+        return []
+    first = next(iter(bad.items()), None)
+    why = f"; first: {first[0]}: {first[1]}" if first is not None else ""
+    return [f"{count} job(s) in CCS's answer could not be read and are not printed{why}"]
+
+
+def _job_service(args: argparse.Namespace) -> Any:
+    """The audited job service; refuses to start without an audit log (mutations fail closed)."""
+    from ccs_exporter.audit import AuditLog
+    from ccs_exporter.client import CcsClient
+    from ccs_exporter.jobs import JobService
+
+    settings = settings_from(args, audit_log=args.audit_log)
+    if settings.audit_log is None:
+        raise ConfigError(
+            "job changes are audited: set CCS_EXPORTER_AUDIT_LOG or --audit-log", field="audit_log"
+        )
+    client = CcsClient.from_settings(settings)
+    return JobService(client, AuditLog.from_settings(settings))
+
+
+def _cmd_jobs_create(args: argparse.Namespace) -> int:
+    from ccs_exporter.jobs import load_spec
+
+    spec = load_spec(args.spec)
+    service = _job_service(args)
+    job_id = service.create(spec, reason=args.reason)
+    print(job_id)
+    return EXIT_OK
+
+
+def _cmd_jobs_update(args: argparse.Namespace) -> int:
+    from ccs_exporter.jobs import load_spec
+
+    details = load_spec(args.spec)
+    service = _job_service(args)
+    service.update(args.job_id, details, reason=args.reason)
+    return EXIT_OK
+
+
+def _cmd_jobs_delete(args: argparse.Namespace) -> int:
+    service = _job_service(args)
+    service.delete(args.job_id, keep_job=args.keep_job, reason=args.reason)
+    return EXIT_OK
+
+
+def _cmd_jobs_run(args: argparse.Namespace) -> int:
+    service = _job_service(args)
+    _print_operation(service.run(args.job_id, reason=args.reason))
+    return EXIT_OK
+
+
+def _cmd_jobs_abort(args: argparse.Namespace) -> int:
+    service = _job_service(args)
+    _print_operation(service.abort(args.run_id, reason=args.reason))
+    return EXIT_OK
+
+
+def _print_operation(done: Any) -> None:
+    """What CCS answered a run or an abort with, and what it concerned, as one JSON object."""
+    _print_json(
+        {
+            "JobID": done.job_id,
+            "JobName": done.job_name,
+            "JobRunID": done.run_id,
+            "StatusCode": done.status_code,
+            "Message": done.message,
+            "AuditID": done.audit_id,
+        }
+    )
