@@ -104,6 +104,31 @@ class TestJobsSearch:
         assert sim.password not in result.stdout
 
 
+class TestTableOutput:
+    """`-o table` for people: one row per job."""
+
+    def test_search_table(self, sim: Simulator) -> None:
+        """Every match is one row under the header, with its status by name."""
+        result = _run(sim, "jobs", "search", "(JobName EndsWith 7)", "--page-size", "2", "-o", "table")
+        assert result.returncode == 0, result.stderr
+        header, *rows = result.stdout.splitlines()
+        assert header.split()[:3] == ["JOB", "ID", "NAME"]
+        assert [row.split("  ")[1].strip() for row in rows] == [
+            "Generated job 00007",
+            "Generated job 00017",
+            "Generated job 00027",
+        ]
+
+    def test_find_table_scrubbed(self, sim: Simulator) -> None:
+        """A found job shows as a row; a name holding the password is scrubbed there too."""
+        name = f"Table job {sim.password}"
+        sim.add_job(name)
+        result = _run(sim, "jobs", "find", name, "-o", "table")
+        assert result.returncode == 0, result.stderr
+        assert len(result.stdout.splitlines()) == 2
+        assert "Table job [REDACTED]" in result.stdout and sim.password not in result.stdout
+
+
 class TestJobsFind:
     """Search by name."""
 

@@ -49,11 +49,13 @@ def add_jobs_commands(commands: Any) -> None:
         metavar="N",
         help="jobs asked for per page, 1-1000 (default 100) ($CCS_EXPORTER_SEARCH_PAGE_SIZE)",
     )
+    _add_output_option(search)
     add_connection_options(search)
     search.set_defaults(handler=_cmd_jobs_search)
 
     find = jobs.add_parser("find", help="print the job with exactly this name (search by name)")
     find.add_argument("name")
+    _add_output_option(find)
     add_connection_options(find)
     find.set_defaults(handler=_cmd_jobs_find)
 
@@ -166,7 +168,7 @@ def _cmd_jobs_search(args: argparse.Namespace) -> int:
     with CcsClient.from_settings(settings) as client:
         listing = list_search(lambda page: client.search_jobs(expression, page, size))
     assert listing is not None  # no stop event: a listing ends or raises
-    _print_jobs(settings, list(listing.jobs.values()))
+    _print_jobs(args, settings, list(listing.jobs.values()))
     problems = _unread_items(listing.bad, listing.unreadable)
     if listing.page_ignored:
         fail(
@@ -193,19 +195,24 @@ def _cmd_jobs_find(args: argparse.Namespace) -> int:
     if not page.jobs and not bad:
         fail(f"no job is named {args.name!r} (search by name matches the exact name)")
         return EXIT_CCS
-    _print_jobs(settings, list(page.jobs))
+    _print_jobs(args, settings, list(page.jobs))
     problems = _unread_items(bad, 0)
     for problem in problems:
         fail(problem)
     return EXIT_CCS if problems else EXIT_OK
 
 
-def _print_jobs(settings: Any, jobs: list[Any]) -> None:
-    """Jobs from a search as one JSON array, with secrets removed as the audit log removes them."""
-    from ccs_exporter.redaction import Redactor, secret_variants
+def _print_jobs(args: argparse.Namespace, settings: Any, jobs: list[Any]) -> None:
+    """Jobs from a search, scrubbed of secrets: one JSON array, or one table row per job."""
+    from ccs_exporter.output import jobs_table, scrubbed
+    from ccs_exporter.redaction import secret_variants
 
-    redact = Redactor(secret_variants(settings.password_value()))
-    _print_json([redact(job.model_dump(mode="json")) for job in jobs])
+    secrets = secret_variants(settings.password_value())
+    clean = [scrubbed(job, secrets) for job in jobs]
+    if args.output == "table":
+        sys.stdout.write(jobs_table(clean, datetime.now(timezone.utc)))
+    else:
+        _print_json([job.model_dump(mode="json") for job in clean])
 
 
 def _unread_items(bad: dict[str, str], unreadable: int) -> list[str]:
