@@ -26,6 +26,7 @@ def _serve_overrides(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def cmd_check_config(args: argparse.Namespace) -> int:
+    """``check-config``: exit 0, 1 when ``--connect`` could not reach something, 2 for bad settings."""
     from ccs_exporter.config_check import check_config
 
     settings = settings_from(args, **_serve_overrides(args))
@@ -38,6 +39,7 @@ def cmd_check_config(args: argparse.Namespace) -> int:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
+    """``serve``: the exporter until SIGTERM/SIGINT; the job list reloads on SIGHUP or a changed file."""
     from ccs_exporter.config import load_settings
 
     overrides = _serve_overrides(args)
@@ -118,6 +120,7 @@ def _run_exporter(
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
+    """``demo``: the simulator and the exporter against it, until Ctrl-C."""
     from ccs_exporter.config import load_settings
     from ccs_exporter.logs import configure_logging
     from ccs_exporter.simulator import Simulator

@@ -41,10 +41,12 @@ SERVE_SETTINGS = (
 
 
 def fail(message: str) -> None:
+    """Print ``message`` as the one ``ccs-exporter: ...`` line on stderr (whitespace folded)."""
     print(f"ccs-exporter: {' '.join(message.split())}", file=sys.stderr)
 
 
 def seconds(text: str) -> float:
+    """An argparse type: a finite number of seconds above 0."""
     try:
         value = float(text)
     except ValueError:
@@ -55,6 +57,7 @@ def seconds(text: str) -> float:
 
 
 def non_negative_int(text: str) -> int:
+    """An argparse type: a whole number, 0 or more."""
     try:
         value = int(text)
     except ValueError:
@@ -65,6 +68,7 @@ def non_negative_int(text: str) -> int:
 
 
 def add_connection_options(parser: argparse.ArgumentParser) -> None:
+    """``--config`` and the flags of every command that talks to CCS."""
     group = parser.add_argument_group("connection (flags override $CCS_EXPORTER_* variables and --config)")
     group.add_argument(
         "--config",
@@ -108,6 +112,7 @@ def add_connection_options(parser: argparse.ArgumentParser) -> None:
 
 
 def add_serve_options(parser: argparse.ArgumentParser) -> None:
+    """The flags of the exporter's settings (``serve`` and ``check-config``)."""
     group = parser.add_argument_group("exporter (flags override $CCS_EXPORTER_* variables and --config)")
     _setting(group, "--job-ids", "job_ids", help="job GUIDs, comma-separated")
     _setting(
