@@ -283,7 +283,7 @@ class TestServeRefusesBadSettings:
 
 
 class TestJobsCommandsRefuseBadSecrets:
-    """Every jobs command checks the password and URL before anything is sent to CCS."""
+    """Every command that talks to CCS checks the password before anything is sent or written."""
 
     @pytest.mark.parametrize(
         "command",
@@ -293,8 +293,11 @@ class TestJobsCommandsRefuseBadSecrets:
             ["jobs", "create", "-f", "{tmp}/spec.json"],
             ["jobs", "update", "{job}", "-f", "{tmp}/spec.json"],
             ["jobs", "delete", "{job}"],
+            ["jobs", "search", "(JobName Contains a)"],
+            ["jobs", "run", "{job}"],
+            ["audit", "reconcile", "{tmp}/audit.jsonl"],
         ],
-        ids=["get", "runs", "create", "update", "delete"],
+        ids=["get", "runs", "create", "update", "delete", "search", "run", "audit-reconcile"],
     )
     @pytest.mark.parametrize(
         ("password", "named"),
