@@ -6,12 +6,12 @@ waits on a cycle and never renders it again. The live part (build info, CCS requ
 latency, process metrics, and any collectors the composition adds) is small and rendered on each
 scrape. Sample of the job part::
 
-    # HELP ccs_job_last_run_status Latest run's status as a state set: 1 for the current state.
-    # TYPE ccs_job_last_run_status gauge
-    ccs_job_last_run_status{job_id="23c59087-f3d4-4e05-a39e-3440c58e58fb",status="faulted"} 1.0
-    # HELP ccs_job_last_run_end_timestamp_seconds End of the latest finished run (Unix time).
-    # TYPE ccs_job_last_run_end_timestamp_seconds gauge
-    ccs_job_last_run_end_timestamp_seconds{job_id="23c59087-f3d4-4e05-a39e-3440c58e58fb"} 1.7795e+09
+    # HELP ccs_job_runs Runs of the job (TotalJobRuns), from the job's last successful poll.
+    # TYPE ccs_job_runs gauge
+    ccs_job_runs{job_id="23c59087-f3d4-4e05-a39e-3440c58e58fb"} 12.0
+    # HELP ccs_job_poll_success 1 if the job's poll in the last cycle succeeded.
+    # TYPE ccs_job_poll_success gauge
+    ccs_job_poll_success{job_id="23c59087-f3d4-4e05-a39e-3440c58e58fb"} 1.0
 """
 
 from __future__ import annotations
@@ -93,7 +93,7 @@ class CycleCollector(Collector):
 
     def collect(self) -> Iterator[Metric]:
         snapshot = self._snapshot
-        yield _gauge("ccs_up", "1 if the last cycle could log in to CCS and reach it.", snapshot.up)
+        yield _gauge("ccs_up", "1 if the last poll cycle could log in to CCS and reach it.", snapshot.up)
         if snapshot.last_success_at is not None:
             yield _gauge(
                 "ccs_last_poll_success_timestamp_seconds",
@@ -103,7 +103,8 @@ class CycleCollector(Collector):
         yield _gauge("ccs_poll_duration_seconds", "Length of the last poll cycle.", snapshot.cycle_seconds)
         yield _gauge(
             "ccs_watched_jobs",
-            "Jobs this process watches: configured ids and jobs the searches found (its shard's share).",
+            "Jobs watched in the last poll cycle: configured ids and jobs the searches found "
+            "(this shard's share).",
             len(snapshot.jobs),
         )
         yield from _search_families(snapshot.searches)
@@ -322,78 +323,80 @@ class _JobFamily(NamedTuple):
 JOB_FAMILIES = (
     _JobFamily(
         "ccs_job_info",
-        "Job metadata; join on job_id for names.",
+        "Job metadata from the job's last successful poll; join on job_id for names.",
         _info_lines,
         "info",
     ),
     _JobFamily(
         "ccs_job_last_run_status",
-        "Latest run's status as a state set: 1 for the current state.",
+        "Latest run's status from the job's last successful poll: 1 for the current state.",
         _state_set_lines,
     ),
     _JobFamily(
         "ccs_job_last_run_status_code",
-        "Latest run's raw status code (0 none ... 7 aborted).",
+        "Latest run's raw status code (0 none ... 7 aborted) from the job's last successful poll.",
         _status_code_lines,
     ),
     _JobFamily(
         "ccs_job_last_run_start_timestamp_seconds",
-        "Start of the latest run (Unix time).",
+        "Start of the latest run (Unix time), from the job's last successful poll.",
         _summary_lines("start_seconds"),
     ),
     _JobFamily(
         "ccs_job_last_run_end_timestamp_seconds",
-        "End of the latest finished run (Unix time).",
+        "End of the latest finished run (Unix time), from the job's last successful poll.",
         _summary_lines("end_seconds"),
     ),
     _JobFamily(
         "ccs_job_last_run_duration_seconds",
-        "Duration of the latest finished run.",
+        "Duration of the latest finished run, from the job's last successful poll.",
         _summary_lines("duration_seconds"),
     ),
     _JobFamily(
         "ccs_job_last_run_messages",
-        "Messages of the latest run by category.",
+        "Messages of the latest run by category (at most ten besides error, warning and information; "
+        "the rest in other), from the job's last successful poll.",
         _message_lines,
     ),
     _JobFamily(
         "ccs_job_runs",
-        "Runs of the job (TotalJobRuns).",
+        "Runs of the job (TotalJobRuns), from the job's last successful poll.",
         _summary_lines("total_runs"),
     ),
     _JobFamily(
         "ccs_job_last_success_timestamp_seconds",
-        "End of the latest completed run seen (Unix time).",
+        "End of the latest completed run seen up to the job's last successful poll (Unix time).",
         _summary_lines("last_success_seconds"),
     ),
     _JobFamily(
         "ccs_job_consecutive_failures",
-        "Faulted or aborted runs since the latest completed one, in the window.",
+        "Faulted or aborted runs since the latest completed one in the history window, "
+        "from the job's last successful poll.",
         _failure_lines,
     ),
     _JobFamily(
         "ccs_job_modified_timestamp_seconds",
-        "When the job definition last changed (Unix time).",
+        "When the job definition last changed (Unix time), from the job's last successful poll.",
         _modified_lines,
     ),
     _JobFamily(
         "ccs_job_poll_success",
-        "1 if the job's last poll succeeded.",
+        "1 if the job's poll in the last cycle succeeded.",
         _poll_success_lines,
     ),
     _JobFamily(
         "ccs_job_data_age_seconds",
-        "Seconds since this job's values were last read from CCS.",
+        "Seconds from the job's last successful poll to the end of the last poll cycle.",
         _age_lines,
     ),
     _JobFamily(
         "ccs_job_schedule_next_run_timestamp_seconds",
-        "First occurrence of the job's CCS schedule after now (Unix time).",
+        "First occurrence of the job's CCS schedule after the end of the last poll cycle (Unix time).",
         _schedule_lines("next_run"),
     ),
     _JobFamily(
         "ccs_job_schedule_last_due_timestamp_seconds",
-        "Latest occurrence of the job's CCS schedule at or before now (Unix time).",
+        "Latest occurrence of the job's CCS schedule up to the end of the last poll cycle (Unix time).",
         _schedule_lines("last_due"),
     ),
     _JobFamily(

@@ -66,7 +66,7 @@ class ReferenceJobCollector(Collector):
 def _job_families(jobs: Iterable[JobState], now: float, sparse_status: bool) -> Iterator[Metric]:
     info = InfoMetricFamily(
         "ccs_job",
-        "Job metadata; join on job_id for names.",
+        "Job metadata from the job's last successful poll; join on job_id for names.",
         labels=["job_id", "job_name", "job_type", "job_owner", "is_system"],
     )
 
@@ -74,33 +74,58 @@ def _job_families(jobs: Iterable[JobState], now: float, sparse_status: bool) -> 
         return GaugeMetricFamily(name, documentation, labels=["job_id", *extra])
 
     status = gauge(
-        "ccs_job_last_run_status", "Latest run's status as a state set: 1 for the current state.", ("status",)
+        "ccs_job_last_run_status",
+        "Latest run's status from the job's last successful poll: 1 for the current state.",
+        ("status",),
     )
-    code = gauge("ccs_job_last_run_status_code", "Latest run's raw status code (0 none ... 7 aborted).")
-    start = gauge("ccs_job_last_run_start_timestamp_seconds", "Start of the latest run (Unix time).")
-    end = gauge("ccs_job_last_run_end_timestamp_seconds", "End of the latest finished run (Unix time).")
-    duration = gauge("ccs_job_last_run_duration_seconds", "Duration of the latest finished run.")
-    messages = gauge("ccs_job_last_run_messages", "Messages of the latest run by category.", ("category",))
-    runs = gauge("ccs_job_runs", "Runs of the job (TotalJobRuns).")
+    code = gauge(
+        "ccs_job_last_run_status_code",
+        "Latest run's raw status code (0 none ... 7 aborted) from the job's last successful poll.",
+    )
+    start = gauge(
+        "ccs_job_last_run_start_timestamp_seconds",
+        "Start of the latest run (Unix time), from the job's last successful poll.",
+    )
+    end = gauge(
+        "ccs_job_last_run_end_timestamp_seconds",
+        "End of the latest finished run (Unix time), from the job's last successful poll.",
+    )
+    duration = gauge(
+        "ccs_job_last_run_duration_seconds",
+        "Duration of the latest finished run, from the job's last successful poll.",
+    )
+    messages = gauge(
+        "ccs_job_last_run_messages",
+        "Messages of the latest run by category (at most ten besides error, warning and information; "
+        "the rest in other), from the job's last successful poll.",
+        ("category",),
+    )
+    runs = gauge("ccs_job_runs", "Runs of the job (TotalJobRuns), from the job's last successful poll.")
     success = gauge(
-        "ccs_job_last_success_timestamp_seconds", "End of the latest completed run seen (Unix time)."
+        "ccs_job_last_success_timestamp_seconds",
+        "End of the latest completed run seen up to the job's last successful poll (Unix time).",
     )
     failures = gauge(
         "ccs_job_consecutive_failures",
-        "Faulted or aborted runs since the latest completed one, in the window.",
+        "Faulted or aborted runs since the latest completed one in the history window, "
+        "from the job's last successful poll.",
     )
     modified = gauge(
-        "ccs_job_modified_timestamp_seconds", "When the job definition last changed (Unix time)."
+        "ccs_job_modified_timestamp_seconds",
+        "When the job definition last changed (Unix time), from the job's last successful poll.",
     )
-    poll = gauge("ccs_job_poll_success", "1 if the job's last poll succeeded.")
-    age = gauge("ccs_job_data_age_seconds", "Seconds since this job's values were last read from CCS.")
+    poll = gauge("ccs_job_poll_success", "1 if the job's poll in the last cycle succeeded.")
+    age = gauge(
+        "ccs_job_data_age_seconds",
+        "Seconds from the job's last successful poll to the end of the last poll cycle.",
+    )
     next_run = gauge(
         "ccs_job_schedule_next_run_timestamp_seconds",
-        "First occurrence of the job's CCS schedule after now (Unix time).",
+        "First occurrence of the job's CCS schedule after the end of the last poll cycle (Unix time).",
     )
     last_due = gauge(
         "ccs_job_schedule_last_due_timestamp_seconds",
-        "Latest occurrence of the job's CCS schedule at or before now (Unix time).",
+        "Latest occurrence of the job's CCS schedule up to the end of the last poll cycle (Unix time).",
     )
     period = gauge(
         "ccs_job_schedule_period_seconds",
