@@ -100,3 +100,24 @@ class TestDiscoveryBenchmarkScript:
         verdicts = [text for _, text in re.findall(r"^- (PASS|MISS): (.*)$", result.stdout, re.MULTILINE)]
         for target in ("at rest <= ceil(N/100) + 2", "cold start within 1.25x", "at rest CPU per cycle"):
             assert any(text.startswith(target) for text in verdicts), f"no verdict for {target}"
+
+
+class TestScheduleCostScript:
+    """The schedule-series benchmark, run small as a user would."""
+
+    def test_small_run_prints_every_part(self) -> None:
+        """benchmarks/schedule_cost.py on 40 jobs exits 0 and prints a figure for every part it measures."""
+        result = subprocess.run(
+            [sys.executable, str(SCRIPT.parent / "schedule_cost.py"), "--jobs", "40", "--repeat", "1"],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+        assert result.returncode == 0, result.stderr[-3000:]
+        assert "40 jobs, 30 with a known schedule" in result.stdout
+        for part in ("derive every schedule", "unchanged-block check", "render: added by schedules"):
+            assert re.search(
+                rf"^\| {part}.*\| +\d+\.\d{{3}} \| +\d+\.\d{{3}} \|$", result.stdout, re.MULTILINE
+            )
+        assert "added per steady-state cycle (median)" in result.stdout
