@@ -90,7 +90,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="simulator port (default: any free port)",
     )
     demo.add_argument(
-        "--run-interval", type=seconds, default=15.0, help="seconds between simulated job runs (default 15)"
+        "--run-interval",
+        type=seconds,
+        default=15.0,
+        help="seconds between simulated runs of the jobs without a schedule (default 15)",
     )
     demo.add_argument(
         "--poll-interval", type=seconds, default=5.0, help="seconds between poll cycles (default 5)"
