@@ -378,7 +378,11 @@ class TestVerify:
         del lines[3]
         self.rewrite(log_path, lines)
         result = verify(log_path)
-        assert (result.ok, result.line) == (False, 4)
+        assert not result.ok
+        problems = {finding.line: finding.problem for finding in result.findings}
+        assert "chain broken" in problems[4]
+        # The deleted record was a result: its intent is reported as open too.
+        assert "intent without a result" in problems[3]
 
     def test_reordered_lines_are_caught(self, lines: list[str], log_path: Path) -> None:
         """Swapping two records is reported at the first of them."""
@@ -420,12 +424,16 @@ class TestVerify:
         assert (result.ok, result.line, result.torn_last_line) == (False, 7, True)
         assert "torn last line" in (result.problem or "")
 
-    def test_torn_result_reports_the_open_intent_first(self, lines: list[str], log_path: Path) -> None:
-        """A result torn mid-write leaves its intent without a result, reported first, torn line noted."""
+    def test_torn_result_reports_the_open_intent_and_the_torn_line(
+        self, lines: list[str], log_path: Path
+    ) -> None:
+        """A result torn mid-write leaves its intent without a result (reported first) and a torn line."""
         self.rewrite(log_path, [*lines[:5], lines[5][:40]])
         result = verify(log_path)
-        assert (result.ok, result.line, result.torn_last_line) == (False, 5, True)
-        assert "also torn" in (result.problem or "")
+        assert (result.ok, result.line, result.torn_last_line, result.open_intents) == (False, 5, True, 1)
+        assert "intent without a result" in (result.problem or "")
+        assert "torn last line" in result.findings[1].problem
+        assert result.findings[1].line == 6
 
     def test_intent_without_result_is_caught(self, audit_log: AuditLog, log_path: Path) -> None:
         """An intent whose result never came (a crash after sending) is reported at the intent's line."""

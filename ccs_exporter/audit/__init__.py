@@ -31,7 +31,7 @@ from ccs_exporter.audit.records import (
     job_snapshot,
     record_hash,
 )
-from ccs_exporter.audit.verify import HEAD_SUFFIX, VerifyResult, verify
+from ccs_exporter.audit.verify import HEAD_SUFFIX, Finding, VerifyResult, verify
 from ccs_exporter.redaction import REDACTED, Redactor, secret_variants
 
 __all__ = [
@@ -45,6 +45,7 @@ __all__ = [
     "AuditLog",
     "AuditRecord",
     "AuditStats",
+    "Finding",
     "JobRef",
     "MutationIntent",
     "Redactor",

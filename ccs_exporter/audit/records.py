@@ -236,9 +236,13 @@ def _joined_pairs(value: Any) -> Any:
 
 
 def record_hash(record: Mapping[str, Any]) -> str:
-    """SHA-256 (hex) of the canonical record with ``audit.hash`` left out."""
+    """SHA-256 (hex) of the canonical record with ``audit.hash`` and ``audit.signature`` left out.
+
+    The signature signs the hash, so it cannot be part of it; ``audit.key_id`` is.
+    """
     audit = dict(record.get("audit") or {})
     audit.pop("hash", None)
+    audit.pop("signature", None)
     body = dict(record)
     body["audit"] = audit
     return hashlib.sha256(canonical_json(body).encode("utf-8")).hexdigest()

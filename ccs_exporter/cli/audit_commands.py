@@ -49,8 +49,16 @@ def _cmd_audit_verify(args: argparse.Namespace) -> int:
     if result.ok:
         print(f"{args.file}: intact ({result.records} records)")
         return EXIT_OK
-    where = f"line {result.line}: " if result.line is not None else ""
-    fail(f"{args.file}: {where}{result.problem}")
+    for finding in result.findings:
+        where = f"line {finding.line}: " if finding.line is not None else ""
+        fail(f"{args.file}: {where}{finding.problem}")
+    if result.unlisted_findings:
+        fail(f"{args.file}: and {result.unlisted_findings} more problems")
+    count = result.problem_count
+    fail(
+        f"{args.file}: {count} problem{'s' if count != 1 else ''} in {result.records} records "
+        f"({result.open_intents} open intent{'s' if result.open_intents != 1 else ''})"
+    )
     return EXIT_CCS
 
 
