@@ -9,8 +9,11 @@ from __future__ import annotations
 import json
 import os
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+
+from ccs_exporter.audit.records import GENESIS_HASH
 
 HEAD_SUFFIX = ".head"
 # A head file is one short JSON line; anything larger is not one of ours and is not read into memory.
@@ -62,3 +65,59 @@ def read_head(path: Path) -> Head:
     with open(path, "rb") as handle:
         data = handle.read(MAX_HEAD_BYTES + 1)
     return parse_head(data)
+
+
+class HeadReader:
+    """The current head of one log, for each scrape: one ``stat``, and a read only when the file changed.
+
+    A log that does not exist yet or is empty has the genesis head (sequence 0, hash 0). When the head file
+    of a log with records is missing or unreadable, ``current`` is None (and says why once per change).
+    """
+
+    def __init__(self, log_path: Path, on_problem: Callable[[str | None], None] | None = None) -> None:
+        self._log_path = log_path
+        self._path = head_path(log_path)
+        self._key: tuple[int, int, int, int] | None = None
+        self._head: Head | None = None
+        self._problem: str | None = None
+        self._on_problem = on_problem
+
+    def current(self) -> Head | None:
+        """The head as the file holds it now."""
+        try:
+            info = os.stat(self._path)
+        except FileNotFoundError:
+            self._key = None
+            return self._without_file()
+        except OSError as exc:
+            self._key = None
+            return self._report(None, f"cannot be read ({exc.strerror or type(exc).__name__})")
+        key = (info.st_dev, info.st_ino, info.st_size, info.st_mtime_ns)
+        if key == self._key:
+            return self._head
+        try:
+            head: Head | None = read_head(self._path)
+            problem = None
+        except FileNotFoundError:  # replaced between the stat and the open: the next scrape reads it
+            return self._head
+        except OSError as exc:
+            head, problem = None, f"cannot be read ({exc.strerror or type(exc).__name__})"
+        except ValueError as exc:
+            head, problem = None, str(exc)
+        self._key, self._head = key, head
+        return self._report(head, problem)
+
+    def _without_file(self) -> Head | None:
+        try:
+            has_records = os.stat(self._log_path).st_size > 0
+        except OSError:
+            has_records = False
+        if has_records:
+            return self._report(None, "is missing")
+        return self._report(Head(0, GENESIS_HASH), None)
+
+    def _report(self, head: Head | None, problem: str | None) -> Head | None:
+        if problem != self._problem and self._on_problem is not None:
+            self._on_problem(None if problem is None else f"{self._path} {problem}")
+        self._problem = problem
+        return head
