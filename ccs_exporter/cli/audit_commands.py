@@ -1,8 +1,13 @@
-"""The ``audit`` commands: verify a log's hash chain, reconcile intents left without a result."""
+"""The ``audit`` commands: verify a log (chain, head, witness), reconcile intents left without a result.
+
+``audit verify`` exits 0 intact, 1 problems found, 2 usage, and 3 when its witness (a Prometheus) could
+not be asked or had nothing to check against and the file itself showed no problem.
+"""
 
 from __future__ import annotations
 
 import argparse
+import time
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +19,11 @@ from ccs_exporter.cli.options import (
     non_negative_int,
     settings_from,
 )
+from ccs_exporter.errors import ConfigError
+
+EXIT_WITNESS = 3  # audit verify --witness: Prometheus could not be asked (and the log showed no problem)
+# The history asked of a Prometheus that does not report a time-based retention.
+DEFAULT_WITNESS_SECONDS = 365 * 86400.0
 
 
 def add_audit_commands(commands: Any) -> None:
@@ -21,8 +31,17 @@ def add_audit_commands(commands: Any) -> None:
     audit = commands.add_parser("audit", help="work with the audit log").add_subparsers(
         title="audit commands", metavar="AUDIT_COMMAND"
     )
-    verify = audit.add_parser("verify", help="check an audit log's hash chain and sequence")
+    verify = audit.add_parser("verify", help="check an audit log's hash chain, head and witness")
     verify.add_argument("file", type=Path)
+    witness = verify.add_argument_group("witness (the heads a Prometheus scraped from the exporter)")
+    witness.add_argument("--witness", metavar="PROMETHEUS_URL", help="check against this Prometheus")
+    witness.add_argument(
+        "--witness-selector", default="", metavar="SELECTOR", help='label matchers, e.g. instance="ccs:9879"'
+    )
+    witness.add_argument("--witness-start", type=_moment, metavar="TIME", help="default: its retention")
+    witness.add_argument("--witness-end", type=_moment, metavar="TIME", help="default: now")
+    witness.add_argument("--witness-ca-bundle", type=Path, metavar="FILE", help="CA of its certificate")
+    witness.add_argument("--witness-timeout", type=float, default=30.0, help="seconds per request (30)")
     verify.set_defaults(handler=_cmd_audit_verify)
 
     reconcile = audit.add_parser(
@@ -42,24 +61,89 @@ def add_audit_commands(commands: Any) -> None:
     reconcile.set_defaults(handler=_cmd_audit_reconcile)
 
 
-def _cmd_audit_verify(args: argparse.Namespace) -> int:
-    from ccs_exporter.audit import verify
+def _moment(text: str) -> float:
+    """A point in time given as RFC 3339 (``2026-01-31T12:00:00Z``) or Unix seconds."""
+    from datetime import datetime, timezone
 
+    try:
+        return float(text)
+    except ValueError:
+        pass
+    try:
+        moment = datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not RFC 3339 (2026-01-31T12:00:00Z) or Unix time"
+        ) from None
+    return (moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)).timestamp()
+
+
+def _cmd_audit_verify(args: argparse.Namespace) -> int:
+    """Exit 0 intact, 1 problems found, 2 usage, 3 the witness could not be asked (and no problem found)."""
+    from ccs_exporter.audit import verify
+    from ccs_exporter.audit.report import verify_report
+
+    api = _witness_api(args) if args.witness else None
     result = verify(args.file)
-    if result.ok:
-        print(f"{args.file}: intact ({result.records} records)")
-        return EXIT_OK
-    for finding in result.findings:
-        where = f"line {finding.line}: " if finding.line is not None else ""
-        fail(f"{args.file}: {where}{finding.problem}")
-    if result.unlisted_findings:
-        fail(f"{args.file}: and {result.unlisted_findings} more problems")
-    count = result.problem_count
-    fail(
-        f"{args.file}: {count} problem{'s' if count != 1 else ''} in {result.records} records "
-        f"({result.open_intents} open intent{'s' if result.open_intents != 1 else ''})"
+    witness, witness_error = None, None
+    if api is not None:
+        witness, witness_error = _ask_witness(api, args, result)
+    report = verify_report(
+        str(args.file),
+        result,
+        checked_signatures=False,
+        witness_url=api.url if api else None,
+        witness=witness,
     )
-    return EXIT_CCS
+    for line in report.lines:
+        if report.ok:
+            print(line)
+        else:
+            fail(line)
+    if witness_error is not None:
+        fail(f"{args.file}: not checked against the witness: {witness_error}")
+    if not report.ok:
+        return EXIT_CCS
+    return EXIT_WITNESS if witness_error is not None else EXIT_OK
+
+
+def _witness_api(args: argparse.Namespace) -> Any:
+    from ccs_exporter.client.prometheus import PrometheusApi, check_prometheus_url
+
+    try:
+        check_prometheus_url(args.witness)
+    except ValueError as exc:
+        raise ConfigError(f"--witness {exc}", field="witness") from None
+    if args.witness_ca_bundle is not None and not args.witness_ca_bundle.is_file():
+        raise ConfigError(f"--witness-ca-bundle {args.witness_ca_bundle} is not a file", field="witness")
+    if not 0 < args.witness_timeout <= 3600:
+        raise ConfigError("--witness-timeout must be more than 0 and at most 3600", field="witness")
+    return PrometheusApi(args.witness, timeout=args.witness_timeout, ca_bundle=args.witness_ca_bundle)
+
+
+def _ask_witness(api: Any, args: argparse.Namespace, result: Any) -> tuple[Any, str | None]:
+    """The witness report, or the one-line reason it could not be made."""
+    from ccs_exporter.audit.witness import WitnessError, check_witness
+    from ccs_exporter.client.prometheus import PrometheusError
+
+    end = args.witness_end if args.witness_end is not None else time.time()
+    try:
+        start = args.witness_start
+        if start is None:
+            start = end - (api.retention_seconds() or DEFAULT_WITNESS_SECONDS)
+        if start >= end:
+            raise ConfigError("--witness-start must be before --witness-end", field="witness")
+        report = check_witness(result, api, args.witness_selector, start, end)
+    except (PrometheusError, WitnessError) as exc:
+        return None, str(exc)
+    finally:
+        api.close()
+    if not report.scrapes:
+        return None, (
+            f"Prometheus has no ccs_audit_head_* samples matching {args.witness_selector or 'any labels'!r} "
+            "in the time checked (is the exporter scraped, with an audit log?)"
+        )
+    return report, None
 
 
 def _cmd_audit_reconcile(args: argparse.Namespace) -> int:
