@@ -312,6 +312,7 @@ class Settings(BaseSettings):
     status_metric: Literal["full", "sparse"] = "full"
     listen_address: str = "0.0.0.0:9879"
     audit_log: Path | None = None
+    audit_signing_key_file: Path | None = None
     web_config_file: Path | None = None
     log_format: Literal["json", "console", "auto"] = "auto"
     log_level: str = "info"
@@ -363,7 +364,7 @@ class Settings(BaseSettings):
             raise ValueError(f"must be one of {', '.join(_LOG_LEVELS)}")
         return level
 
-    @field_validator("ca_bundle", "password_file", "web_config_file")
+    @field_validator("ca_bundle", "password_file", "web_config_file", "audit_signing_key_file")
     @classmethod
     def _readable_file(cls, value: Path | None) -> Path | None:
         # Check readability now, not only existence: a Kubernetes secret mounted with the wrong mode

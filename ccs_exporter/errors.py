@@ -137,3 +137,7 @@ class MutationInterrupted(KeyboardInterrupt):
         self.message = message
         self.outcome = outcome
         self.audit_id = audit_id
+
+
+class WitnessError(Exception):
+    """The witness of the audit log (a Prometheus) could not be asked, or its answer cannot be used."""

@@ -21,8 +21,9 @@ import structlog
 from ccs_exporter.audit.mutations import MutationIntent, intent_record, job_of_run, result_record
 from ccs_exporter.audit.observer import OwnMutations, observation_record
 from ccs_exporter.audit.records import AuditRecord, JobRef, Stamp
+from ccs_exporter.audit.signing import KeyFileError, RecordSigner, key_file_open_to_others
 from ccs_exporter.audit.writer import ChainWriter, Precondition
-from ccs_exporter.errors import AuditError
+from ccs_exporter.errors import AuditError, ConfigError
 from ccs_exporter.models import Job
 from ccs_exporter.redaction import Redactor, secret_variants
 
@@ -61,7 +62,9 @@ class AuditLog:
     ``user_name`` is the CCS account mutations are made as. ``secrets`` are values that must never be
     written (the password and its Base64 form); secret-named keys and secret-looking text are redacted
     as well. ``match_window_seconds`` is how far apart our own mutation and an observed change of the
-    same job may be (clock skew between us and CCS) for ``observe`` to treat the change as ours.
+    same job may be (clock skew between us and CCS) for ``observe`` to treat the change as ours. With a
+    ``signer``, every record carries ``audit.key_id`` (hashed with the record) and ``audit.signature``
+    (of its hash).
     """
 
     def __init__(
@@ -75,8 +78,10 @@ class AuditLog:
         clock: Callable[[], datetime] = _utc_now,
         match_window_seconds: float = 300.0,
         fsync: bool = True,
+        signer: RecordSigner | None = None,
     ) -> None:
         self._path = Path(path)
+        self._signer = signer
         self._user_name = user_name
         self._redact = Redactor(secrets)
         self._stamp = Stamp(
@@ -93,13 +98,30 @@ class AuditLog:
 
     @classmethod
     def from_settings(cls, settings: Settings) -> AuditLog:
-        """The audit log of ``settings.audit_log``, as the CCS account, never writing the password."""
+        """The audit log of ``settings.audit_log``, as the CCS account, never writing the password.
+
+        With ``audit_signing_key_file`` set, records are signed with that key; a key that cannot be used
+        is a ``ConfigError`` naming the setting (never showing the file's content).
+        """
         if settings.audit_log is None:
             raise ValueError("no audit log configured")
+        signer = None
+        key_file = settings.audit_signing_key_file
+        if key_file is not None:
+            try:
+                signer = RecordSigner.from_file(key_file)
+            except KeyFileError as exc:
+                raise ConfigError(
+                    f"CCS_EXPORTER_AUDIT_SIGNING_KEY_FILE (audit_signing_key_file): {exc}",
+                    field="audit_signing_key_file",
+                ) from None
+            if key_file_open_to_others(key_file):
+                log.warning("audit_signing_key_readable_by_others", path=str(key_file))
         return cls(
             settings.audit_log,
             user_name=settings.username,
             secrets=secret_variants(settings.password_value()),
+            signer=signer,
         )
 
     @property
@@ -246,4 +268,9 @@ class AuditLog:
 
     def _stamped(self, fields: Mapping[str, Any], sequence: int, prev_hash: str) -> dict[str, Any]:
         record: dict[str, Any] = self._redact(fields)
-        return self._stamp.apply(record, moment=self._clock(), sequence=sequence, prev_hash=prev_hash)
+        if self._signer is not None:
+            record["audit"]["key_id"] = self._signer.key_id
+        record = self._stamp.apply(record, moment=self._clock(), sequence=sequence, prev_hash=prev_hash)
+        if self._signer is not None:
+            record["audit"]["signature"] = self._signer.sign(record["audit"]["hash"])
+        return record

@@ -19,9 +19,14 @@ from datetime import datetime, timezone
 from typing import Any, Protocol
 
 from ccs_exporter.audit.verify import MAX_FINDINGS, NO_HASH, Finding, VerifyResult
+from ccs_exporter.errors import WitnessError
+
+__all__ = ["WitnessError", "WitnessReport", "ask_witness", "check_witness", "parse_moment", "utc"]
 
 SEQUENCE_METRIC = "ccs_audit_head_sequence"
 HASH48_METRIC = "ccs_audit_head_hash48"
+# The history asked of a Prometheus that reports no time-based retention.
+DEFAULT_HISTORY_SECONDS = 365 * 86400.0
 # Prometheus' blocks are 2 hours long; a window this size is cheap to read back.
 WINDOW_SECONDS = 7200.0
 # A range query returns at most 11,000 points per series; stay below it.
@@ -39,9 +44,7 @@ class WitnessSource(Protocol):
 
     def query_range(self, expr: str, start: float, end: float, step: float) -> Any: ...
 
-
-class WitnessError(Exception):
-    """What Prometheus answered cannot be used as a witness; the message is one line."""
+    def retention_seconds(self) -> float | None: ...
 
 
 @dataclass
@@ -86,6 +89,24 @@ def selector_expr(selector: str, metrics: Sequence[str]) -> str:
     names = "|".join(metrics)
     name_matcher = f'__name__=~"{names}"' if len(metrics) > 1 else f'__name__="{names}"'
     return "{" + ", ".join(part for part in (name_matcher, matchers) if part) + "}"
+
+
+def ask_witness(
+    log: VerifyResult, source: WitnessSource, selector: str, start: float | None, end: float
+) -> tuple[WitnessReport | None, str | None]:
+    """The witness report from ``start`` (default: over the retention) to ``end``, or why there is none."""
+    try:
+        if start is None:
+            start = end - (source.retention_seconds() or DEFAULT_HISTORY_SECONDS)
+        report = check_witness(log, source, selector, start, end)
+    except WitnessError as exc:
+        return None, str(exc)
+    if not report.scrapes:
+        return None, (
+            f"Prometheus has no ccs_audit_head_* samples matching {selector or 'any labels'!r} from "
+            f"{utc(start)} to {utc(end)} (is the exporter scraped, with an audit log?)"
+        )
+    return report, None
 
 
 def check_witness(
@@ -243,6 +264,16 @@ def _list_disagreements(log: VerifyResult, report: WitnessReport) -> None:
             has = "an unreadable record" if ours == NO_HASH else f"hash {ours:012x}..."
             problem = f"{said}, but the log has {has} there: the log was rewritten"
         report.findings.append(Finding(found.sequence or None, problem))
+
+
+def parse_moment(text: str) -> float:
+    """Unix time of RFC 3339 text (``2026-01-31T12:00:00Z``; UTC when no offset) or of Unix seconds."""
+    try:
+        return float(text)
+    except ValueError:
+        pass
+    moment = datetime.fromisoformat(text.strip().replace("Z", "+00:00").replace("z", "+00:00"))
+    return (moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)).timestamp()
 
 
 def utc(timestamp: float) -> str:

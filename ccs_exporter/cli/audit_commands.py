@@ -1,4 +1,4 @@
-"""The ``audit`` commands: verify a log (chain, head, witness), reconcile intents left without a result.
+"""The ``audit`` commands: verify a log (chain, head, witness, signatures), reconcile open intents, keygen.
 
 ``audit verify`` exits 0 intact, 1 problems found, 2 usage, and 3 when its witness (a Prometheus) could
 not be asked or had nothing to check against and the file itself showed no problem.
@@ -22,8 +22,6 @@ from ccs_exporter.cli.options import (
 from ccs_exporter.errors import ConfigError
 
 EXIT_WITNESS = 3  # audit verify --witness: Prometheus could not be asked (and the log showed no problem)
-# The history asked of a Prometheus that does not report a time-based retention.
-DEFAULT_WITNESS_SECONDS = 365 * 86400.0
 
 
 def add_audit_commands(commands: Any) -> None:
@@ -33,6 +31,15 @@ def add_audit_commands(commands: Any) -> None:
     )
     verify = audit.add_parser("verify", help="check an audit log's hash chain, head and witness")
     verify.add_argument("file", type=Path)
+    verify.add_argument(
+        "--public-key",
+        dest="public_keys",
+        action="append",
+        type=Path,
+        default=[],
+        metavar="KEYFILE.pub",
+        help="check every signature; repeat for rotated keys (chosen by key id)",
+    )
     witness = verify.add_argument_group("witness (the heads a Prometheus scraped from the exporter)")
     witness.add_argument("--witness", metavar="PROMETHEUS_URL", help="check against this Prometheus")
     witness.add_argument(
@@ -60,22 +67,20 @@ def add_audit_commands(commands: Any) -> None:
     add_connection_options(reconcile)
     reconcile.set_defaults(handler=_cmd_audit_reconcile)
 
+    keygen = audit.add_parser("keygen", help="write an Ed25519 signing key (KEYFILE, 0600) and KEYFILE.pub")
+    keygen.add_argument("keyfile", type=Path)
+    keygen.set_defaults(handler=_cmd_audit_keygen)
+
 
 def _moment(text: str) -> float:
-    """A point in time given as RFC 3339 (``2026-01-31T12:00:00Z``) or Unix seconds."""
-    from datetime import datetime, timezone
+    from ccs_exporter.audit.witness import parse_moment
 
     try:
-        return float(text)
-    except ValueError:
-        pass
-    try:
-        moment = datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
+        return parse_moment(text)
     except ValueError:
         raise argparse.ArgumentTypeError(
             f"{text!r} is not RFC 3339 (2026-01-31T12:00:00Z) or Unix time"
         ) from None
-    return (moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)).timestamp()
 
 
 def _cmd_audit_verify(args: argparse.Namespace) -> int:
@@ -83,15 +88,22 @@ def _cmd_audit_verify(args: argparse.Namespace) -> int:
     from ccs_exporter.audit import verify
     from ccs_exporter.audit.report import verify_report
 
+    checker = _signature_checker(args.public_keys) if args.public_keys else None
     api = _witness_api(args) if args.witness else None
-    result = verify(args.file)
+    result = verify(args.file, signatures=checker)
     witness, witness_error = None, None
     if api is not None:
-        witness, witness_error = _ask_witness(api, args, result)
+        from ccs_exporter.audit.witness import ask_witness
+
+        end = args.witness_end if args.witness_end is not None else time.time()
+        try:
+            witness, witness_error = ask_witness(result, api, args.witness_selector, args.witness_start, end)
+        finally:
+            api.close()
     report = verify_report(
         str(args.file),
         result,
-        checked_signatures=False,
+        checked_signatures=checker is not None,
         witness_url=api.url if api else None,
         witness=witness,
     )
@@ -107,6 +119,15 @@ def _cmd_audit_verify(args: argparse.Namespace) -> int:
     return EXIT_WITNESS if witness_error is not None else EXIT_OK
 
 
+def _signature_checker(paths: list[Path]) -> Any:
+    from ccs_exporter.audit.signing import KeyFileError, SignatureChecker
+
+    try:
+        return SignatureChecker.from_files(paths)
+    except KeyFileError as exc:
+        raise ConfigError(f"--public-key {exc}", field="public_key") from None
+
+
 def _witness_api(args: argparse.Namespace) -> Any:
     from ccs_exporter.client.prometheus import PrometheusApi, check_prometheus_url
 
@@ -118,32 +139,26 @@ def _witness_api(args: argparse.Namespace) -> Any:
         raise ConfigError(f"--witness-ca-bundle {args.witness_ca_bundle} is not a file", field="witness")
     if not 0 < args.witness_timeout <= 3600:
         raise ConfigError("--witness-timeout must be more than 0 and at most 3600", field="witness")
+    if None not in (args.witness_start, args.witness_end) and args.witness_start >= args.witness_end:
+        raise ConfigError("--witness-start must be before --witness-end", field="witness")
     return PrometheusApi(args.witness, timeout=args.witness_timeout, ca_bundle=args.witness_ca_bundle)
 
 
-def _ask_witness(api: Any, args: argparse.Namespace, result: Any) -> tuple[Any, str | None]:
-    """The witness report, or the one-line reason it could not be made."""
-    from ccs_exporter.audit.witness import WitnessError, check_witness
-    from ccs_exporter.client.prometheus import PrometheusError
+def _cmd_audit_keygen(args: argparse.Namespace) -> int:
+    from ccs_exporter.audit.signing import PUBLIC_SUFFIX, generate_key_files
 
-    end = args.witness_end if args.witness_end is not None else time.time()
     try:
-        start = args.witness_start
-        if start is None:
-            start = end - (api.retention_seconds() or DEFAULT_WITNESS_SECONDS)
-        if start >= end:
-            raise ConfigError("--witness-start must be before --witness-end", field="witness")
-        report = check_witness(result, api, args.witness_selector, start, end)
-    except (PrometheusError, WitnessError) as exc:
-        return None, str(exc)
-    finally:
-        api.close()
-    if not report.scrapes:
-        return None, (
-            f"Prometheus has no ccs_audit_head_* samples matching {args.witness_selector or 'any labels'!r} "
-            "in the time checked (is the exporter scraped, with an audit log?)"
-        )
-    return report, None
+        key_id = generate_key_files(args.keyfile)
+    except FileExistsError as exc:
+        raise ConfigError(f"{exc.args[0]} exists; a key is never overwritten", field="keyfile") from None
+    except OSError as exc:
+        raise ConfigError(f"cannot write {args.keyfile}: {exc.strerror or exc}", field="keyfile") from None
+    print(
+        f"wrote {args.keyfile} (private key, mode 0600) and {args.keyfile}{PUBLIC_SUFFIX}; key id {key_id}\n"
+        f"sign with CCS_EXPORTER_AUDIT_SIGNING_KEY_FILE={args.keyfile}, "
+        f"check with: ccs-exporter audit verify FILE --public-key {args.keyfile}{PUBLIC_SUFFIX}"
+    )
+    return EXIT_OK
 
 
 def _cmd_audit_reconcile(args: argparse.Namespace) -> int:

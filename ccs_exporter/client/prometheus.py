@@ -15,6 +15,7 @@ from urllib.parse import urlsplit
 import requests
 
 from ccs_exporter import __version__
+from ccs_exporter.errors import WitnessError
 
 # A bounded answer: the witness asks for windows small enough to stay far below this.
 MAX_ANSWER_BYTES = 64 * 1024 * 1024
@@ -22,7 +23,7 @@ _DURATION_RE = re.compile(r"(\d+)(ms|y|w|d|h|m|s)")
 _UNIT_SECONDS = {"y": 365 * 86400, "w": 7 * 86400, "d": 86400, "h": 3600, "m": 60, "s": 1, "ms": 0.001}
 
 
-class PrometheusError(Exception):
+class PrometheusError(WitnessError):
     """Prometheus could not be asked, or answered with an error; the message is one line."""
 
 
