@@ -174,7 +174,8 @@ class _Walk:
             self.add(
                 number,
                 f"{action} intent without a result record (audit.id {audit_id}): its outcome is unknown "
-                "(the writer died or was stopped after writing it)",
+                f"(the writer died after writing it; `ccs-exporter audit reconcile {log_path}` records "
+                "what CCS shows)",
             )
         name = f"{log_path.name}{HEAD_SUFFIX}"
         if head_problem is not None:
