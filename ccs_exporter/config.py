@@ -10,13 +10,11 @@ from __future__ import annotations
 
 import ipaddress
 import os
-import re
 import socket
 import ssl
 import unicodedata
 from pathlib import Path
 from typing import Annotated, Any, Literal
-from urllib.parse import urlsplit
 
 import yaml
 from pydantic import Field, PrivateAttr, SecretStr, ValidationError, field_validator, model_validator
@@ -31,6 +29,12 @@ from ccs_exporter.inputs import (
     read_input_file,
 )
 from ccs_exporter.models import normalize_guid
+from ccs_exporter.setting_checks import (
+    check_ccs_url,
+    check_writable_file,
+    read_password_file,
+    url_without_credentials,
+)
 from ccs_exporter.sharding import MAX_TOTAL_SHARDS, UNSHARDED, Shard, ordinal_from_hostname, parse_shard
 
 __all__ = [  # the input helpers are shared with job specs and the web config
@@ -54,10 +58,6 @@ ENV_PREFIX = "CCS_EXPORTER_"
 # hostile server cannot make the exporter buffer gigabytes (8 MiB holds thousands of run messages).
 MAX_RESPONSE_BYTES = 8 * 1024 * 1024
 _SECRET_FIELDS = frozenset({"password"})
-# The client appends this to the base URL; a URL that already ends in it would be doubled.
-_API_PATH = "/ccs/api/v1"
-_USERINFO_RE = re.compile(r"^((?:[A-Za-z][A-Za-z0-9+.-]*:)?//)?[^/?#]*@")
-_HOST_LABEL_RE = re.compile(r"^(?!-)[^\s./:@\\[\]]{1,63}(?<!-)$")
 # Search Jobs expressions come from the operator, not from CCS, but are still bounded: each becomes a
 # ``search`` label value and one listing per cycle.
 MAX_JOB_SEARCHES = 64
@@ -170,90 +170,6 @@ def parse_listen_address(value: str) -> tuple[str, int]:
         host = host[1:-1]
         ipaddress.IPv6Address(host)
     return host or "0.0.0.0", port
-
-
-def url_without_credentials(url: str) -> str:
-    """``url`` with any ``user:password@`` part replaced by ``[REDACTED]@``, for messages and logs."""
-    return _USERINFO_RE.sub(r"\1[REDACTED]@", url, count=1)
-
-
-def check_ccs_url(value: str) -> str:
-    """The CCS base URL without a trailing slash; ValueError naming the part no request could use."""
-    text = value.strip()
-    if any(char.isspace() or not char.isprintable() for char in text):
-        raise ValueError("has an invalid host or path: it holds spaces or control characters")
-    try:
-        parts = urlsplit(text)
-    except ValueError:  # an unclosed or invalid [IPv6] host
-        raise ValueError("has an invalid host: not a valid [IPv6] address") from None
-    if parts.scheme not in ("http", "https"):
-        raise ValueError("must start with https:// (or http://), e.g. https://ccs.example.com:12431")
-    if "@" in parts.netloc:
-        # requests would send these as Basic auth in place of the bearer token, on every request.
-        raise ValueError(
-            f"must not hold a user name or password: set {env_name('username')} and {env_name('password')}"
-        )
-    if parts.query or parts.fragment:
-        raise ValueError("must not have a query or fragment")
-    try:
-        port = parts.port
-    except ValueError:
-        raise ValueError("has an invalid port (a number 1-65535)") from None
-    if port == 0 or parts.netloc.endswith(":"):
-        raise ValueError("has an invalid port (a number 1-65535)")
-    _check_host(parts.netloc, parts.hostname)
-    if parts.path.rstrip("/").lower().endswith(_API_PATH):
-        raise ValueError(f"must be the server's base URL without {_API_PATH} (it is appended)")
-    return text.rstrip("/")
-
-
-def _check_host(netloc: str, host: str | None) -> None:
-    if not host:
-        raise ValueError("has no host name")
-    if netloc.startswith("["):
-        try:
-            ipaddress.IPv6Address(host)
-        except ValueError:
-            raise ValueError(f"has an invalid host: {host!r} is not an IPv6 address") from None
-        return
-    labels = host.rstrip(".").split(".")
-    if not all(_HOST_LABEL_RE.match(label) for label in labels):
-        raise ValueError(f"has an invalid host name {host!r}")
-
-
-def read_password_file(path: Path) -> str:
-    """The password in ``path`` (UTF-8; a byte order mark and one trailing newline dropped).
-
-    ValueError says why the file cannot hold a usable password (unreadable, not UTF-8, empty); the
-    message never holds the file's content.
-    """
-    try:
-        text = path.read_bytes().decode("utf-8-sig")
-    except OSError as exc:
-        raise ValueError(f"cannot be read ({exc.strerror})") from None
-    except UnicodeDecodeError:
-        raise ValueError("is not UTF-8 text (save it as UTF-8)") from None
-    password = text.rstrip("\r\n")
-    if not password:
-        raise ValueError("is empty")
-    return password
-
-
-def check_writable_file(path: Path) -> None:
-    """ValueError unless ``path`` is a file this process can append to, or create (the audit log)."""
-    if path.is_dir():
-        raise ValueError("is a directory; give a file in it, e.g. audit.jsonl")
-    if path.exists():
-        if not os.access(path, os.W_OK):
-            raise ValueError("is not writable")
-        return
-    parent = path.parent
-    if not parent.exists():
-        raise ValueError(f"cannot be created: its directory {parent} does not exist")
-    if not parent.is_dir():
-        raise ValueError(f"cannot be created: {parent} is not a directory")
-    if not os.access(parent, os.W_OK | os.X_OK):
-        raise ValueError(f"cannot be created: its directory {parent} is not writable")
 
 
 class _FileValuesSource(PydanticBaseSettingsSource):
