@@ -21,7 +21,8 @@ from pydantic import SecretStr
 from requests.adapters import HTTPAdapter
 
 from ccs_exporter.client import CcsClient
-from ccs_exporter.metrics import ExpositionStore, RequestStats
+from ccs_exporter.live import RequestStats
+from ccs_exporter.metrics import ExpositionStore
 from ccs_exporter.poller import Poller
 from ccs_exporter.snapshot import PollSnapshot
 

@@ -25,7 +25,8 @@ from urllib.parse import parse_qsl, urlsplit
 
 from ccs_exporter import __version__
 from ccs_exporter.exposition import EOF, EOF_GZIP, MAX_SELECTED_NAMES, Format, negotiate
-from ccs_exporter.metrics import ExpositionStore, LiveMetrics
+from ccs_exporter.live import LiveMetrics
+from ccs_exporter.metrics import ExpositionStore
 from ccs_exporter.webauth import BasicAuthChecker, FailureBackoff
 from ccs_exporter.webconfig import WebState
 

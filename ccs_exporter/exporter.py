@@ -16,8 +16,9 @@ from ccs_exporter.auditor import ChangeAuditor
 from ccs_exporter.client import CcsClient
 from ccs_exporter.config import Settings
 from ccs_exporter.discovery import WatchList
+from ccs_exporter.live import LiveMetrics, RequestStats
 from ccs_exporter.loop import PollLoop
-from ccs_exporter.metrics import ExpositionStore, LiveMetrics, RequestStats
+from ccs_exporter.metrics import ExpositionStore
 from ccs_exporter.poller import Poller
 from ccs_exporter.server import MetricsServer
 from ccs_exporter.snapshot import PollSnapshot

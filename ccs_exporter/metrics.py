@@ -1,10 +1,9 @@
-"""Prometheus exposition: job series rendered once per poll cycle, exporter health rendered per scrape.
+"""Prometheus exposition of a poll snapshot: job and cycle series, rendered once per poll cycle.
 
-The job part comes from an immutable ``PollSnapshot`` and is kept as ready bytes, family by family, in
+The families come from an immutable ``PollSnapshot`` and are kept as ready bytes, family by family, in
 both formats and gzip-compressed (``exposition.RenderedFamily``), so a scrape never calls CCS, never
-waits on a cycle and never renders it again. The live part (build info, CCS request counters and
-latency, process metrics, and any collectors the composition adds) is small and rendered on each
-scrape. Sample of the job part::
+waits on a cycle and never renders it again. The exporter's own per-scrape series are in ``live``.
+Sample of the job part::
 
     # HELP ccs_job_runs Runs of the job (TotalJobRuns), from the job's last successful poll.
     # TYPE ccs_job_runs gauge
@@ -18,47 +17,24 @@ from __future__ import annotations
 
 import itertools
 import math
-import platform
-from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import NamedTuple, cast
 
-from prometheus_client import (
-    CollectorRegistry,
-    Counter,
-    GCCollector,
-    Histogram,
-    PlatformCollector,
-    ProcessCollector,
-)
-from prometheus_client.metrics_core import (
-    CounterMetricFamily,
-    GaugeMetricFamily,
-    InfoMetricFamily,
-    Metric,
-)
+from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 from prometheus_client.utils import floatToGoString
 
-from ccs_exporter import __version__
-from ccs_exporter.exposition import (
-    Exposition,
-    Format,
-    RenderedFamily,
-    render_metrics,
-    selected,
-)
+from ccs_exporter.exposition import Exposition, Format, RenderedFamily
 from ccs_exporter.models import JobStatus
 from ccs_exporter.schedule import Schedule, last_occurrence, next_occurrence, period_seconds
-from ccs_exporter.sharding import UNSHARDED, Shard
 from ccs_exporter.snapshot import JobSnapshot, JobState, PollSnapshot, RunSummary, SearchState
 
 MAX_LABEL_LENGTH = 200
 TRUNCATION_MARKER = "...[truncated]"
 # Larger than any float a metric needs; clamps absurd numbers CCS might send (a 400-digit int).
 _MAX_VALUE = 1e300
-_LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
 _STATUS_LABELS = tuple((status.value, status.label) for status in JobStatus)
 _STATUS_LABEL_OF = dict(_STATUS_LABELS)
 # prometheus_client's own float formatting (untyped there), so the directly written job series match it.
@@ -443,101 +419,3 @@ class ExpositionStore:
     def current(self) -> Exposition | None:
         """The latest exposition, or None before the first cycle."""
         return self._current
-
-
-class RequestStats(Collector):
-    """Counts and times every HTTP attempt to CCS; its ``observe`` is the client's observer.
-
-    A prometheus_client Counter and Histogram, kept off the global registry and collected through this
-    collector, without their ``_created`` series (the exposition has never had them) and sorted by
-    endpoint and code, so the text is stable from scrape to scrape.
-    """
-
-    def __init__(self) -> None:
-        self._requests = Counter(
-            "ccs_api_requests",
-            "HTTP requests to CCS by endpoint and status code.",
-            ["endpoint", "code"],
-            registry=None,
-        )
-        self._latency = Histogram(
-            "ccs_api_request_duration_seconds",
-            "Latency of HTTP requests to CCS.",
-            ["endpoint"],
-            registry=None,
-            buckets=_LATENCY_BUCKETS,
-        )
-
-    def observe(self, endpoint: str, code: str, seconds: float) -> None:
-        """Record one attempt: endpoint template, status code (or error/timeout) and its duration."""
-        self._requests.labels(endpoint, code).inc()
-        self._latency.labels(endpoint).observe(seconds)
-
-    def collect(self) -> Iterator[Metric]:
-        for metric in (*self._requests.collect(), *self._latency.collect()):
-            kept = [sample for sample in metric.samples if not sample.name.endswith("_created")]
-            # A stable sort: each endpoint's buckets, count and sum stay in their order.
-            metric.samples = sorted(kept, key=lambda s: (s.labels["endpoint"], s.labels.get("code", "")))
-            yield metric
-
-
-class _BuildInfoCollector(Collector):
-    def collect(self) -> Iterator[Metric]:
-        info = InfoMetricFamily(
-            "ccs_exporter_build",
-            "The exporter's version and the Python version it runs on.",
-            labels=["version", "python_version"],
-        )
-        info.add_metric([__version__, platform.python_version()], {})
-        yield info
-
-
-class ShardCollector(Collector):
-    """This replica's shard::
-
-        # HELP ccs_exporter_shard_ordinal This replica's shard index, 0 to ccs_exporter_total_shards - 1.
-        # TYPE ccs_exporter_shard_ordinal gauge
-        ccs_exporter_shard_ordinal 1.0
-        # HELP ccs_exporter_total_shards Shards the jobs are split over (1: not sharded).
-        # TYPE ccs_exporter_total_shards gauge
-        ccs_exporter_total_shards 3.0
-
-    Present on every replica (0 of 1 when not sharded), so the shard alerts see a missing or duplicated
-    ordinal and replicas that disagree on the total.
-    """
-
-    def __init__(self, shard: Shard) -> None:
-        self._shard = shard
-
-    def collect(self) -> Iterator[Metric]:
-        yield _gauge(
-            "ccs_exporter_shard_ordinal",
-            "This replica's shard index, 0 to ccs_exporter_total_shards - 1.",
-            self._shard.index,
-        )
-        yield _gauge(
-            "ccs_exporter_total_shards", "Shards the jobs are split over (1: not sharded).", self._shard.total
-        )
-
-
-class LiveMetrics:
-    """The per-scrape part of /metrics: build info, shard, CCS request stats, ``extra``, and the process,
-    platform (``python_info``) and garbage collector (``python_gc_*``) collectors that client_python's
-    default registry holds, registered here on our private registry."""
-
-    def __init__(
-        self, requests: RequestStats, extra: Iterable[Collector] = (), *, shard: Shard = UNSHARDED
-    ) -> None:
-        self._registry = CollectorRegistry(auto_describe=False)
-        self._registry.register(_BuildInfoCollector())
-        self._registry.register(ShardCollector(shard))
-        self._registry.register(requests)
-        for collector in extra:
-            self._registry.register(collector)
-        ProcessCollector(registry=self._registry)
-        PlatformCollector(registry=self._registry)
-        GCCollector(registry=self._registry)
-
-    def render(self, fmt: Format = Format.TEXT, names: Collection[str] | None = None) -> bytes:
-        """The live families ``names`` selects (all when None) in ``fmt`` (OpenMetrics without EOF)."""
-        return render_metrics(selected(self._registry.collect(), names), fmt)

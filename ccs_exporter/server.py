@@ -32,7 +32,8 @@ from ccs_exporter.endpoints import (
     response_head,
     text_response,
 )
-from ccs_exporter.metrics import ExpositionStore, LiveMetrics
+from ccs_exporter.live import LiveMetrics
+from ccs_exporter.metrics import ExpositionStore
 from ccs_exporter.webauth import FailureBackoff
 from ccs_exporter.webconfig import WebConfigWatcher, WebState
 

@@ -12,7 +12,8 @@ from prometheus_client.openmetrics.parser import text_string_to_metric_families 
 from prometheus_client.parser import text_string_to_metric_families as parse_text
 
 from ccs_exporter.exposition import MAX_SELECTED_NAMES, negotiate
-from ccs_exporter.metrics import ExpositionStore, LiveMetrics, RequestStats
+from ccs_exporter.live import LiveMetrics, RequestStats
+from ccs_exporter.metrics import ExpositionStore
 from ccs_exporter.server import MetricsServer
 from ccs_exporter.snapshot import JobSnapshot, JobState, PollSnapshot, RunSummary
 

@@ -12,12 +12,11 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from ccs_exporter.exposition import Format
+from ccs_exporter.live import LiveMetrics, RequestStats
 from ccs_exporter.metrics import (
     MAX_LABEL_LENGTH,
     TRUNCATION_MARKER,
     ExpositionStore,
-    LiveMetrics,
-    RequestStats,
     label_value,
     render_snapshot,
 )

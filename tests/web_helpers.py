@@ -15,7 +15,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from ccs_exporter.exposition import Exposition, RenderedFamily
-from ccs_exporter.metrics import LiveMetrics, RequestStats
+from ccs_exporter.live import LiveMetrics, RequestStats
 from ccs_exporter.server import MetricsServer, ServerLimits
 from ccs_exporter.webconfig import WebConfigWatcher
 
