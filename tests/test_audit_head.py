@@ -20,7 +20,7 @@ from ccs_exporter.audit.head import Head, HeadReader, head_path
 from ccs_exporter.auditor import ChangeAuditor
 from ccs_exporter.config import load_settings
 from ccs_exporter.exporter import Exporter
-from ccs_exporter.metrics import LiveMetrics, RequestStats
+from ccs_exporter.live import LiveMetrics, RequestStats
 from ccs_exporter.simulator import Simulator
 
 TESTS_DIR = Path(__file__).parent
