@@ -102,8 +102,16 @@ def probe(client: CcsClient, settings: Settings) -> list[ProbeStep]:
 
         def search_page() -> str:
             page = client.search_jobs(expression, page=0, page_size=settings.search_page_size)
-            unreadable = f", {len(page.bad_items)} unreadable" if page.bad_items else ""
-            return f"{len(page.jobs)} job(s) on the first page{unreadable}"
+            readable = 0
+            for item in page.items:
+                try:
+                    client.search_item_job(item)
+                    readable += 1
+                except CcsError:
+                    pass
+            unread = page.size - readable
+            unreadable = f", {unread} unreadable" if unread else ""
+            return f"{readable} job(s) on the first page{unreadable}"
 
         attempt(f"search {scrub_text(expression)!r}, page 0", search_page)
     elif settings.job_ids:

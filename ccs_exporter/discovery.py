@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 
 import structlog
 
-from ccs_exporter.client import CcsClient, ParsedJobs, SearchPage
+from ccs_exporter.client import CcsClient, SearchItem, SearchPage
 from ccs_exporter.errors import (
     AuthError,
     BadRequestError,
@@ -27,7 +27,7 @@ from ccs_exporter.errors import (
     ServerError,
     UnavailableError,
 )
-from ccs_exporter.models import Job, normalize_guid
+from ccs_exporter.models import normalize_guid
 from ccs_exporter.snapshot import SearchState
 from ccs_exporter.workers import WorkerPool
 
@@ -87,9 +87,9 @@ def _job_key(job_id: str) -> str:
 
 @dataclass
 class Listing:
-    """Every job one search matched, in the order CCS listed them, and how the listing went."""
+    """Every job one search matched (unparsed), in the order CCS listed them, and how the listing went."""
 
-    jobs: dict[str, Job] = field(default_factory=dict)
+    jobs: dict[str, SearchItem] = field(default_factory=dict)
     bad: dict[str, str] = field(default_factory=dict)  # job id -> why its item could not be read
     unreadable: int = 0  # items without a readable JobID
     pages: int = 0
@@ -113,25 +113,24 @@ def list_search(fetch: Callable[[int], SearchPage], stop: threading.Event | None
             return None
         answer = fetch(page)
         listing.pages += 1
-        if answer.items == 0:
+        if answer.size == 0:
             return listing
         readable = 0
         new = 0
-        for job in answer.jobs:
-            job_id = job.JobProperties.JobID
-            readable += 1
-            if job_id not in listing.jobs and job_id not in listing.bad:
-                new += 1
-            listing.bad.pop(job_id, None)
-            listing.jobs[job_id] = job  # the later copy of a job listed twice is the fresher one
-        for item in answer.bad_items:
-            if item.job_id is None:
-                listing.unreadable += 1
-                continue
+        for item in answer.items:
             readable += 1
             if item.job_id not in listing.jobs and item.job_id not in listing.bad:
                 new += 1
-                listing.bad[item.job_id] = item.message
+            listing.bad.pop(item.job_id, None)
+            listing.jobs[item.job_id] = item  # the later copy of a job listed twice is the fresher one
+        for bad in answer.bad_items:
+            if bad.job_id is None:
+                listing.unreadable += 1
+                continue
+            readable += 1
+            if bad.job_id not in listing.jobs and bad.job_id not in listing.bad:
+                new += 1
+                listing.bad[bad.job_id] = bad.message
         if readable and not new:
             listing.page_ignored = True  # the same jobs again: the server does not page
             return listing
@@ -155,14 +154,14 @@ class StaleJob:
 class Discovery:
     """What one cycle's searches found: the union of their results, each job once (first search wins).
 
-    ``fresh``: jobs read this cycle. ``bad``: jobs whose search item could not be read (id -> why).
+    ``fresh``: jobs listed this cycle (unparsed). ``bad``: jobs whose item could not be read (id -> why).
     ``stale``: jobs known only from the last good result of a search that failed this cycle.
     ``listed_since``: for a fresh job returned by a search that had been listed in full before, when
     the earliest such previous complete listing started (a job created after it is new).
     ``forgotten``: jobs of searches a reload removed, which leave without being looked up.
     """
 
-    fresh: dict[str, Job]
+    fresh: dict[str, SearchItem]
     bad: dict[str, str]
     stale: dict[str, StaleJob]
     searches: tuple[SearchState, ...]
@@ -175,13 +174,22 @@ class Discovery:
         return list(dict.fromkeys([*self.fresh, *self.bad, *self.stale]))
 
 
+@dataclass(frozen=True)
+class _GoodListing:
+    """What a search keeps of its last good listing between cycles: job ids and counts, not the items."""
+
+    job_ids: tuple[str, ...]
+    size: int
+    truncated: bool
+
+
 @dataclass
 class _Search:
     """One configured search and what the discoverer remembers of it between cycles."""
 
     expression: str
     label: str
-    last_good: Listing | None = None
+    last_good: _GoodListing | None = None
     error: str | None = None
     message: str = ""
     reached_ccs: bool = True
@@ -190,7 +198,6 @@ class _Search:
     logged_page_ignored: bool = False
     logged_bad: int = 0
     complete_at: float | None = None  # when its last complete listing started
-    parsed: ParsedJobs = field(default_factory=ParsedJobs)  # its jobs, parsed once while unchanged
 
 
 @dataclass(frozen=True)
@@ -222,8 +229,7 @@ class Discoverer:
             kept[expression] = self._searches.get(expression) or _Search(expression, search_label(expression))
         for expression, search in self._searches.items():
             if expression not in kept and search.last_good is not None:
-                self._forgotten.update(search.last_good.jobs)
-                self._forgotten.update(search.last_good.bad)
+                self._forgotten.update(search.last_good.job_ids)
         if not kept:
             self._forgotten.clear()  # no listing will follow to hand these on; the poller drops them
         self._searches = kept
@@ -238,15 +244,13 @@ class Discoverer:
 
         def attempt(search: _Search) -> _Attempt:
             try:
-                fetch = lambda page: self._client.search_jobs(  # noqa: E731
-                    search.expression, page, size, search.parsed
-                )
+                fetch = lambda page: self._client.search_jobs(search.expression, page, size)  # noqa: E731
                 return _Attempt(list_search(fetch, stop))
             except Exception as exc:  # classified on the loop thread, where the state is kept
                 return _Attempt(None, exc)
 
         attempts = pool.map(attempt, searches, stop)
-        fresh: dict[str, Job] = {}
+        fresh: dict[str, SearchItem] = {}
         bad: dict[str, str] = {}
         states: list[SearchState] = []
         since: dict[str, float] = {}
@@ -257,35 +261,42 @@ class Discoverer:
             elif result.error is not None:
                 self._failed(search, result.error)
             else:
-                assert result.listing is not None
-                self._listed(search, result.listing)
+                listing = result.listing
+                assert listing is not None
+                self._listed(search, listing)
                 if search.complete_at is not None:
-                    for job_id in result.listing.jobs:
+                    for job_id in listing.jobs:
                         since[job_id] = min(since.get(job_id, search.complete_at), search.complete_at)
-                if not result.listing.truncated:
+                if not listing.truncated:
                     search.complete_at = started
-            reached = reached or search.error is None or search.reached_ccs
-            if search.error is None and search.last_good is not None:
-                for job_id, job in search.last_good.jobs.items():
-                    fresh.setdefault(job_id, job)
-                for job_id, message in search.last_good.bad.items():
+                for job_id, item in listing.jobs.items():
+                    fresh.setdefault(job_id, item)
+                for job_id, message in listing.bad.items():
                     bad.setdefault(job_id, message)
+            reached = reached or search.error is None or search.reached_ccs
             states.append(self._state(search))
-        stale = self._stale(searches, fresh, bad)
+        for job_id in fresh:
+            bad.pop(job_id, None)  # one search's copy could be read: the job is fine
+        listed = [result is not None and result.listing is not None for result in attempts]
+        stale = self._stale(
+            [search for search, ok in zip(searches, listed, strict=True) if not ok], fresh, bad
+        )
         forgotten = frozenset(self._forgotten)
         self._forgotten.clear()
         return Discovery(fresh, bad, stale, tuple(states), reached, since, forgotten)
 
     @staticmethod
     def _stale(
-        searches: Sequence[_Search], fresh: dict[str, Job], bad: dict[str, str]
+        searches: Sequence[_Search], fresh: dict[str, SearchItem], bad: dict[str, str]
     ) -> dict[str, StaleJob]:
+        """The jobs of the searches not listed this cycle (failed, or stopped), known from their last good
+        listing, that no listed search returned."""
         stale: dict[str, StaleJob] = {}
         for search in searches:
-            if search.error is None or search.last_good is None:
+            if search.last_good is None:
                 continue
-            why = StaleJob(search.error, search.message, search.reached_ccs)
-            for job_id in (*search.last_good.jobs, *search.last_good.bad):
+            why = StaleJob(search.error or "not_listed", search.message, search.reached_ccs)
+            for job_id in search.last_good.job_ids:
                 if job_id not in fresh and job_id not in bad:
                     stale.setdefault(job_id, why)
         return stale
@@ -302,8 +313,7 @@ class Discoverer:
         )
 
     def _listed(self, search: _Search, listing: Listing) -> None:
-        search.last_good = listing
-        search.parsed.retain(listing.jobs)
+        search.last_good = _GoodListing(tuple([*listing.jobs, *listing.bad]), listing.size, listing.truncated)
         if search.logged_error is not None:
             log.info("search_recovered", search=search.label, jobs=listing.size)
         search.error = None

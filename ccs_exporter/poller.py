@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 import structlog
 
-from ccs_exporter.client import CcsClient
+from ccs_exporter.client import CcsClient, SearchItem
 from ccs_exporter.discovery import Discoverer, Discovery, StaleJob, WatchList
 from ccs_exporter.errors import (
     AuthError,
@@ -31,7 +31,7 @@ from ccs_exporter.errors import (
     ServerError,
     UnavailableError,
 )
-from ccs_exporter.models import Job
+from ccs_exporter.models import Job, JobStatus
 from ccs_exporter.schedule_reading import ScheduleReading
 from ccs_exporter.snapshot import JobChange, JobSnapshot, JobState, PollSnapshot, epoch, summarize_runs
 from ccs_exporter.workers import WorkerPool
@@ -58,6 +58,7 @@ class _JobMemory:
     runs_key: tuple[object, ...] | None = None
     schedule: ScheduleReading | None = None
     error: str | None = None
+    digest: bytes | None = None  # of the search item this reading came from
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,7 +66,8 @@ class _Task:
     """What a cycle does for one job: read it by id, use its search item, or report why it cannot."""
 
     job_id: str
-    job: Job | None = None  # read from a search this cycle: no request of its own
+    item: SearchItem | None = None  # listed by a search this cycle: no request of its own
+    unchanged: bool = False  # that item is the one the last reading came from: nothing to parse
     stale: StaleJob | None = None  # its search failed: keep the last values
     bad: str | None = None  # its search item could not be read
     leaving: bool = False  # left every search result: look it up once, then forget it
@@ -287,7 +289,8 @@ class Poller:
         tasks: list[_Task] = []
         for job_id in watched:
             if job_id in discovery.fresh:
-                tasks.append(_Task(job_id, job=discovery.fresh[job_id]))
+                item = discovery.fresh[job_id]
+                tasks.append(_Task(job_id, item=item, unchanged=self._holds_reading(job_id, item.digest)))
             elif job_id in configured:
                 tasks.append(_Task(job_id))  # no search returned it: search by id
             elif job_id in discovery.bad:
@@ -314,10 +317,14 @@ class Poller:
         before = set(self._watched)
         created: list[JobChange] = []
         for job_id in watched:
-            job = discovery.fresh.get(job_id)
+            item = discovery.fresh.get(job_id)
             since = discovery.listed_since.get(job_id)
-            if job is None or since is None or job_id in before:
+            if item is None or since is None or job_id in before:
                 continue
+            try:
+                job = self._client.search_item_job(item)
+            except CcsError:
+                continue  # its task reports the unreadable item
             created_at = epoch(job.JobProperties.JobCreationTime)
             if created_at is not None and created_at >= since - CREATION_CLOCK_SKEW_SECONDS:
                 created.append(JobChange(job_id, None, job))
@@ -342,9 +349,25 @@ class Poller:
     def _needs_request(self, task: _Task) -> bool:
         if task.stale is not None or task.bad is not None:
             return False
-        if task.job is None:  # read by id, or looked up because it left the searches
-            return True
-        return self._runs_needed(task.job, self._memory.get(task.job_id))
+        if task.unchanged:
+            snapshot = self._reading(task.job_id)
+            return snapshot is None or snapshot.runs is None or self._runs_in_progress(snapshot)
+        return True  # read by id, looked up because it left the searches, or a changed item to parse
+
+    @staticmethod
+    def _runs_in_progress(snapshot: JobSnapshot) -> bool:
+        """The latest run read, or the job's LastRunStatus, is pending or executing."""
+        running = snapshot.runs is not None and snapshot.runs.running
+        return running or snapshot.last_run_status in (JobStatus.PENDING, JobStatus.EXECUTING)
+
+    def _reading(self, job_id: str) -> JobSnapshot | None:
+        memory = self._memory.get(job_id)
+        return memory.snapshot if memory is not None else None
+
+    def _holds_reading(self, job_id: str, digest: bytes) -> bool:
+        """True when the last good reading of the job came from a search item with this digest."""
+        memory = self._memory.get(job_id)
+        return memory is not None and memory.snapshot is not None and memory.digest == digest
 
     @staticmethod
     def _runs_key(job: Job) -> tuple[object, ...]:
@@ -374,7 +397,12 @@ class Poller:
         try:
             if task.leaving:
                 return self._look_up_leaving(job_id, previous)
-            return self._read_job(job_id, previous, task.job)
+            if task.unchanged:
+                return self._reread_unchanged(job_id, previous)
+            if task.item is not None:
+                found = self._client.search_item_job(task.item)  # BadResponseError: bad_response
+                return self._read_job(job_id, previous, found, task.item.digest)
+            return self._read_job(job_id, previous, None)
         except NotFoundError as exc:
             gone = JobChange(job_id, previous.job, None) if previous is not None and previous.job else None
             return _Outcome(job_id, None, "not_found", exc.message, change=gone)
@@ -398,7 +426,26 @@ class Poller:
             )
         return _Outcome(job_id, None, None, "no longer matches a search", left=True)
 
-    def _read_job(self, job_id: str, previous: _JobMemory | None, found: Job | None) -> _Outcome:
+    def _reread_unchanged(self, job_id: str, previous: _JobMemory | None) -> _Outcome:
+        """A discovered job whose search item is the one its last reading came from: that reading stands.
+
+        Only its runs may need reading again, while one is in progress.
+        """
+        if previous is None or previous.snapshot is None:  # not expected: the listing checked it
+            return _Outcome(job_id, previous, "internal_error", "unchanged job without a reading")
+        old = previous.snapshot
+        fetch_runs = old.runs is None or self._runs_in_progress(old)
+        runs = old.runs
+        if fetch_runs:
+            answer = self._client.get_job_runs(job_id, count=self._window, show_messages=True)
+            runs = summarize_runs(answer, old.runs.last_success_seconds if old.runs is not None else None)
+        snapshot = dataclasses.replace(old, runs=runs, read_at=self._clock())
+        memory = dataclasses.replace(previous, snapshot=snapshot)
+        return _Outcome(job_id, memory, None, runs_fetched=fetch_runs)
+
+    def _read_job(
+        self, job_id: str, previous: _JobMemory | None, found: Job | None, digest: bytes | None = None
+    ) -> _Outcome:
         job = found if found is not None else self._client.get_job(job_id)
         props = job.JobProperties
         runs_key = self._runs_key(job)
@@ -442,6 +489,7 @@ class Poller:
             job=job if self._track_changes else None,
             runs_key=runs_key,
             schedule=schedule,
+            digest=digest,
         )
         return _Outcome(job_id, memory, None, runs_fetched=fetch_runs, change=change)
 

@@ -14,7 +14,8 @@ from pydantic import SecretStr
 from structlog.testing import capture_logs
 
 from ccs_exporter import discovery
-from ccs_exporter.client import BadSearchItem, CcsClient, ParsedJobs, SearchPage
+from ccs_exporter.client import BadSearchItem, CcsClient, SearchItem, SearchPage, search_page
+from ccs_exporter.client.api import JobsApi
 from ccs_exporter.config import MAX_JOB_SEARCHES, load_settings
 from ccs_exporter.discovery import Discoverer, list_search, search_label
 from ccs_exporter.errors import (
@@ -58,7 +59,8 @@ def make_page(job_payload: Callable[[int], dict[str, Any]]) -> Callable[..., Sea
     """A SearchPage holding jobs with the given numbers (and bad items, if given)."""
 
     def make(*numbers: int, bad: tuple[BadSearchItem, ...] = ()) -> SearchPage:
-        return SearchPage(tuple(Job.model_validate(job_payload(n)) for n in numbers), bad)
+        page = search_page([job_payload(n) for n in numbers])
+        return SearchPage(page.items, bad)
 
     return make
 
@@ -262,7 +264,7 @@ class TestClientSearch:
         page = client.search_jobs(expression, page=3, page_size=250)
         query = parse_qs(urlsplit(mocked_responses.calls[-1].request.url or "").query)
         assert query == {"Attributes": [expression], "page": ["3"], "pagesize": ["250"]}
-        assert [job.JobProperties.JobID for job in page.jobs] == [guid(1)]
+        assert [client.search_item_job(item).JobProperties.Name for item in page.items] == ["Job 1"]
 
     @pytest.mark.parametrize("wrap", ["Jobs", "items", "Results", "whatever"])
     def test_an_object_wrapping_the_array_is_accepted(
@@ -275,7 +277,7 @@ class TestClientSearch:
         """``{"Jobs": [...]}`` and the like (any single list) give the same jobs as a bare array."""
         _token(mocked_responses)
         mocked_responses.get(SEARCH_URL, json={"TotalCount": 2, wrap: [job_payload(1), job_payload(2)]})
-        assert client.search_jobs("(JobType = A)").items == 2
+        assert client.search_jobs("(JobType = A)").size == 2
 
     @pytest.mark.parametrize("body", [b"", b"null", b"[]"])
     def test_empty_answers_are_empty_pages(
@@ -284,20 +286,22 @@ class TestClientSearch:
         """No body, ``null`` and ``[]`` all mean no jobs on this page."""
         _token(mocked_responses)
         mocked_responses.get(SEARCH_URL, body=body, status=200, content_type="application/json")
-        assert client.search_jobs("(JobType = A)").items == 0
+        assert client.search_jobs("(JobType = A)").size == 0
 
     def test_bad_items_are_reported_not_fatal(
         self, client: CcsClient, mocked_responses: responses.RequestsMock, job_payload: Callable[[int], Any]
     ) -> None:
-        """An unreadable item costs that item only, and says which job it was when it can."""
+        """Items that are no job are reported; a job that does not validate fails when read, alone."""
         _token(mocked_responses)
         broken = job_payload(2)
         broken["JobProperties"]["LastRunStatus"] = "often"
         mocked_responses.get(SEARCH_URL, json=[job_payload(1), broken, "junk", {"JobProperties": None}])
         page = client.search_jobs("(JobType = A)")
-        assert [job.JobProperties.JobID for job in page.jobs] == [guid(1)]
-        assert [item.job_id for item in page.bad_items] == [guid(2), None, None]
-        assert "LastRunStatus" in page.bad_items[0].message
+        assert [item.job_id for item in page.items] == [guid(1), guid(2)]
+        assert [item.job_id for item in page.bad_items] == [None, None]
+        assert client.search_item_job(page.items[0]).JobProperties.JobID == guid(1)
+        with pytest.raises(BadResponseError, match=f"job {guid(2)}: JobProperties.LastRunStatus"):
+            client.search_item_job(page.items[1])
 
     @pytest.mark.parametrize("body", [{"a": [1], "b": [2]}, 42, "text"])
     def test_unrecognisable_answers_fail_the_page(
@@ -326,40 +330,25 @@ class TestClientSearch:
             client.search_job_name("  ")
 
 
-class TestParsedJobs:
-    """Unchanged search items are not parsed again; memory follows the last listing."""
+class TestSearchItems:
+    """Search items are kept as compact JSON with a digest, and read when needed."""
 
-    def test_unchanged_item_gives_the_same_job(self, job_payload: Callable[[int], dict[str, Any]]) -> None:
-        """The same item (a fresh copy of it) returns the job parsed before; a changed one a new job."""
-        parsed = ParsedJobs()
-        first = parsed.parse(job_payload(1), guid(1))
-        assert parsed.parse(job_payload(1), guid(1)) is first
+    def test_equal_items_have_equal_digests(self, job_payload: Callable[[int], dict[str, Any]]) -> None:
+        """The same job twice gives the same digest; any change to it another."""
         changed = job_payload(1)
         changed["JobProperties"]["LastRunStatus"] = 5
-        again = parsed.parse(changed, guid(1))
-        assert again is not first and again.JobProperties.LastRunStatus == 5
+        first, again, other = search_page([job_payload(1), job_payload(1), changed]).items
+        assert first.digest == again.digest != other.digest
+        assert len(first.digest) == 16 and first.text.isascii()
 
-    def test_retain_forgets_jobs_gone_from_the_listing(
-        self, job_payload: Callable[[int], dict[str, Any]]
-    ) -> None:
-        """After a listing, only its jobs are remembered."""
-        parsed = ParsedJobs()
-        for number in (1, 2, 3):
-            parsed.parse(job_payload(number), guid(number))
-        parsed.retain({guid(2)})
-        assert len(parsed) == 1
+    def test_non_ascii_text_survives(self, job_payload: Callable[[int], dict[str, Any]]) -> None:
+        """Names with non-ASCII characters and quotes read back exactly."""
+        from ccs_exporter.models import Job
 
-    def test_bad_items_still_fail(self, job_payload: Callable[[int], dict[str, Any]]) -> None:
-        """An item that does not validate raises every time, remembered or not."""
-        from pydantic import ValidationError
-
-        parsed = ParsedJobs()
-        parsed.parse(job_payload(1), guid(1))
-        broken = job_payload(1)
-        broken["JobProperties"]["LastRunStatus"] = "often"
-        for _ in range(2):
-            with pytest.raises(ValidationError):
-                parsed.parse(broken, guid(1))
+        payload = job_payload(1)
+        payload["JobProperties"]["Name"] = 'Prüfung "Q4" \u2013 監査\n'
+        (item,) = search_page([payload]).items
+        assert Job.model_validate_json(item.text).JobProperties.Name == 'Prüfung "Q4" \u2013 監査\n'
 
 
 class ScriptedClient:
@@ -369,9 +358,7 @@ class ScriptedClient:
         self.answer = answer
         self.calls: list[tuple[str, int, int]] = []
 
-    def search_jobs(
-        self, expression: str, page: int = 0, page_size: int = 100, parsed: ParsedJobs | None = None
-    ) -> SearchPage:
+    def search_jobs(self, expression: str, page: int = 0, page_size: int = 100) -> SearchPage:
         self.calls.append((expression, page, page_size))
         return self.answer(expression, page)
 
@@ -499,31 +486,39 @@ class TestDiscoverer:
         assert discoverer.discover(pool, 2.0).forgotten == frozenset()
 
 
+class _PlainText:
+    """A token source with nothing to hide: FakeCcs sends no request."""
+
+    def access_token(self) -> str:
+        return ""
+
+    def invalidate(self, access: str) -> None:
+        return None
+
+    def redact(self, text: str, *also: str | None) -> str:
+        return text
+
+
 class FakeCcs:
     """A stand-in client over an in-memory set of jobs: search pages, search by id and runs."""
 
     def __init__(self, jobs: dict[str, dict[str, Any]], runs: dict[str, Any]) -> None:
         self.jobs = jobs
         self.runs = runs
-        self.raw_items: list[Any] = []  # extra items every listing's first page carries
+        self.raw_items: list[Any] = []  # extra items (unreadable ones) every listing's first page carries
         self.requests_sent = 0
         self.by_id: list[str] = []
+        self._api = JobsApi(None, _PlainText())  # type: ignore[arg-type]  # only items are parsed
 
     def authenticate(self) -> None:
         return None
 
-    def search_jobs(
-        self, expression: str, page: int = 0, page_size: int = 100, parsed: ParsedJobs | None = None
-    ) -> SearchPage:
+    def search_jobs(self, expression: str, page: int = 0, page_size: int = 100) -> SearchPage:
         self.requests_sent += 1
-        items = [*self.raw_items, *self.jobs.values()] if page == 0 else []
-        readable = tuple(Job.model_validate(item) for item in items if item not in self.raw_items)
-        bad = tuple(
-            BadSearchItem(item["JobProperties"]["JobID"], "item 0: LastRunStatus: not a number")
-            for item in items
-            if item in self.raw_items
-        )
-        return SearchPage(readable, bad)
+        return search_page([*self.raw_items, *self.jobs.values()] if page == 0 else [])
+
+    def search_item_job(self, item: SearchItem) -> Job:
+        return self._api.search_item_job(item)
 
     def get_job(self, job_id: str) -> Job:
         self.requests_sent += 1
@@ -572,7 +567,9 @@ class TestPollerWithDiscovery:
         """A job whose search item cannot be read keeps its last values, failed as bad_response, alone."""
         poller = make_poller()
         poller.poll_cycle()
-        ccs.raw_items = [ccs.jobs.pop(guid(2))]
+        broken = ccs.jobs.pop(guid(2))
+        broken["JobProperties"]["LastRunStatus"] = "often"
+        ccs.raw_items = [broken]
         snapshot = poller.poll_cycle()
         states = {job.job_id: job for job in snapshot.jobs}
         assert states[guid(1)].poll_success
@@ -614,3 +611,27 @@ class TestPollerWithDiscovery:
             payload["JobProperties"]["JobCreationTime"] = "2026-09-21T01:00:00Z"
         poller = make_poller(clock=lambda: 1_790_000_000.0, track_changes=True)
         assert poller.poll_cycle().changes == ()
+
+    def test_unchanged_jobs_cost_nothing_and_stay_fresh(
+        self, ccs: FakeCcs, make_poller: Callable[..., Any]
+    ) -> None:
+        """At rest a job's unchanged item costs no request, and its reading counts as read this cycle."""
+        now = [1_790_000_000.0]
+        poller = make_poller(clock=lambda: now[0])
+        poller.poll_cycle()
+        now[0] += 60
+        before = ccs.requests_sent
+        snapshot = poller.poll_cycle()
+        assert ccs.requests_sent - before == 2  # the page of jobs and the empty one
+        assert {job.data.read_at for job in snapshot.jobs if job.data is not None} == {now[0]}
+
+    def test_an_unchanged_job_with_a_run_in_progress_has_its_runs_read(
+        self, ccs: FakeCcs, make_poller: Callable[..., Any]
+    ) -> None:
+        """A job whose LastRunStatus says executing gets its runs read every cycle, unchanged or not."""
+        ccs.jobs[guid(1)]["JobProperties"]["LastRunStatus"] = 2
+        poller = make_poller()
+        poller.poll_cycle()
+        before = ccs.requests_sent
+        assert poller.poll_cycle().runs_fetched == 1
+        assert ccs.requests_sent - before == 3  # two pages and job 1's runs

@@ -17,7 +17,7 @@ from ccs_exporter.cli.options import (
     non_negative_int,
     settings_from,
 )
-from ccs_exporter.errors import ConfigError
+from ccs_exporter.errors import CcsError, ConfigError
 
 
 def add_jobs_commands(commands: Any) -> None:
@@ -165,11 +165,19 @@ def _cmd_jobs_search(args: argparse.Namespace) -> int:
     expression = checked_job_search(args.expression)
     settings = settings_from(args, search_page_size=args.page_size)
     size = settings.search_page_size
+    bad: dict[str, str] = {}
+    jobs = []
     with CcsClient.from_settings(settings) as client:
         listing = list_search(lambda page: client.search_jobs(expression, page, size))
-    assert listing is not None  # no stop event: a listing ends or raises
-    _print_jobs(args, settings, list(listing.jobs.values()))
-    problems = _unread_items(listing.bad, listing.unreadable)
+        assert listing is not None  # no stop event: a listing ends or raises
+        bad.update(listing.bad)
+        for item in listing.jobs.values():
+            try:
+                jobs.append(client.search_item_job(item))
+            except CcsError as exc:
+                bad[item.job_id] = exc.message
+    _print_jobs(args, settings, jobs)
+    problems = _unread_items(bad, listing.unreadable)
     if listing.page_ignored:
         fail(
             f"CCS answered page {listing.pages - 1} with jobs of earlier pages: it ignores paging, so "

@@ -26,11 +26,13 @@ from ccs_exporter.client.api import (
     SEARCH_JOBS,
     UPDATE_JOB,
     BadSearchItem,
+    FoundJobs,
     JobsApi,
     MutationResult,
-    ParsedJobs,
+    SearchItem,
     SearchPage,
     checked_run_id,
+    search_page,
 )
 from ccs_exporter.client.tokens import LOGIN_BACKOFF_MAX_SECONDS, LOGIN_BACKOFF_SECONDS, TOKEN, TokenManager
 from ccs_exporter.client.transport import API_PREFIX, Endpoint, RequestObserver, Transport
@@ -58,11 +60,13 @@ __all__ = [
     "BadSearchItem",
     "CcsClient",
     "Endpoint",
+    "FoundJobs",
     "MutationResult",
-    "ParsedJobs",
     "RequestObserver",
+    "SearchItem",
     "SearchPage",
     "checked_run_id",
+    "search_page",
 ]
 
 
@@ -159,17 +163,19 @@ class CcsClient:
         """The latest ``count`` runs of a job (0 means all), with their messages if asked."""
         return self._api.get_job_runs(job_id, count, show_messages)
 
-    def search_jobs(
-        self, expression: str, page: int = 0, page_size: int = 100, parsed: ParsedJobs | None = None
-    ) -> SearchPage:
+    def search_jobs(self, expression: str, page: int = 0, page_size: int = 100) -> SearchPage:
         """One page of Search Jobs (``expression`` sent verbatim as ``Attributes``; pages count from 0).
 
-        ``parsed`` remembers the jobs parsed in earlier listings, so unchanged ones are not parsed again.
+        Its jobs come unparsed (``SearchItem``): ``search_item_job`` reads one.
         """
-        return self._api.search_jobs(expression, page, page_size, parsed)
+        return self._api.search_jobs(expression, page, page_size)
 
-    def search_job_name(self, name: str) -> SearchPage:
-        """Search job by name: the job whose name is exactly ``name``."""
+    def search_item_job(self, item: SearchItem) -> Job:
+        """The job a search item holds; BadResponseError naming the field when it holds none."""
+        return self._api.search_item_job(item)
+
+    def search_job_name(self, name: str) -> FoundJobs:
+        """Search job by name: the job whose name is exactly ``name``, parsed."""
         return self._api.search_job_name(name)
 
     def create_job(self, request: CreateJobRequest) -> MutationResult:

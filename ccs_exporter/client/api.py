@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Collection
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -68,49 +67,58 @@ class BadSearchItem:
     message: str
 
 
+@dataclass(frozen=True, slots=True)
+class SearchItem:
+    """One job of a search answer, not parsed yet: its id, a digest of its JSON, and that JSON.
+
+    The text (about 1 KB a job) is kept instead of a parsed job (about 6 KB), so a listing of 10,000 jobs
+    stays small, and a caller that has read an item with the same digest before need not parse it again.
+    ``CcsClient.search_item_job`` parses it.
+    """
+
+    job_id: str
+    digest: bytes
+    text: bytes
+
+
 @dataclass(frozen=True)
 class SearchPage:
-    """One page of a search: the jobs read, and the items that could not be read (reported, not fatal)."""
+    """One page of a search: its jobs (unparsed), and the items that are no job (reported, not fatal)."""
+
+    items: tuple[SearchItem, ...]
+    bad_items: tuple[BadSearchItem, ...] = ()
+
+    @property
+    def size(self) -> int:
+        """How many items the page held, readable or not (0 is the end of a listing)."""
+        return len(self.items) + len(self.bad_items)
+
+
+@dataclass(frozen=True)
+class FoundJobs:
+    """Search by name's answer, parsed: the jobs, and the items that are no job we can read."""
 
     jobs: tuple[Job, ...]
     bad_items: tuple[BadSearchItem, ...] = ()
 
-    @property
-    def items(self) -> int:
-        """How many items the page held, readable or not (0 is the end of a listing)."""
-        return len(self.jobs) + len(self.bad_items)
 
-
-class ParsedJobs:
-    """Search items parsed before, by job id and a digest of the item: an unchanged job is not parsed again.
-
-    At rest nearly every job of a listing is unchanged, and validating a job costs several times more
-    than serialising and hashing its item. One listing at a time uses an instance (not thread-safe).
-    """
-
-    def __init__(self) -> None:
-        self._known: dict[str, tuple[bytes, Job]] = {}
-
-    def __len__(self) -> int:
-        return len(self._known)
-
-    def parse(self, item: Any, job_id: str | None) -> Job:
-        """The Job an item holds (ValidationError when it holds none), the earlier one if it is unchanged."""
+def search_page(answer: list[Any]) -> SearchPage:
+    """The page the items of a search answer make: each item with a job id, as compact JSON and a digest."""
+    items: list[SearchItem] = []
+    bad: list[BadSearchItem] = []
+    for index, item in enumerate(answer):
+        job_id = _item_job_id(item)
         if job_id is None:
-            return Job.model_validate(item)
-        text = json.dumps(item, separators=(",", ":"), allow_nan=True)  # ASCII: non-ASCII is escaped
-        digest = hashlib.blake2b(text.encode("ascii"), digest_size=16).digest()
-        known = self._known.get(job_id)
-        if known is not None and known[0] == digest:
-            return known[1]
-        job = Job.model_validate(item)
-        self._known[job_id] = (digest, job)
-        return job
-
-    def retain(self, job_ids: Collection[str]) -> None:
-        """Forget jobs not among ``job_ids`` (the last complete listing): memory stays bounded."""
-        for job_id in [job_id for job_id in self._known if job_id not in job_ids]:
-            del self._known[job_id]
+            bad.append(BadSearchItem(None, f"item {index}: not a job (no JobProperties.JobID GUID)"))
+            continue
+        try:
+            # ASCII (json.dumps escapes the rest), compact: about 1 KB a job.
+            text = json.dumps(item, separators=(",", ":"), allow_nan=True).encode("ascii")
+        except (RecursionError, ValueError, TypeError):
+            bad.append(BadSearchItem(job_id, f"item {index}: nested too deeply"))
+            continue
+        items.append(SearchItem(job_id, hashlib.blake2b(text, digest_size=16).digest(), text))
+    return SearchPage(tuple(items), tuple(bad))
 
 
 class JobsApi:
@@ -134,25 +142,28 @@ class JobsApi:
         response = self._transport.call(JOB_RUNS, path, self._tokens, params=params)
         return self._parse(JobRuns, response, JOB_RUNS, path)
 
-    def search_jobs(
-        self, expression: str, page: int, page_size: int, parsed: ParsedJobs | None = None
-    ) -> SearchPage:
-        """One page of Search Jobs: ``expression`` is sent verbatim as ``Attributes``; pages count from 0.
-
-        With ``parsed``, a job whose item is unchanged since it was last parsed there is not parsed again.
-        """
+    def search_jobs(self, expression: str, page: int, page_size: int) -> SearchPage:
+        """One page of Search Jobs: ``expression`` is sent verbatim as ``Attributes``; pages count from 0."""
         params = {"Attributes": expression, "page": str(page), "pagesize": str(page_size)}
         path = SEARCH_JOBS.url_path()
         response = self._transport.call(SEARCH_JOBS, path, self._tokens, params=params)
-        return self._search_page(response, SEARCH_JOBS, path, parsed)
+        return self._search_page(response, SEARCH_JOBS, path)
 
-    def search_job_name(self, name: str) -> SearchPage:
-        """Search job by name: the job whose name is exactly ``name`` (CCS compares it)."""
+    def search_job_name(self, name: str) -> FoundJobs:
+        """Search job by name: the job whose name is exactly ``name`` (CCS compares it), parsed."""
         if not name.strip():
             raise ConfigError("job name must not be empty", field="name")
         path = SEARCH_JOB_NAME.url_path()
         response = self._transport.call(SEARCH_JOB_NAME, path, self._tokens, params={"jobname": name})
-        return self._search_page(response, SEARCH_JOB_NAME, path)
+        page = self._search_page(response, SEARCH_JOB_NAME, path)
+        jobs: list[Job] = []
+        bad = list(page.bad_items)
+        for item in page.items:
+            try:
+                jobs.append(self.search_item_job(item))
+            except BadResponseError as exc:
+                bad.append(BadSearchItem(item.job_id, exc.message))
+        return FoundJobs(tuple(jobs), tuple(bad))
 
     def create_job(self, request: CreateJobRequest) -> MutationResult:
         """Create a job; the result carries its new JobID."""
@@ -228,13 +239,19 @@ class JobsApi:
     def _one_line(self, text: str) -> str | None:
         return self._tokens.redact(" ".join(text.split())[:_OPERATION_MESSAGE_LIMIT]) or None
 
-    def _search_page(
-        self,
-        response: requests.Response,
-        endpoint: Endpoint,
-        path: str,
-        parsed: ParsedJobs | None = None,
-    ) -> SearchPage:
+    def search_item_job(self, item: SearchItem) -> Job:
+        """The job a search item holds; BadResponseError naming the field when it holds none."""
+        path = SEARCH_JOBS.url_path()
+        try:
+            return Job.model_validate(json.loads(item.text))
+        except ValidationError as exc:
+            detail = self._tokens.redact(describe_validation_error(exc))
+            message = f"search answer: job {item.job_id}: {detail}"
+        except (RecursionError, ValueError):
+            message = f"search answer: job {item.job_id}: not a job object that can be read"
+        raise BadResponseError(message, method=SEARCH_JOBS.method, path=path, status=200)
+
+    def _search_page(self, response: requests.Response, endpoint: Endpoint, path: str) -> SearchPage:
         body = json_body(response, endpoint.method, path) if response.content.strip() else None
         items = _search_items(body)
         if items is None:
@@ -244,18 +261,7 @@ class JobsApi:
                 path=path,
                 status=response.status_code,
             )
-        jobs: list[Job] = []
-        bad: list[BadSearchItem] = []
-        for index, item in enumerate(items):
-            job_id = _item_job_id(item)
-            try:
-                jobs.append(parsed.parse(item, job_id) if parsed is not None else Job.model_validate(item))
-            except ValidationError as exc:
-                detail = self._tokens.redact(describe_validation_error(exc))
-                bad.append(BadSearchItem(job_id, f"item {index}: {detail}"))
-            except RecursionError:
-                bad.append(BadSearchItem(job_id, f"item {index}: nested too deeply"))
-        return SearchPage(tuple(jobs), tuple(bad))
+        return search_page(items)
 
     def _parse(
         self, model: type[_PayloadT], response: requests.Response, endpoint: Endpoint, path: str
