@@ -13,6 +13,7 @@ import os
 import socket
 import ssl
 import unicodedata
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -78,21 +79,32 @@ def checked_job_id(value: str) -> str:
         raise ConfigError(f"job id {exc}", field="job_id") from None
 
 
-def parse_job_ids(value: Any) -> list[str]:
-    """Job ids from a list, a YAML/JSON list string, or a comma- or space-separated string."""
+def _listed(value: Any, plain: Callable[[str], list[str]], unparsable: str) -> Any:
+    """A list setting as given: None or blank text is [], text starting with '[' is read as a YAML/JSON
+    list (ValueError ``unparsable`` if it is not YAML), other text is split by ``plain``; anything else is
+    returned for the caller to check."""
     if value is None:
         return []
-    if isinstance(value, str):
-        text = value.strip()
-        if not text:
-            return []
-        if text.startswith("["):
-            try:
-                value = yaml.safe_load(text)
-            except yaml.YAMLError:
-                raise ValueError("is neither a comma-separated list nor a YAML/JSON list") from None
-        else:
-            value = [part for part in text.replace(",", " ").split() if part]
+    if not isinstance(value, str):
+        return value
+    text = value.strip()
+    if not text:
+        return []
+    if not text.startswith("["):
+        return plain(text)
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError:
+        raise ValueError(unparsable) from None
+
+
+def parse_job_ids(value: Any) -> list[str]:
+    """Job ids from a list, a YAML/JSON list string, or a comma- or space-separated string."""
+    value = _listed(
+        value,
+        lambda text: text.replace(",", " ").split(),
+        "is neither a comma-separated list nor a YAML/JSON list",
+    )
     if not isinstance(value, list):
         raise ValueError("must be a list of job GUIDs")
     ids: list[str] = []
@@ -105,19 +117,11 @@ def parse_job_ids(value: Any) -> list[str]:
 
 def parse_job_searches(value: Any) -> list[str]:
     """Search Jobs expressions from one expression or a YAML/JSON list; each kept verbatim, once."""
-    if value is None:
-        return []
-    if isinstance(value, str):
-        text = value.strip()
-        if not text:
-            return []
-        if text.startswith("["):
-            try:
-                value = yaml.safe_load(text)
-            except yaml.YAMLError:
-                raise ValueError("is neither one expression nor a YAML/JSON list of expressions") from None
-        else:
-            value = [text]
+    value = _listed(
+        value,
+        lambda text: [text],
+        "is neither one expression nor a YAML/JSON list of expressions",
+    )
     if not isinstance(value, list):
         raise ValueError("must be one Search Jobs expression or a list of them")
     if len(value) > MAX_JOB_SEARCHES:

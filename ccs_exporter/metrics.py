@@ -20,7 +20,7 @@ import math
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import NamedTuple, cast
+from typing import Any, Literal, NamedTuple, cast
 
 from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
@@ -230,16 +230,24 @@ def _status_code_lines(name: str, jobs: _Jobs) -> Iterator[str]:
         yield f"{name}{{{ids}}} {_format_value(_number(_status_code(data)))}\n"
 
 
-def _summary_lines(field: str) -> Callable[[str, _Jobs], Iterator[str]]:
-    """Lines of one optional number of the run summary (jobs without it have no series)."""
+def _optional_lines(
+    source: Literal["summaries", "schedules"], field: str
+) -> Callable[[str, _Jobs], Iterator[str]]:
+    """Lines of one optional number of each job's run summary or schedule times (none where it is None)."""
 
     def lines(name: str, jobs: _Jobs) -> Iterator[str]:
-        for ids, summary in jobs.summaries:
-            value = getattr(summary, field)
+        entries: list[tuple[str, Any]] = getattr(jobs, source)
+        for ids, entry in entries:
+            value = getattr(entry, field)
             if value is not None:
                 yield f"{name}{{{ids}}} {_format_value(_number(value))}\n"
 
     return lines
+
+
+def _summary_lines(field: str) -> Callable[[str, _Jobs], Iterator[str]]:
+    """Lines of one optional number of the run summary (jobs without it have no series)."""
+    return _optional_lines("summaries", field)
 
 
 def _message_lines(name: str, jobs: _Jobs) -> Iterator[str]:
@@ -272,14 +280,7 @@ def _age_lines(name: str, jobs: _Jobs) -> Iterator[str]:
 
 def _schedule_lines(field: str) -> Callable[[str, _Jobs], Iterator[str]]:
     """Lines of one of the scheduled jobs' times (jobs without a schedule or that time have none)."""
-
-    def lines(name: str, jobs: _Jobs) -> Iterator[str]:
-        for ids, times in jobs.schedules:
-            value = getattr(times, field)
-            if value is not None:
-                yield f"{name}{{{ids}}} {_format_value(_number(value))}\n"
-
-    return lines
+    return _optional_lines("schedules", field)
 
 
 def _run_time_limit_lines(name: str, jobs: _Jobs) -> Iterator[str]:
