@@ -42,11 +42,6 @@ MINIMAL_SETTINGS = ("ccs.existingSecret=ccs-credentials",)
 # helm/ci-values-full.yaml turns TLS on (webConfig.tls); the others leave it off.
 PROBE_SCHEMES = {"default": "HTTP", "full": "HTTPS", "sharding": "HTTP"}
 WORKLOAD_KINDS = ("Deployment", "StatefulSet")
-# Keys the chart writes for settings that the exporter gains with job discovery (issue 11). Until
-# config.py knows them they are left out of the load test below; once it does, they are loaded and checked
-# like every other key.
-PENDING_SETTINGS = frozenset({"job_search", "search_page_size"})
-
 Manifests = list[dict[str, Any]]
 Render = Callable[..., Manifests]
 
@@ -411,9 +406,7 @@ class TestConfigFile:
         """The exporter's settings loader accepts the rendered file (mounted paths made local files)."""
         config = _config(request.getfixturevalue(f"{which}_manifests"))
         unknown = set(config) - set(Settings.model_fields)
-        assert unknown <= PENDING_SETTINGS, f"keys the exporter does not know: {sorted(unknown)}"
-        for key in unknown:
-            del config[key]
+        assert not unknown, f"keys the exporter does not know: {sorted(unknown)}"
         config_file = _local_config_file(config, tmp_path)
         settings = load_settings(config_file)
         assert settings.job_ids == config["job_ids"]
@@ -717,9 +710,7 @@ class TestSharding:
         self, sharding_manifests: Manifests, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
     ) -> None:
         """With the rendered config file and environment, pods <name>-0..2 load as shards 0/3, 1/3, 2/3."""
-        config = {
-            key: value for key, value in _config(sharding_manifests).items() if key not in PENDING_SETTINGS
-        }
+        config = _config(sharding_manifests)
         config_file = _local_config_file(config, tmp_path)
         for name, value in _env(sharding_manifests).items():
             monkeypatch.setenv(name, value)
