@@ -21,10 +21,10 @@ from pydantic import SecretStr
 from requests.adapters import HTTPAdapter
 
 from ccs_exporter.client import CcsClient
-from ccs_exporter.live import RequestStats
-from ccs_exporter.metrics import ExpositionStore
-from ccs_exporter.poller import Poller
-from ccs_exporter.snapshot import PollSnapshot
+from ccs_exporter.exposition.families import ExpositionStore
+from ccs_exporter.exposition.live import RequestStats
+from ccs_exporter.polling.poller import Poller
+from ccs_exporter.polling.snapshot import PollSnapshot
 
 API = "/ccs/api/v1"
 HISTORY_WINDOW = 10

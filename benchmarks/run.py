@@ -30,7 +30,7 @@ import requests  # noqa: E402
 
 from benchmarks import measures  # noqa: E402
 from benchmarks.processes import ExporterProcess, SimulatorProcess  # noqa: E402
-from ccs_exporter.logs import configure_logging  # noqa: E402
+from ccs_exporter.cli.logs import configure_logging  # noqa: E402
 
 README = Path(__file__).resolve().parent / "README.md"
 RESULTS_BEGIN = "<!-- results: written by benchmarks/run.py --update-readme -->"

@@ -26,11 +26,11 @@ sys.path.insert(0, str(REPO))  # run from a checkout without installing
 
 import structlog  # noqa: E402
 
-from ccs_exporter.metrics import render_snapshot  # noqa: E402
+from ccs_exporter.exposition.families import render_snapshot  # noqa: E402
 from ccs_exporter.models import JobSchedule  # noqa: E402
-from ccs_exporter.schedule_reading import ScheduleReading  # noqa: E402
+from ccs_exporter.polling.schedule_reading import ScheduleReading  # noqa: E402
+from ccs_exporter.polling.snapshot import JobSnapshot, JobState, PollSnapshot  # noqa: E402
 from ccs_exporter.simulator.samples import generated_jobs  # noqa: E402
-from ccs_exporter.snapshot import JobSnapshot, JobState, PollSnapshot  # noqa: E402
 
 
 def _cpu(action: Callable[[], object], repeat: int) -> tuple[float, float]:

@@ -12,17 +12,17 @@ from collections.abc import Callable
 import structlog
 
 from ccs_exporter.audit import AuditLog
-from ccs_exporter.auditor import ChangeAuditor
+from ccs_exporter.audit.auditor import ChangeAuditor
 from ccs_exporter.client import CcsClient
-from ccs_exporter.config import Settings
-from ccs_exporter.discovery import WatchList
-from ccs_exporter.live import LiveMetrics, RequestStats
-from ccs_exporter.loop import PollLoop
-from ccs_exporter.metrics import ExpositionStore
-from ccs_exporter.poller import Poller
-from ccs_exporter.server import MetricsServer
-from ccs_exporter.snapshot import PollSnapshot
-from ccs_exporter.webconfig import WebConfigWatcher
+from ccs_exporter.exposition.families import ExpositionStore
+from ccs_exporter.exposition.live import LiveMetrics, RequestStats
+from ccs_exporter.polling.discovery import WatchList
+from ccs_exporter.polling.loop import PollLoop
+from ccs_exporter.polling.poller import Poller
+from ccs_exporter.polling.snapshot import PollSnapshot
+from ccs_exporter.settings.config import Settings
+from ccs_exporter.web.config import WebConfigWatcher
+from ccs_exporter.web.server import MetricsServer
 
 log = structlog.get_logger(__name__)
 

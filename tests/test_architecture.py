@@ -1,4 +1,4 @@
-"""The package's one-way data flow, checked on the source: which module may import which."""
+"""The package's one-way data flow, checked on the source: which package may import which."""
 
 from __future__ import annotations
 
@@ -8,7 +8,33 @@ from pathlib import Path
 import pytest
 
 PACKAGE = Path(__file__).resolve().parent.parent / "ccs_exporter"
-AUDIT_TRAIL = ("ccs_exporter.audit", "ccs_exporter.auditor", "ccs_exporter.jobs")
+AUDIT_TRAIL = ("ccs_exporter.audit", "ccs_exporter.operations")
+
+# What each part may import of the package, beyond the vocabulary at the top (errors, models, schedule,
+# sharding, redaction, the version). Everything not listed is a layer above it.
+VOCABULARY = {"errors", "models", "schedule", "sharding", "redaction", "__version__"}
+ALLOWED = {
+    "settings": set(),
+    "client": {"settings"},
+    "polling": {"settings", "client"},
+    "exposition": {"polling"},
+    "web": {"settings", "exposition"},
+    "audit": {"settings", "client", "polling"},
+    "operations": {"settings", "client", "audit"},
+    "exporter": {"settings", "client", "polling", "exposition", "web", "audit"},
+    "cli": {
+        "settings",
+        "client",
+        "polling",
+        "exposition",
+        "web",
+        "audit",
+        "operations",
+        "exporter",
+        "simulator",
+    },
+    "simulator": set(),
+}
 
 
 def _imports(module: Path) -> set[str]:
@@ -23,6 +49,27 @@ def _imports(module: Path) -> set[str]:
     return names
 
 
+def _part(path: Path) -> str:
+    """The part of the house a module belongs to: its package, or its own name at the top."""
+    parts = path.relative_to(PACKAGE).parts
+    return parts[0] if len(parts) > 1 else parts[0].removesuffix(".py")
+
+
+def _parts_imported(path: Path) -> set[str]:
+    """The parts of the package ``path`` imports, other than its own."""
+    parts = set()
+    for found in _imports(path):
+        pieces = found.split(".")
+        if pieces[0] == "ccs_exporter" and len(pieces) > 1:
+            parts.add(pieces[1])
+    return parts - {_part(path)}
+
+
+def _modules(part: str) -> list[Path]:
+    folder = PACKAGE / part
+    return sorted(folder.rglob("*.py")) if folder.is_dir() else [PACKAGE / f"{part}.py"]
+
+
 def _product_modules() -> list[Path]:
     return [path for path in PACKAGE.rglob("*.py") if "simulator" not in path.relative_to(PACKAGE).parts]
 
@@ -30,27 +77,34 @@ def _product_modules() -> list[Path]:
 class TestLayers:
     """Imports point down the house, never up."""
 
-    @pytest.mark.parametrize(
-        "name",
-        [
-            "poller.py",
-            "discovery.py",
-            "loop.py",
-            "metrics.py",
-            "snapshot.py",
-            "workers.py",
-            "schedule_reading.py",
-        ],
-    )
-    def test_poll_path_does_not_know_the_audit_trail(self, name: str) -> None:
-        """The poller, the snapshot and the metrics import nothing of the audit trail or the mutations."""
-        imported = _imports(PACKAGE / name)
-        assert not {found for found in imported if found.startswith(AUDIT_TRAIL)}
+    @pytest.mark.parametrize("part", ["polling", "exposition"])
+    def test_poll_path_does_not_know_the_audit_trail(self, part: str) -> None:
+        """Nothing in the polling or exposition packages imports the audit trail or the operations."""
+        for module in _modules(part):
+            imported = _imports(module)
+            assert not {found for found in imported if found.startswith(AUDIT_TRAIL)}, module.name
+
+    @pytest.mark.parametrize("part", sorted(ALLOWED))
+    def test_each_part_imports_only_the_layers_below(self, part: str) -> None:
+        """A package imports the vocabulary and the parts below it, never a part above."""
+        for module in _modules(part):
+            extra = _parts_imported(module) - VOCABULARY - ALLOWED[part]
+            assert not extra, f"{module.relative_to(PACKAGE)} imports {sorted(extra)}"
 
     @pytest.mark.parametrize("name", ["models.py", "errors.py"])
     def test_bottom_layer_imports_nothing_of_the_package(self, name: str) -> None:
         """models.py and errors.py stand alone."""
         assert not {found for found in _imports(PACKAGE / name) if found.startswith("ccs_exporter")}
+
+    def test_every_part_is_known(self) -> None:
+        """A new package or top-level module is placed in the layers above before it is used."""
+        parts = {_part(path) for path in PACKAGE.rglob("*.py")} - {"__init__", "__main__"}
+        assert parts <= set(ALLOWED) | VOCABULARY
+
+    def test_few_modules_at_the_top(self) -> None:
+        """The top of the package holds the vocabulary and the assembly; everything else sits in a part."""
+        top = [path.name for path in PACKAGE.glob("*.py") if path.name not in {"__init__.py", "__main__.py"}]
+        assert len(top) <= 10, top
 
     def test_product_never_imports_the_simulator(self) -> None:
         """Only the CLI's demo and simulate commands may reach the simulator."""

@@ -16,11 +16,11 @@ import requests
 from prometheus_client import CollectorRegistry
 
 from ccs_exporter.audit import AuditLog
+from ccs_exporter.audit.auditor import ChangeAuditor
 from ccs_exporter.audit.head import Head, HeadReader, head_path
-from ccs_exporter.auditor import ChangeAuditor
-from ccs_exporter.config import load_settings
 from ccs_exporter.exporter import Exporter
-from ccs_exporter.live import LiveMetrics, RequestStats
+from ccs_exporter.exposition.live import LiveMetrics, RequestStats
+from ccs_exporter.settings.config import load_settings
 from ccs_exporter.simulator import Simulator
 
 TESTS_DIR = Path(__file__).parent

@@ -15,7 +15,7 @@ import requests
 import yaml
 from pydantic_core import PydanticUndefined
 
-from ccs_exporter.config import Settings, env_name
+from ccs_exporter.settings.config import Settings, env_name
 
 MISSING_JOB = "00000000-0000-4000-8000-000000000000"
 

@@ -13,11 +13,8 @@ import responses
 from pydantic import SecretStr
 from structlog.testing import capture_logs
 
-from ccs_exporter import discovery
 from ccs_exporter.client import BadSearchItem, CcsClient, SearchItem, SearchPage, search_page
 from ccs_exporter.client.api import JobsApi
-from ccs_exporter.config import MAX_JOB_SEARCHES, load_settings
-from ccs_exporter.discovery import Discoverer, list_search, search_label
 from ccs_exporter.errors import (
     BadRequestError,
     BadResponseError,
@@ -28,7 +25,10 @@ from ccs_exporter.errors import (
     UnavailableError,
 )
 from ccs_exporter.models import Job
-from ccs_exporter.workers import WorkerPool
+from ccs_exporter.polling import discovery
+from ccs_exporter.polling.discovery import Discoverer, list_search, search_label
+from ccs_exporter.polling.workers import WorkerPool
+from ccs_exporter.settings.config import MAX_JOB_SEARCHES, load_settings
 
 BASE = "https://ccs.example.test:12431"
 API = BASE + "/ccs/api/v1"
@@ -548,7 +548,7 @@ class TestPollerWithDiscovery:
 
     @pytest.fixture
     def make_poller(self, ccs: FakeCcs) -> Iterator[Callable[..., Any]]:
-        from ccs_exporter.poller import Poller
+        from ccs_exporter.polling.poller import Poller
 
         made: list[Poller] = []
 

@@ -16,13 +16,13 @@ from pydantic import SecretStr
 from structlog.testing import capture_logs
 
 from ccs_exporter.client import CcsClient
-from ccs_exporter.config import load_settings
-from ccs_exporter.discovery import WatchList
 from ccs_exporter.exporter import Exporter
-from ccs_exporter.metrics import render_snapshot
-from ccs_exporter.poller import Poller
+from ccs_exporter.exposition.families import render_snapshot
+from ccs_exporter.polling.discovery import WatchList
+from ccs_exporter.polling.poller import Poller
+from ccs_exporter.polling.snapshot import PollSnapshot
+from ccs_exporter.settings.config import load_settings
 from ccs_exporter.simulator import Simulator
-from ccs_exporter.snapshot import PollSnapshot
 
 GENERATED = "(JobName StartsWith Generated)"
 DMZ = "(JobName Contains DMZ)"
@@ -318,7 +318,7 @@ class TestExporterWithAuditLog:
     def test_our_own_create_is_not_recorded_again(self, simulator: Simulator, tmp_path: Path) -> None:
         """A job created through the audited job service is not also recorded as observed."""
         from ccs_exporter.audit import AuditLog
-        from ccs_exporter.jobs import JobService
+        from ccs_exporter.operations.service import JobService
 
         path = tmp_path / "audit.log"
         settings = load_settings(

@@ -16,12 +16,12 @@ import requests
 from prometheus_client.parser import text_string_to_metric_families
 
 from ccs_exporter.client import CcsClient
-from ccs_exporter.config import Settings, load_settings
 from ccs_exporter.exporter import Exporter
-from ccs_exporter.metrics import render_snapshot
-from ccs_exporter.poller import Poller
+from ccs_exporter.exposition.families import render_snapshot
+from ccs_exporter.polling.poller import Poller
+from ccs_exporter.polling.snapshot import PollSnapshot
+from ccs_exporter.settings.config import Settings, load_settings
 from ccs_exporter.simulator import Simulator
-from ccs_exporter.snapshot import PollSnapshot
 
 GOLDEN = Path(__file__).parent / "golden" / "exposition.prom"
 # Families whose values depend on wall time or machine speed; everything else is pinned by the golden file.
@@ -422,7 +422,7 @@ class TestConcurrency:
 
     def test_worker_pool_skips_the_rest_when_stopped(self) -> None:
         """Stopping mid-batch returns at once with the unstarted items skipped."""
-        from ccs_exporter.workers import WorkerPool
+        from ccs_exporter.polling.workers import WorkerPool
 
         pool = WorkerPool(1)
         stop = threading.Event()

@@ -11,11 +11,11 @@ import pytest
 from prometheus_client.openmetrics.parser import text_string_to_metric_families as parse_openmetrics
 from prometheus_client.parser import text_string_to_metric_families as parse_text
 
-from ccs_exporter.exposition import MAX_SELECTED_NAMES, negotiate
-from ccs_exporter.live import LiveMetrics, RequestStats
-from ccs_exporter.metrics import ExpositionStore
-from ccs_exporter.server import MetricsServer
-from ccs_exporter.snapshot import JobSnapshot, JobState, PollSnapshot, RunSummary
+from ccs_exporter.exposition.families import ExpositionStore
+from ccs_exporter.exposition.formats import MAX_SELECTED_NAMES, negotiate
+from ccs_exporter.exposition.live import LiveMetrics, RequestStats
+from ccs_exporter.polling.snapshot import JobSnapshot, JobState, PollSnapshot, RunSummary
+from ccs_exporter.web.server import MetricsServer
 
 PROMETHEUS_2_ACCEPT = (
     "application/openmetrics-text;version=1.0.0,application/openmetrics-text;version=0.0.1;q=0.75,"

@@ -26,12 +26,12 @@ import structlog
 from prometheus_client.parser import text_string_to_metric_families
 from pydantic import SecretStr
 
+from ccs_exporter.cli.logs import configure_logging
 from ccs_exporter.client import LOGIN_BACKOFF_MAX_SECONDS, LOGIN_BACKOFF_SECONDS, CcsClient
 from ccs_exporter.client import tokens as token_module
-from ccs_exporter.config import load_settings
 from ccs_exporter.errors import AuthError
 from ccs_exporter.exporter import Exporter
-from ccs_exporter.logs import configure_logging
+from ccs_exporter.settings.config import load_settings
 from ccs_exporter.simulator import Simulator
 
 JOBS = 4  # fewer than the per-cycle cap on job log lines, so every state change is visible
@@ -421,7 +421,7 @@ class TestSigterm:
 
     def test_revoked_tokens_and_refused_login_are_down_at_once(self, ccs: Ccs) -> None:
         """When CCS revokes the token and refuses the new login mid-run, that very cycle says ccs_up 0."""
-        from ccs_exporter.poller import Poller
+        from ccs_exporter.polling.poller import Poller
 
         client = CcsClient(ccs.sim.url, ccs.sim.username, SecretStr(ccs.sim.password), backoff_seconds=0)
         poller = Poller(client, ccs.sim.job_ids[:JOBS])
@@ -441,7 +441,7 @@ class TestLogVolume:
 
     def test_outage_and_recovery_of_many_jobs(self, ccs: Ccs, logs: LogCapture) -> None:
         """Twelve jobs failing log ten lines and one warning; their recovery logs no warning at all."""
-        from ccs_exporter.poller import Poller
+        from ccs_exporter.polling.poller import Poller
 
         client = CcsClient(
             ccs.sim.url, ccs.sim.username, SecretStr(ccs.sim.password), timeout=TIMEOUT, backoff_seconds=0

@@ -24,7 +24,7 @@ import requests
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
-from ccs_exporter.config import Settings, load_settings
+from ccs_exporter.settings.config import Settings, load_settings
 from ccs_exporter.simulator import Simulator
 
 REPO_ROOT = Path(__file__).resolve().parent.parent

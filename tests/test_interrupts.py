@@ -16,7 +16,7 @@ import pytest
 from test_jobs import CREATE_SPEC, PASSWORD, read_records
 
 from ccs_exporter.audit import verify
-from ccs_exporter.interrupts import interrupts_deferred
+from ccs_exporter.operations.interrupts import interrupts_deferred
 from ccs_exporter.simulator import Simulator
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -27,7 +27,7 @@ from test_jobs import (
 )
 
 from ccs_exporter.audit import AuditLog, verify
-from ccs_exporter.auditor import ChangeAuditor
+from ccs_exporter.audit.auditor import ChangeAuditor
 from ccs_exporter.client import CcsClient
 from ccs_exporter.errors import (
     AuditError,
@@ -38,7 +38,7 @@ from ccs_exporter.errors import (
     UnavailableError,
 )
 from ccs_exporter.models import Job
-from ccs_exporter.poller import Poller
+from ccs_exporter.polling.poller import Poller
 from ccs_exporter.simulator import Simulator
 
 JOB_FIXTURE = "search_job_by_id.json"

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 import structlog
 
-from ccs_exporter.logs import configure_logging
+from ccs_exporter.cli.logs import configure_logging
 
 SECRET = "Canary-Log-Secret-8Kd"
 

@@ -11,17 +11,17 @@ from datetime import datetime, timezone
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from ccs_exporter.exposition import Format
-from ccs_exporter.live import LiveMetrics, RequestStats
-from ccs_exporter.metrics import (
+from ccs_exporter.exposition.families import (
     MAX_LABEL_LENGTH,
     TRUNCATION_MARKER,
     ExpositionStore,
     label_value,
     render_snapshot,
 )
+from ccs_exporter.exposition.formats import Format
+from ccs_exporter.exposition.live import LiveMetrics, RequestStats
 from ccs_exporter.models import JobRuns
-from ccs_exporter.snapshot import JobSnapshot, JobState, PollSnapshot, RunSummary, summarize_runs
+from ccs_exporter.polling.snapshot import JobSnapshot, JobState, PollSnapshot, RunSummary, summarize_runs
 
 JOB = "23c59087-f3d4-4e05-a39e-3440c58e58fb"
 

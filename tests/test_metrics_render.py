@@ -13,9 +13,10 @@ from prometheus_client.metrics_core import GaugeMetricFamily, InfoMetricFamily, 
 from prometheus_client.openmetrics.exposition import generate_latest as generate_openmetrics
 from prometheus_client.registry import Collector
 
-from ccs_exporter.exposition import Format
-from ccs_exporter.metrics import CycleCollector, label_value, render_snapshot
+from ccs_exporter.exposition.families import CycleCollector, label_value, render_snapshot
+from ccs_exporter.exposition.formats import Format
 from ccs_exporter.models import JobStatus
+from ccs_exporter.polling.snapshot import JobSnapshot, JobState, PollSnapshot, RunSummary
 from ccs_exporter.schedule import (
     Schedule,
     ScheduleKind,
@@ -23,7 +24,6 @@ from ccs_exporter.schedule import (
     next_occurrence,
     period_seconds,
 )
-from ccs_exporter.snapshot import JobSnapshot, JobState, PollSnapshot, RunSummary
 
 _AWKWARD_TEXT = (
     "Nightly PCI",

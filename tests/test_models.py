@@ -12,7 +12,6 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
-from ccs_exporter.inputs import describe_validation_error
 from ccs_exporter.models import (
     CreateJobRequest,
     Job,
@@ -25,6 +24,7 @@ from ccs_exporter.models import (
     parse_ccs_datetime,
     request_body,
 )
+from ccs_exporter.settings.inputs import describe_validation_error
 
 FIXTURES_DIR = Path(__file__).parent / "fixtures"
 UTC = timezone.utc

@@ -11,8 +11,7 @@ from typing import Any
 
 import pytest
 
-from ccs_exporter.models import Job, JobRuns
-from ccs_exporter.output import (
+from ccs_exporter.cli.output import (
     MAX_CELL,
     duration,
     jobs_table,
@@ -23,6 +22,7 @@ from ccs_exporter.output import (
     scrubbed,
     status_name,
 )
+from ccs_exporter.models import Job, JobRuns
 
 FIXTURES = Path(__file__).parent / "fixtures"
 

@@ -22,8 +22,8 @@ from ccs_exporter.audit import AuditLog, verify
 from ccs_exporter.audit.reconcile import reconcile
 from ccs_exporter.client import CcsClient
 from ccs_exporter.errors import AuditError
-from ccs_exporter.jobs import JobService
 from ccs_exporter.models import Job
+from ccs_exporter.operations.service import JobService
 from ccs_exporter.simulator import Simulator
 
 

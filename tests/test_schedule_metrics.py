@@ -13,11 +13,11 @@ from structlog.testing import capture_logs
 from test_hostile_data import CcsStub, completed_run, guid, job_body, runs_body
 
 from ccs_exporter.client import CcsClient
-from ccs_exporter.metrics import render_snapshot
+from ccs_exporter.exposition.families import render_snapshot
 from ccs_exporter.models import Job
-from ccs_exporter.poller import Poller
+from ccs_exporter.polling.poller import Poller
+from ccs_exporter.polling.snapshot import PollSnapshot
 from ccs_exporter.simulator import Simulator
-from ccs_exporter.snapshot import PollSnapshot
 
 NIGHTLY = "3f2a7c41-8e5b-4d09-a6c3-1b7e9d2f4a01"  # every day at 01:00 UTC, stalled
 DMZ = "5e7b9c14-3a2d-4b8f-a1e6-7c0d9f8e4d04"  # every day at 06:00 UTC, 1 h 30 limit

@@ -25,11 +25,11 @@ import requests
 import structlog
 from pydantic import SecretStr
 
+from ccs_exporter.cli.logs import configure_logging
 from ccs_exporter.client import CcsClient
-from ccs_exporter.config import load_settings
 from ccs_exporter.errors import CcsError, UnavailableError
 from ccs_exporter.exporter import Exporter
-from ccs_exporter.logs import configure_logging
+from ccs_exporter.settings.config import load_settings
 from ccs_exporter.simulator import Simulator
 
 # Distinctive, non-ASCII, and its Base64 form holds "+", "/" and "=".

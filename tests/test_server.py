@@ -20,8 +20,8 @@ import pytest
 import requests
 from web_helpers import SMALL, Pki, exposition_of, make_pki, metrics_servers
 
-from ccs_exporter.endpoints import accepts_gzip
-from ccs_exporter.server import MetricsServer, ServerLimits
+from ccs_exporter.web.endpoints import accepts_gzip
+from ccs_exporter.web.server import MetricsServer, ServerLimits
 
 USER, PASSWORD = "prometheus", "Scrape-Pw-9dK2"
 FAST = ServerLimits(

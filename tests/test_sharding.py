@@ -14,9 +14,9 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from ccs_exporter import cli
-from ccs_exporter.config import load_settings
 from ccs_exporter.errors import ConfigError
-from ccs_exporter.live import LiveMetrics, RequestStats
+from ccs_exporter.exposition.live import LiveMetrics, RequestStats
+from ccs_exporter.settings.config import load_settings
 from ccs_exporter.sharding import (
     UNSHARDED,
     Shard,

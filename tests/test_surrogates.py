@@ -16,7 +16,7 @@ from test_jobs import CREATE_SPEC, PASSWORD, read_records, run_cli
 from ccs_exporter.audit import AuditLog, canonical_json, record_hash, verify
 from ccs_exporter.client import CcsClient
 from ccs_exporter.errors import ConfigError
-from ccs_exporter.jobs import JobService
+from ccs_exporter.operations.service import JobService
 from ccs_exporter.simulator import Simulator
 
 LONE = "\udcff"  # what a .NET server sends as JSON "\udcff"

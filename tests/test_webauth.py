@@ -5,7 +5,7 @@ from __future__ import annotations
 import bcrypt
 import pytest
 
-from ccs_exporter.webauth import (
+from ccs_exporter.web.auth import (
     MAX_BCRYPT_COST,
     BasicAuthChecker,
     FailureBackoff,

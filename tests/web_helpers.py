@@ -14,10 +14,10 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from ccs_exporter.exposition import Exposition, RenderedFamily
-from ccs_exporter.live import LiveMetrics, RequestStats
-from ccs_exporter.server import MetricsServer, ServerLimits
-from ccs_exporter.webconfig import WebConfigWatcher
+from ccs_exporter.exposition.formats import Exposition, RenderedFamily
+from ccs_exporter.exposition.live import LiveMetrics, RequestStats
+from ccs_exporter.web.config import WebConfigWatcher
+from ccs_exporter.web.server import MetricsServer, ServerLimits
 
 # The client certificate's subject alternative names (what client_allowed_sans is matched against).
 CLIENT_DNS = "prometheus.monitoring.svc"

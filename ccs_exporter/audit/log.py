@@ -28,7 +28,7 @@ from ccs_exporter.models import Job
 from ccs_exporter.redaction import Redactor, secret_variants
 
 if TYPE_CHECKING:
-    from ccs_exporter.config import Settings
+    from ccs_exporter.settings.config import Settings
 
 log = structlog.get_logger(__name__)
 

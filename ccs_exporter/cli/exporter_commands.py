@@ -27,7 +27,7 @@ def _serve_overrides(args: argparse.Namespace) -> dict[str, Any]:
 
 def cmd_check_config(args: argparse.Namespace) -> int:
     """``check-config``: exit 0, 1 when ``--connect`` could not reach something, 2 for bad settings."""
-    from ccs_exporter.config_check import check_config
+    from ccs_exporter.cli.config_check import check_config
 
     settings = settings_from(args, **_serve_overrides(args))
     steps = check_config(settings, config_file=args.config, connect=args.connect, out=sys.stdout)
@@ -40,14 +40,14 @@ def cmd_check_config(args: argparse.Namespace) -> int:
 
 def cmd_serve(args: argparse.Namespace) -> int:
     """``serve``: the exporter until SIGTERM/SIGINT; the job list reloads on SIGHUP or a changed file."""
-    from ccs_exporter.config import load_settings
+    from ccs_exporter.settings.config import load_settings
 
     overrides = _serve_overrides(args)
     settings = settings_from(args, **overrides)
     config_file: Path | None = args.config
 
     def reload() -> Any:
-        from ccs_exporter.discovery import WatchList
+        from ccs_exporter.polling.discovery import WatchList
 
         return WatchList.from_settings(load_settings(config_file, flag_overrides(args, **overrides)))
 
@@ -121,8 +121,8 @@ def _run_exporter(
 
 def cmd_demo(args: argparse.Namespace) -> int:
     """``demo``: the simulator and the exporter against it, until Ctrl-C."""
-    from ccs_exporter.config import load_settings
-    from ccs_exporter.logs import configure_logging
+    from ccs_exporter.cli.logs import configure_logging
+    from ccs_exporter.settings.config import load_settings
     from ccs_exporter.simulator import Simulator
 
     configure_logging(args.log_level, "auto")

@@ -118,14 +118,14 @@ def _page_size(text: str) -> int:
 
 
 def _print_json(payload: Any) -> None:
-    from ccs_exporter.output import json_text
+    from ccs_exporter.cli.output import json_text
 
     print(json_text(payload))
 
 
 def _print_ccs_data(args: argparse.Namespace, settings: Any, model: Any, table: Callable[[Any], str]) -> None:
     """``model`` scrubbed of secrets, as JSON or as the table ``-o table`` asks for."""
-    from ccs_exporter.output import scrubbed
+    from ccs_exporter.cli.output import scrubbed
     from ccs_exporter.redaction import secret_variants
 
     clean = scrubbed(model, secret_variants(settings.password_value()))
@@ -136,8 +136,8 @@ def _print_ccs_data(args: argparse.Namespace, settings: Any, model: Any, table: 
 
 
 def _cmd_jobs_get(args: argparse.Namespace) -> int:
+    from ccs_exporter.cli.output import jobs_table
     from ccs_exporter.client import CcsClient
-    from ccs_exporter.output import jobs_table
 
     settings = settings_from(args)
     with CcsClient.from_settings(settings) as client:
@@ -147,8 +147,8 @@ def _cmd_jobs_get(args: argparse.Namespace) -> int:
 
 
 def _cmd_jobs_runs(args: argparse.Namespace) -> int:
+    from ccs_exporter.cli.output import runs_table
     from ccs_exporter.client import CcsClient
-    from ccs_exporter.output import runs_table
 
     settings = settings_from(args)
     with CcsClient.from_settings(settings) as client:
@@ -159,8 +159,8 @@ def _cmd_jobs_runs(args: argparse.Namespace) -> int:
 
 def _cmd_jobs_search(args: argparse.Namespace) -> int:
     from ccs_exporter.client import CcsClient
-    from ccs_exporter.config import checked_job_search
-    from ccs_exporter.discovery import MAX_SEARCH_JOBS, MAX_SEARCH_PAGES, list_search
+    from ccs_exporter.polling.discovery import MAX_SEARCH_JOBS, MAX_SEARCH_PAGES, list_search
+    from ccs_exporter.settings.config import checked_job_search
 
     expression = checked_job_search(args.expression)
     settings = settings_from(args, search_page_size=args.page_size)
@@ -212,7 +212,7 @@ def _cmd_jobs_find(args: argparse.Namespace) -> int:
 
 def _print_jobs(args: argparse.Namespace, settings: Any, jobs: list[Any]) -> None:
     """Jobs from a search, scrubbed of secrets: one JSON array, or one table row per job."""
-    from ccs_exporter.output import jobs_table, scrubbed
+    from ccs_exporter.cli.output import jobs_table, scrubbed
     from ccs_exporter.redaction import secret_variants
 
     secrets = secret_variants(settings.password_value())
@@ -237,7 +237,7 @@ def _job_service(args: argparse.Namespace) -> Any:
     """The audited job service; refuses to start without an audit log (mutations fail closed)."""
     from ccs_exporter.audit import AuditLog
     from ccs_exporter.client import CcsClient
-    from ccs_exporter.jobs import JobService
+    from ccs_exporter.operations.service import JobService
 
     settings = settings_from(args, audit_log=args.audit_log)
     if settings.audit_log is None:
@@ -249,7 +249,7 @@ def _job_service(args: argparse.Namespace) -> Any:
 
 
 def _cmd_jobs_create(args: argparse.Namespace) -> int:
-    from ccs_exporter.jobs import load_spec
+    from ccs_exporter.operations.service import load_spec
 
     spec = load_spec(args.spec)
     service = _job_service(args)
@@ -259,7 +259,7 @@ def _cmd_jobs_create(args: argparse.Namespace) -> int:
 
 
 def _cmd_jobs_update(args: argparse.Namespace) -> int:
-    from ccs_exporter.jobs import load_spec
+    from ccs_exporter.operations.service import load_spec
 
     details = load_spec(args.spec)
     service = _job_service(args)

@@ -160,8 +160,8 @@ def _setting(group: Any, *flags_and_setting: str, help: str, **options: Any) -> 
 
 def settings_from(args: argparse.Namespace, **extra: Any) -> Any:
     """Build Settings once from --config, the environment and the flags, and set up logging."""
-    from ccs_exporter.config import load_settings
-    from ccs_exporter.logs import configure_logging
+    from ccs_exporter.cli.logs import configure_logging
+    from ccs_exporter.settings.config import load_settings
 
     settings = load_settings(getattr(args, "config", None), flag_overrides(args, **extra))
     configure_logging(settings.log_level, settings.log_format)

@@ -36,11 +36,11 @@ from ccs_exporter.client.api import (
 )
 from ccs_exporter.client.tokens import LOGIN_BACKOFF_MAX_SECONDS, LOGIN_BACKOFF_SECONDS, TOKEN, TokenManager
 from ccs_exporter.client.transport import API_PREFIX, Endpoint, RequestObserver, Transport
-from ccs_exporter.config import MAX_RESPONSE_BYTES
 from ccs_exporter.models import CreateJobRequest, Job, JobDetailsUpdate, JobRuns
+from ccs_exporter.settings.config import MAX_RESPONSE_BYTES
 
 if TYPE_CHECKING:
-    from ccs_exporter.config import Settings
+    from ccs_exporter.settings.config import Settings
 
 __all__ = [
     "ABORT_RUN",

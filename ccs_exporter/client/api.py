@@ -17,7 +17,6 @@ import requests
 from pydantic import ValidationError
 
 from ccs_exporter.client.transport import Endpoint, TokenSource, Transport, json_body, server_message
-from ccs_exporter.config import checked_job_id, describe_validation_error
 from ccs_exporter.errors import BadResponseError, ConfigError
 from ccs_exporter.models import (
     CreateJobRequest,
@@ -27,6 +26,7 @@ from ccs_exporter.models import (
     normalize_guid,
     request_body,
 )
+from ccs_exporter.settings.config import checked_job_id, describe_validation_error
 
 JOB = Endpoint("GET", "/jobs/{job_id}", "job")
 JOB_RUNS = Endpoint("GET", "/Jobs/{job_id}/jobruns", "jobruns")

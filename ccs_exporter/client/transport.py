@@ -21,8 +21,8 @@ import structlog
 from requests.adapters import HTTPAdapter
 
 from ccs_exporter import __version__
-from ccs_exporter.config import MAX_RESPONSE_BYTES
 from ccs_exporter.errors import BadResponseError, CcsError, CcsTimeoutError, UnavailableError
+from ccs_exporter.settings.config import MAX_RESPONSE_BYTES
 
 API_PREFIX = "/ccs/api/v1"
 

@@ -22,19 +22,19 @@ from pydantic import Field, PrivateAttr, SecretStr, ValidationError, field_valid
 from pydantic_settings import BaseSettings, NoDecode, PydanticBaseSettingsSource, SettingsConfigDict
 
 from ccs_exporter.errors import ConfigError
-from ccs_exporter.inputs import (
+from ccs_exporter.models import normalize_guid
+from ccs_exporter.settings.checks import (
+    check_ccs_url,
+    check_writable_file,
+    read_password_file,
+    url_without_credentials,
+)
+from ccs_exporter.settings.inputs import (
     describe_validation_error,
     describe_yaml_error,
     first_validation_error,
     load_yaml_file,
     read_input_file,
-)
-from ccs_exporter.models import normalize_guid
-from ccs_exporter.setting_checks import (
-    check_ccs_url,
-    check_writable_file,
-    read_password_file,
-    url_without_credentials,
 )
 from ccs_exporter.sharding import MAX_TOTAL_SHARDS, UNSHARDED, Shard, ordinal_from_hostname, parse_shard
 

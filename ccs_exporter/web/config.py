@@ -40,9 +40,9 @@ from pydantic import (
 )
 
 from ccs_exporter.errors import ConfigError
-from ccs_exporter.inputs import describe_yaml_error, first_validation_error, read_input_file
-from ccs_exporter.webauth import BasicAuthChecker, check_bcrypt_hash
-from ccs_exporter.webtls import TlsServerConfig
+from ccs_exporter.settings.inputs import describe_yaml_error, first_validation_error, read_input_file
+from ccs_exporter.web.auth import BasicAuthChecker, check_bcrypt_hash
+from ccs_exporter.web.tls import TlsServerConfig
 
 log = structlog.get_logger(__name__)
 

@@ -24,11 +24,11 @@ from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
 from ccs_exporter import __version__
-from ccs_exporter.exposition import EOF, EOF_GZIP, MAX_SELECTED_NAMES, Format, negotiate
-from ccs_exporter.live import LiveMetrics
-from ccs_exporter.metrics import ExpositionStore
-from ccs_exporter.webauth import BasicAuthChecker, FailureBackoff
-from ccs_exporter.webconfig import WebState
+from ccs_exporter.exposition.families import ExpositionStore
+from ccs_exporter.exposition.formats import EOF, EOF_GZIP, MAX_SELECTED_NAMES, Format, negotiate
+from ccs_exporter.exposition.live import LiveMetrics
+from ccs_exporter.web.auth import BasicAuthChecker, FailureBackoff
+from ccs_exporter.web.config import WebState
 
 _SERVER = f"ccs-exporter/{__version__}"
 # Basic auth guards everything but the health endpoints (TLS, when configured, covers all of them).

@@ -28,11 +28,11 @@ from ccs_exporter.errors import (
     UnavailableError,
 )
 from ccs_exporter.models import normalize_guid
-from ccs_exporter.snapshot import SearchState
-from ccs_exporter.workers import WorkerPool
+from ccs_exporter.polling.snapshot import SearchState
+from ccs_exporter.polling.workers import WorkerPool
 
 if TYPE_CHECKING:
-    from ccs_exporter.config import Settings
+    from ccs_exporter.settings.config import Settings
 
 log = structlog.get_logger(__name__)
 

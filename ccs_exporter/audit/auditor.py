@@ -15,7 +15,7 @@ from prometheus_client.registry import Collector
 
 from ccs_exporter.audit import AuditLog
 from ccs_exporter.audit.head import HeadReader
-from ccs_exporter.snapshot import JobChange
+from ccs_exporter.polling.snapshot import JobChange
 
 log = structlog.get_logger(__name__)
 

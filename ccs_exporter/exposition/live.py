@@ -23,7 +23,7 @@ from prometheus_client.metrics_core import GaugeMetricFamily, InfoMetricFamily, 
 from prometheus_client.registry import Collector
 
 from ccs_exporter import __version__
-from ccs_exporter.exposition import Format, render_metrics, selected
+from ccs_exporter.exposition.formats import Format, render_metrics, selected
 from ccs_exporter.sharding import UNSHARDED, Shard
 
 _LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)

@@ -23,7 +23,11 @@ from typing import Any, cast
 
 import structlog
 
-from ccs_exporter.endpoints import (
+from ccs_exporter.exposition.families import ExpositionStore
+from ccs_exporter.exposition.live import LiveMetrics
+from ccs_exporter.web.auth import FailureBackoff
+from ccs_exporter.web.config import WebConfigWatcher, WebState
+from ccs_exporter.web.endpoints import (
     Endpoints,
     HttpError,
     Request,
@@ -32,10 +36,6 @@ from ccs_exporter.endpoints import (
     response_head,
     text_response,
 )
-from ccs_exporter.live import LiveMetrics
-from ccs_exporter.metrics import ExpositionStore
-from ccs_exporter.webauth import FailureBackoff
-from ccs_exporter.webconfig import WebConfigWatcher, WebState
 
 log = structlog.get_logger(__name__)
 

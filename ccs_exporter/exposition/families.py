@@ -26,10 +26,10 @@ from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamil
 from prometheus_client.registry import Collector
 from prometheus_client.utils import floatToGoString
 
-from ccs_exporter.exposition import Exposition, Format, RenderedFamily
+from ccs_exporter.exposition.formats import Exposition, Format, RenderedFamily
 from ccs_exporter.models import JobStatus
+from ccs_exporter.polling.snapshot import JobSnapshot, JobState, PollSnapshot, RunSummary, SearchState
 from ccs_exporter.schedule import Schedule, last_occurrence, next_occurrence, period_seconds
-from ccs_exporter.snapshot import JobSnapshot, JobState, PollSnapshot, RunSummary, SearchState
 
 MAX_LABEL_LENGTH = 200
 TRUNCATION_MARKER = "...[truncated]"

@@ -30,13 +30,6 @@ from ccs_exporter.client import (
     MutationResult,
     checked_run_id,
 )
-from ccs_exporter.config import (
-    checked_job_id,
-    describe_validation_error,
-    first_validation_error,
-    load_yaml_file,
-    read_input_file,
-)
 from ccs_exporter.errors import (
     AuditError,
     BadResponseError,
@@ -45,13 +38,20 @@ from ccs_exporter.errors import (
     MutationInterrupted,
     UnavailableError,
 )
-from ccs_exporter.interrupts import interrupts_deferred
 from ccs_exporter.models import (
     CreateJobRequest,
     Job,
     JobDetailsUpdate,
     normalize_guid,
     request_body,
+)
+from ccs_exporter.operations.interrupts import interrupts_deferred
+from ccs_exporter.settings.config import (
+    checked_job_id,
+    describe_validation_error,
+    first_validation_error,
+    load_yaml_file,
+    read_input_file,
 )
 
 log = structlog.get_logger(__name__)

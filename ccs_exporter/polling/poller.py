@@ -22,7 +22,6 @@ from dataclasses import dataclass
 import structlog
 
 from ccs_exporter.client import CcsClient, SearchItem
-from ccs_exporter.discovery import Discoverer, Discovery, StaleJob, WatchList
 from ccs_exporter.errors import (
     AuthError,
     CcsError,
@@ -32,9 +31,17 @@ from ccs_exporter.errors import (
     UnavailableError,
 )
 from ccs_exporter.models import Job, JobStatus
-from ccs_exporter.schedule_reading import ScheduleReading
-from ccs_exporter.snapshot import JobChange, JobSnapshot, JobState, PollSnapshot, epoch, summarize_runs
-from ccs_exporter.workers import WorkerPool
+from ccs_exporter.polling.discovery import Discoverer, Discovery, StaleJob, WatchList
+from ccs_exporter.polling.schedule_reading import ScheduleReading
+from ccs_exporter.polling.snapshot import (
+    JobChange,
+    JobSnapshot,
+    JobState,
+    PollSnapshot,
+    epoch,
+    summarize_runs,
+)
+from ccs_exporter.polling.workers import WorkerPool
 
 log = structlog.get_logger(__name__)
 

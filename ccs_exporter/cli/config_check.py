@@ -12,13 +12,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
 
+from ccs_exporter.cli.output import render
 from ccs_exporter.client import CcsClient
-from ccs_exporter.config import Settings, env_name
 from ccs_exporter.errors import CcsError
-from ccs_exporter.output import render
 from ccs_exporter.redaction import scrub_text
-from ccs_exporter.setting_checks import url_without_credentials
-from ccs_exporter.webconfig import WebConfig, load_web_config
+from ccs_exporter.settings.checks import url_without_credentials
+from ccs_exporter.settings.config import Settings, env_name
+from ccs_exporter.web.config import WebConfig, load_web_config
 
 # Settings whose value is never shown, only whether it is set.
 _SECRET_SETTINGS = frozenset({"password"})

@@ -1,0 +1,1 @@
+"""Audited job operations: create, update, delete, run and abort, each recorded before and after its call."""
