@@ -40,7 +40,7 @@ from benchmarks.processes import SimulatorProcess  # noqa: E402
 from ccs_exporter.cli.logs import configure_logging  # noqa: E402
 from ccs_exporter.client import CcsClient  # noqa: E402
 from ccs_exporter.exposition.families import ExpositionStore  # noqa: E402
-from ccs_exporter.polling.poller import Poller  # noqa: E402
+from ccs_exporter.polling.cycle import Poller  # noqa: E402
 
 README = Path(__file__).resolve().parent / "README.md"
 RESULTS_BEGIN = "<!-- discovery results: written by benchmarks/discovery.py --update-readme -->"

@@ -23,7 +23,7 @@ from requests.adapters import HTTPAdapter
 from ccs_exporter.client import CcsClient
 from ccs_exporter.exposition.families import ExpositionStore
 from ccs_exporter.exposition.live import RequestStats
-from ccs_exporter.polling.poller import Poller
+from ccs_exporter.polling.cycle import Poller
 from ccs_exporter.polling.snapshot import PollSnapshot
 
 API = "/ccs/api/v1"

@@ -16,9 +16,9 @@ from ccs_exporter.audit.auditor import ChangeAuditor
 from ccs_exporter.client import CcsClient
 from ccs_exporter.exposition.families import ExpositionStore
 from ccs_exporter.exposition.live import LiveMetrics, RequestStats
+from ccs_exporter.polling.cycle import Poller
 from ccs_exporter.polling.discovery import WatchList
 from ccs_exporter.polling.loop import PollLoop
-from ccs_exporter.polling.poller import Poller
 from ccs_exporter.polling.snapshot import PollSnapshot
 from ccs_exporter.settings.config import Settings
 from ccs_exporter.web.config import WebConfigWatcher

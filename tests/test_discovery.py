@@ -548,7 +548,7 @@ class TestPollerWithDiscovery:
 
     @pytest.fixture
     def make_poller(self, ccs: FakeCcs) -> Iterator[Callable[..., Any]]:
-        from ccs_exporter.polling.poller import Poller
+        from ccs_exporter.polling.cycle import Poller
 
         made: list[Poller] = []
 

@@ -18,8 +18,8 @@ from structlog.testing import capture_logs
 from ccs_exporter.client import CcsClient
 from ccs_exporter.exporter import Exporter
 from ccs_exporter.exposition.families import render_snapshot
+from ccs_exporter.polling.cycle import Poller
 from ccs_exporter.polling.discovery import WatchList
-from ccs_exporter.polling.poller import Poller
 from ccs_exporter.polling.snapshot import PollSnapshot
 from ccs_exporter.settings.config import load_settings
 from ccs_exporter.simulator import Simulator

@@ -421,7 +421,7 @@ class TestSigterm:
 
     def test_revoked_tokens_and_refused_login_are_down_at_once(self, ccs: Ccs) -> None:
         """When CCS revokes the token and refuses the new login mid-run, that very cycle says ccs_up 0."""
-        from ccs_exporter.polling.poller import Poller
+        from ccs_exporter.polling.cycle import Poller
 
         client = CcsClient(ccs.sim.url, ccs.sim.username, SecretStr(ccs.sim.password), backoff_seconds=0)
         poller = Poller(client, ccs.sim.job_ids[:JOBS])
@@ -441,7 +441,7 @@ class TestLogVolume:
 
     def test_outage_and_recovery_of_many_jobs(self, ccs: Ccs, logs: LogCapture) -> None:
         """Twelve jobs failing log ten lines and one warning; their recovery logs no warning at all."""
-        from ccs_exporter.polling.poller import Poller
+        from ccs_exporter.polling.cycle import Poller
 
         client = CcsClient(
             ccs.sim.url, ccs.sim.username, SecretStr(ccs.sim.password), timeout=TIMEOUT, backoff_seconds=0

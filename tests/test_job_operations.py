@@ -38,7 +38,7 @@ from ccs_exporter.errors import (
     UnavailableError,
 )
 from ccs_exporter.models import Job
-from ccs_exporter.polling.poller import Poller
+from ccs_exporter.polling.cycle import Poller
 from ccs_exporter.simulator import Simulator
 
 JOB_FIXTURE = "search_job_by_id.json"

@@ -15,7 +15,7 @@ from test_hostile_data import CcsStub, completed_run, guid, job_body, runs_body
 from ccs_exporter.client import CcsClient
 from ccs_exporter.exposition.families import render_snapshot
 from ccs_exporter.models import Job
-from ccs_exporter.polling.poller import Poller
+from ccs_exporter.polling.cycle import Poller
 from ccs_exporter.polling.snapshot import PollSnapshot
 from ccs_exporter.simulator import Simulator
 

@@ -15,8 +15,8 @@ from collections.abc import Callable
 import structlog
 
 from ccs_exporter.errors import ConfigError
+from ccs_exporter.polling.cycle import Poller
 from ccs_exporter.polling.discovery import WatchList
-from ccs_exporter.polling.poller import Poller
 from ccs_exporter.polling.snapshot import PollSnapshot
 
 log = structlog.get_logger(__name__)
