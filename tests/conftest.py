@@ -21,6 +21,8 @@ _TOOL_HINTS = {
     "helm": "bash .ci/install-helm.sh",
     "kubectl": "bash .ci/install-helm.sh",
     "readme-generator": "bash .ci/install-readme-generator.sh (needs npm)",
+    "ecs-schema": "bash .ci/install-ecs-schema.sh (needs npm)",
+    "rsyslogd": "apt-get install rsyslog rsyslog-openssl",
 }
 
 

@@ -71,7 +71,7 @@ class VerifyResult:
         return len(self.findings) + self.unlisted_findings
 
 
-class _Walk:
+class ChainWalk:
     """The state of one pass through the log."""
 
     def __init__(self, head: Head | None, signatures: SignatureChecker | None) -> None:
@@ -87,7 +87,7 @@ class _Walk:
         self.head = head
         self.hash_at_head: str | None = None
         self._signatures = signatures
-        self._resync = False  # after an unreadable line the next record cannot link to it: no cascade
+        self.resync = False  # after an unreadable line the next record cannot link to it: no cascade
 
     def add(self, line: int | None, problem: str) -> None:
         if len(self.findings) < MAX_FINDINGS:
@@ -101,7 +101,7 @@ class _Walk:
         if record is None:
             self.add(number, problem)
             self.hash48s.append(NO_HASH)
-            self._resync = True
+            self.resync = True
             return
         self.records += 1
         audit: dict[str, Any] = record["audit"]
@@ -133,7 +133,7 @@ class _Walk:
             intact = False
         if not intact:
             problems.append("record was edited: its hash does not match its content")
-        resync, self._resync = self._resync, False
+        resync, self.resync = self.resync, False
         if not resync and audit.get("prev_hash") != self.prev_hash:
             problems.append(
                 "hash chain broken: prev_hash does not match the previous record "
@@ -268,7 +268,7 @@ def verify(path: str | os.PathLike[str], *, signatures: SignatureChecker | None 
         return VerifyResult(ok=False, records=0, problem=problem, findings=(Finding(None, problem),))
     with handle:
         size, head, head_problem = _snapshot(handle, log_path)
-        walk = _Walk(head, signatures)
+        walk = ChainWalk(head, signatures)
         for number, (raw, ended) in enumerate(_lines(handle, size), start=1):
             if not ended:
                 walk.torn = True

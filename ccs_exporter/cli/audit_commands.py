@@ -11,6 +11,11 @@ import time
 from pathlib import Path
 from typing import Any
 
+from ccs_exporter.cli.export_commands import (
+    add_export_command,
+    add_verify_format_option,
+    verify_export_command,
+)
 from ccs_exporter.cli.options import (
     EXIT_CCS,
     EXIT_OK,
@@ -25,7 +30,7 @@ EXIT_WITNESS = 3  # audit verify --witness: Prometheus could not be asked (and t
 
 
 def add_audit_commands(commands: Any) -> None:
-    """``audit verify|reconcile``."""
+    """``audit verify|reconcile|keygen|export``."""
     audit = commands.add_parser("audit", help="work with the audit log").add_subparsers(
         title="audit commands", metavar="AUDIT_COMMAND"
     )
@@ -49,6 +54,7 @@ def add_audit_commands(commands: Any) -> None:
     witness.add_argument("--witness-end", type=_moment, metavar="TIME", help="default: now")
     witness.add_argument("--witness-ca-bundle", type=Path, metavar="FILE", help="CA of its certificate")
     witness.add_argument("--witness-timeout", type=float, default=30.0, help="seconds per request (30)")
+    add_verify_format_option(verify)
     verify.set_defaults(handler=_cmd_audit_verify)
 
     reconcile = audit.add_parser(
@@ -71,6 +77,8 @@ def add_audit_commands(commands: Any) -> None:
     keygen.add_argument("keyfile", type=Path)
     keygen.set_defaults(handler=_cmd_audit_keygen)
 
+    add_export_command(audit)
+
 
 def _moment(text: str) -> float:
     from ccs_exporter.audit.witness import parse_moment
@@ -89,6 +97,10 @@ def _cmd_audit_verify(args: argparse.Namespace) -> int:
     from ccs_exporter.audit.report import verify_report
 
     checker = _signature_checker(args.public_keys) if args.public_keys else None
+    if args.export_format is not None:
+        if args.witness:
+            raise ConfigError("--witness checks a log, not an export (--format)", field="witness")
+        return verify_export_command(args, checker)
     api = _witness_api(args) if args.witness else None
     result = verify(args.file, signatures=checker)
     witness, witness_error = None, None
