@@ -113,7 +113,7 @@ def _cmd_audit_export(args: argparse.Namespace) -> int:
     from ccs_exporter.audit.export.destinations import DeliveryError, DestinationError, destination_from
     from ccs_exporter.audit.export.shipper import RetryPolicy, Shipper, ShipSettings
     from ccs_exporter.audit.export.source import SourceError
-    from ccs_exporter.logs import configure_logging
+    from ccs_exporter.cli.logs import configure_logging
 
     configure_logging(args.log_level, args.log_format)
     fmt = export_format(args.export_format)
