@@ -76,6 +76,16 @@ def normalize_guid(value: str) -> str:
     return text.lower()
 
 
+def guid_or_none(value: Any) -> str | None:
+    """A GUID as ``normalize_guid`` gives it; None for no value, a value that is not text, or no GUID."""
+    if not isinstance(value, str) or not value:
+        return None
+    try:
+        return normalize_guid(value)
+    except ValueError:
+        return None
+
+
 def parse_ccs_datetime(value: Any) -> datetime | None:
     """Parse a CCS DateTime into an aware UTC datetime; ``None`` for null, empty or year 1 ("never").
 

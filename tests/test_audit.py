@@ -22,6 +22,7 @@ from ccs_exporter.audit import (
     AuditStats,
     Redactor,
     diff_snapshots,
+    intent_record,
     record_hash,
     secret_variants,
     verify,
@@ -63,22 +64,30 @@ def audit_log(log_path: Path) -> AuditLog:
 
 def write_mutation(audit_log: AuditLog, outcome: str = "success") -> None:
     intent = audit_log.intent(
-        "job.update", method="PATCH", url_path="/ccs/api/v1/jobs", job_id=JOB_ID, requested={"JobName": "x"}
+        intent_record(
+            "job.update",
+            method="PATCH",
+            url_path="/ccs/api/v1/jobs",
+            job_id=JOB_ID,
+            requested={"JobName": "x"},
+        )
     )
-    audit_log.result(intent, outcome, status_code=204)
+    audit_log.result(intent.result(outcome, status_code=204))
 
 
 class TestAuditRecord:
     def test_intent_holds_the_ecs_fields_the_issue_lists(self, audit_log: AuditLog, log_path: Path) -> None:
         """An intent record carries timestamp, action, sequence, audit id/phase/hashes, users, host, job."""
         audit_log.intent(
-            "job.update",
-            method="PATCH",
-            url_path="/ccs/api/v1/jobs",
-            job_id=JOB_ID,
-            job_name="Nightly",
-            reason="CHG-1234",
-            requested={"JobDescription": "new"},
+            intent_record(
+                "job.update",
+                method="PATCH",
+                url_path="/ccs/api/v1/jobs",
+                job_id=JOB_ID,
+                job_name="Nightly",
+                reason="CHG-1234",
+                requested={"JobDescription": "new"},
+            )
         )
         (record,) = read_records(log_path)
         assert record["@timestamp"].endswith("Z")
@@ -122,8 +131,8 @@ class TestAuditRecord:
         """A result with before and after jobs records both and a diff of just the changed fields."""
         before = make_job(load_fixture, "2024-01-01T00:00:00Z", "old")
         after = make_job(load_fixture, "2024-01-02T00:00:00Z", "new")
-        intent = audit_log.intent("job.update", method="PATCH", url_path="/x", job_id=JOB_ID)
-        audit_log.result(intent, "success", before=before, after=after)
+        intent = audit_log.intent(intent_record("job.update", method="PATCH", url_path="/x", job_id=JOB_ID))
+        audit_log.result(intent.result("success", before=before, after=after))
         result = read_records(log_path)[1]
         assert result["change"]["diff"] == {
             "JobConfigDetails.JobDescription": {"before": "old", "after": "new"},
@@ -174,10 +183,12 @@ class TestRedactor:
     def test_secrets_never_reach_the_file(self, audit_log: AuditLog, log_path: Path) -> None:
         """A password smuggled into a spec is absent from the written log, in plain and Base64 form."""
         audit_log.intent(
-            "job.create",
-            method="POST",
-            url_path="/x",
-            requested={"JobDescription": "pw S3cr3t-Passw0rd! b64 UzNjcjN0LVBhc3N3MHJkIQ=="},
+            intent_record(
+                "job.create",
+                method="POST",
+                url_path="/x",
+                requested={"JobDescription": "pw S3cr3t-Passw0rd! b64 UzNjcjN0LVBhc3N3MHJkIQ=="},
+            )
         )
         text = log_path.read_text(encoding="utf-8")
         assert "S3cr3t-Passw0rd!" not in text
@@ -213,7 +224,7 @@ class TestAppend:
         """Writing to /dev/full raises AuditError naming the cause and counts a write error."""
         audit_log = AuditLog("/dev/full", user_name="u")
         with pytest.raises(AuditError, match="No space left on device"):
-            audit_log.intent("job.delete", method="DELETE", url_path="/x", job_id=JOB_ID)
+            audit_log.intent(intent_record("job.delete", method="DELETE", url_path="/x", job_id=JOB_ID))
         assert audit_log.stats().write_errors == 1
 
     def test_unwritable_path_raises_audit_error(self, tmp_path: Path) -> None:
@@ -438,7 +449,7 @@ class TestVerify:
     def test_intent_without_result_is_caught(self, audit_log: AuditLog, log_path: Path) -> None:
         """An intent whose result never came (a crash after sending) is reported at the intent's line."""
         write_mutation(audit_log)
-        audit_log.intent("job.delete", method="DELETE", url_path="/x", job_id=JOB_ID)
+        audit_log.intent(intent_record("job.delete", method="DELETE", url_path="/x", job_id=JOB_ID))
         audit_log.append(observation(1))
         result = verify(log_path)
         assert (result.ok, result.line) == (False, 3)
@@ -468,8 +479,8 @@ class TestObserve:
     def own_update(
         self, audit_log: AuditLog, before: Job, after: Job | None, outcome: str = "success"
     ) -> None:
-        intent = audit_log.intent("job.update", method="PATCH", url_path="/x", job_id=JOB_ID)
-        audit_log.result(intent, outcome, before=before, after=after)
+        intent = audit_log.intent(intent_record("job.update", method="PATCH", url_path="/x", job_id=JOB_ID))
+        audit_log.result(intent.result(outcome, before=before, after=after))
 
     def test_external_change_is_recorded_with_a_diff(
         self, clocked_log: AuditLog, log_path: Path, jobs: dict[str, Job]
@@ -544,7 +555,7 @@ class TestObserve:
     def test_update_far_from_the_change_does_not_match(self, log_path: Path, jobs: dict[str, Job]) -> None:
         """An update in flight hours away from the observed modification time does not explain it."""
         late = AuditLog(log_path, "u", clock=lambda: datetime(2024, 5, 1, 18, 0, tzinfo=timezone.utc))
-        late.intent("job.update", method="PATCH", url_path="/x", job_id=JOB_ID)
+        late.intent(intent_record("job.update", method="PATCH", url_path="/x", job_id=JOB_ID))
         late.observe(JOB_ID, jobs["v1"], jobs["v2"])
         assert read_records(log_path)[-1]["event"]["action"] == "job.changed"
 
@@ -564,9 +575,9 @@ class TestObserve:
     ) -> None:
         """Our own audited delete explains the job's disappearance."""
         intent = clocked_log.intent(
-            "job.delete", method="DELETE", url_path="/x", job_id=JOB_ID, delete_job=True
+            intent_record("job.delete", method="DELETE", url_path="/x", job_id=JOB_ID, delete_job=True)
         )
-        clocked_log.result(intent, "success", before=jobs["v2"])
+        clocked_log.result(intent.result("success", before=jobs["v2"]))
         clocked_log.observe(JOB_ID, jobs["v2"], None)
         assert len(read_records(log_path)) == 2
 
@@ -575,9 +586,9 @@ class TestObserve:
     ) -> None:
         """A --keep-job delete (DeleteJob=False) keeps the job, so its disappearance is someone else's."""
         intent = clocked_log.intent(
-            "job.delete", method="DELETE", url_path="/x", job_id=JOB_ID, delete_job=False
+            intent_record("job.delete", method="DELETE", url_path="/x", job_id=JOB_ID, delete_job=False)
         )
-        clocked_log.result(intent, "success", before=jobs["v2"])
+        clocked_log.result(intent.result("success", before=jobs["v2"]))
         clocked_log.observe(JOB_ID, jobs["v2"], None)
         assert read_records(log_path)[-1]["event"]["action"] == "job.deleted"
 
@@ -613,8 +624,10 @@ class TestObserve:
         self, clocked_log: AuditLog, log_path: Path, jobs: dict[str, Job]
     ) -> None:
         """The job our own audited create made is recognised by the JobID its result recorded."""
-        intent = clocked_log.intent("job.create", method="POST", url_path="/x", job_name="Ours")
-        clocked_log.result(intent, "success", job_id=JOB_ID)
+        intent = clocked_log.intent(
+            intent_record("job.create", method="POST", url_path="/x", job_name="Ours")
+        )
+        clocked_log.result(intent.result("success", job_id=JOB_ID))
         clocked_log.observe(JOB_ID, None, self.created_job(jobs, "Ours", "2024-05-01T10:05:00Z"))
         assert [r["event"]["action"] for r in read_records(log_path)] == ["job.create", "job.create"]
 
@@ -622,8 +635,10 @@ class TestObserve:
         self, clocked_log: AuditLog, log_path: Path, jobs: dict[str, Job]
     ) -> None:
         """A create that timed out (no JobID known) explains a job of that name created in the window."""
-        intent = clocked_log.intent("job.create", method="POST", url_path="/x", job_name="Ours")
-        clocked_log.result(intent, "unknown")
+        intent = clocked_log.intent(
+            intent_record("job.create", method="POST", url_path="/x", job_name="Ours")
+        )
+        clocked_log.result(intent.result("unknown"))
         clocked_log.observe(JOB_ID, None, self.created_job(jobs, "ours", "2024-05-01T10:07:00Z"))
         assert len(read_records(log_path)) == 2
 
@@ -646,8 +661,10 @@ class TestObserve:
         outcome: str,
     ) -> None:
         """Another name, a creation far from our create, or a create CCS refused: someone else's job."""
-        intent = clocked_log.intent("job.create", method="POST", url_path="/x", job_name="Ours")
-        clocked_log.result(intent, outcome)
+        intent = clocked_log.intent(
+            intent_record("job.create", method="POST", url_path="/x", job_name="Ours")
+        )
+        clocked_log.result(intent.result(outcome))
         clocked_log.observe(JOB_ID, None, self.created_job(jobs, name, created))
         assert read_records(log_path)[-1]["event"]["action"] == "job.created"
 
@@ -655,8 +672,10 @@ class TestObserve:
         self, clocked_log: AuditLog, log_path: Path, jobs: dict[str, Job]
     ) -> None:
         """Each of our creates explains one observed job only; a second job of that name is recorded."""
-        intent = clocked_log.intent("job.create", method="POST", url_path="/x", job_name="Ours")
-        clocked_log.result(intent, "unknown")
+        intent = clocked_log.intent(
+            intent_record("job.create", method="POST", url_path="/x", job_name="Ours")
+        )
+        clocked_log.result(intent.result("unknown"))
         job = self.created_job(jobs, "Ours", "2024-05-01T10:05:00Z")
         clocked_log.observe(JOB_ID, None, job)
         clocked_log.observe("ff761384-4b49-40b4-97d8-0de38669075a", None, job)

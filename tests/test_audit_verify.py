@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from audit_forger import append_copy_of, edit_reason, forge, read_records
 
-from ccs_exporter.audit import AuditLog, verify
+from ccs_exporter.audit import AuditLog, intent_record, verify
 from ccs_exporter.audit.head import hash48, head_path
 
 # The module, not the function the package exports under the same name.
@@ -29,8 +29,10 @@ def audit_log(log_path: Path) -> AuditLog:
 
 
 def write_mutation(audit_log: AuditLog, reason: str = "CHG-1") -> None:
-    intent = audit_log.intent("job.update", method="PATCH", url_path="/x", job_id=JOB_ID, reason=reason)
-    audit_log.result(intent, "success", status_code=204)
+    intent = audit_log.intent(
+        intent_record("job.update", method="PATCH", url_path="/x", job_id=JOB_ID, reason=reason)
+    )
+    audit_log.result(intent.result("success", status_code=204))
 
 
 def observation(number: int) -> dict[str, object]:
@@ -98,7 +100,9 @@ class TestEveryFinding:
     def test_open_intent_does_not_hide_truncation_or_edits(self, audit_log: AuditLog, log_path: Path) -> None:
         """A crash's open intent, an edited line and a truncated end are all reported, with the count."""
         write_mutation(audit_log)
-        audit_log.intent("job.delete", method="DELETE", url_path="/x", job_id=JOB_ID)  # the "crash"
+        audit_log.intent(
+            intent_record("job.delete", method="DELETE", url_path="/x", job_id=JOB_ID)
+        )  # the "crash"
         for number in range(4):
             audit_log.append(observation(number))
         lines = log_path.read_text(encoding="utf-8").splitlines(keepends=True)
@@ -114,16 +118,16 @@ class TestEveryFinding:
     def test_every_open_intent_is_listed(self, audit_log: AuditLog, log_path: Path) -> None:
         """Each intent without a result is its own finding, at its own line."""
         for _ in range(3):
-            audit_log.intent("job.update", method="PATCH", url_path="/x", job_id=JOB_ID)
+            audit_log.intent(intent_record("job.update", method="PATCH", url_path="/x", job_id=JOB_ID))
         result = verify(log_path)
         assert result.open_intents == 3
         assert [finding.line for finding in result.findings] == [1, 2, 3]
 
     def test_intent_closed_by_a_later_result_is_not_open(self, audit_log: AuditLog, log_path: Path) -> None:
         """A result written later (other records in between) closes its intent."""
-        intent = audit_log.intent("job.update", method="PATCH", url_path="/x", job_id=JOB_ID)
+        intent = audit_log.intent(intent_record("job.update", method="PATCH", url_path="/x", job_id=JOB_ID))
         audit_log.append(observation(1))
-        audit_log.result(intent, "unknown")
+        audit_log.result(intent.result("unknown"))
         assert verify(log_path).ok
 
     def test_findings_are_bounded(

@@ -26,7 +26,7 @@ from test_jobs import (
     run_cli,
 )
 
-from ccs_exporter.audit import AuditLog, verify
+from ccs_exporter.audit import AuditLog, intent_record, verify
 from ccs_exporter.audit.auditor import ChangeAuditor
 from ccs_exporter.client import CcsClient
 from ccs_exporter.errors import (
@@ -331,8 +331,10 @@ class TestObservation:
     ) -> None:
         """A run-state change that moved JobModifiedTime, near our own run or abort, writes no observation."""
         audit_log = self.clocked(log_path)
-        intent = audit_log.intent(action, method="POST", url_path="/x", job_id=JOB_ID, run_id=RUN_ID)
-        audit_log.result(intent, "success")
+        intent = audit_log.intent(
+            intent_record(action, method="POST", url_path="/x", job_id=JOB_ID, run_id=RUN_ID)
+        )
+        audit_log.result(intent.result("success"))
         audit_log.observe(JOB_ID, *versions)
         assert len(read_records(log_path)) == 2
 
@@ -357,8 +359,8 @@ class TestObservation:
         payload = after.model_dump(mode="json")
         payload["JobConfigDetails"]["JobDescription"] = "edited in the console"
         audit_log = self.clocked(log_path)
-        intent = audit_log.intent("job.run", method="POST", url_path="/x", job_id=JOB_ID)
-        audit_log.result(intent, "success")
+        intent = audit_log.intent(intent_record("job.run", method="POST", url_path="/x", job_id=JOB_ID))
+        audit_log.result(intent.result("success"))
         audit_log.observe(JOB_ID, before, Job.model_validate(payload))
         assert read_records(log_path)[-1]["event"]["action"] == "job.changed"
 
@@ -368,8 +370,8 @@ class TestObservation:
         """Our run long before the previous reading does not explain the change."""
         path = tmp_path / "audit.log"
         early = AuditLog(path, "CCS\\demo", clock=lambda: FIXED_CLOCK - timedelta(hours=2))
-        intent = early.intent("job.run", method="POST", url_path="/x", job_id=JOB_ID)
-        early.result(intent, "success")
+        intent = early.intent(intent_record("job.run", method="POST", url_path="/x", job_id=JOB_ID))
+        early.result(intent.result("success"))
         self.clocked(path).observe(JOB_ID, *versions)
         assert read_records(path)[-1]["event"]["action"] == "job.changed"
 

@@ -31,7 +31,8 @@ from ccs_exporter.errors import (
     NotFoundError,
     UnavailableError,
 )
-from ccs_exporter.operations.service import JobService, load_spec
+from ccs_exporter.operations.service import JobService
+from ccs_exporter.operations.specs import load_spec
 from ccs_exporter.simulator import Simulator
 
 GOLDEN_DIR = Path(__file__).parent / "golden" / "audit"

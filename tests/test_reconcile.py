@@ -18,7 +18,7 @@ from pydantic import SecretStr
 from test_interrupts import idle_job, start_cli, wait_for
 from test_jobs import CREATE_SPEC, PASSWORD, read_records, run_cli
 
-from ccs_exporter.audit import AuditLog, verify
+from ccs_exporter.audit import AuditLog, intent_record, verify
 from ccs_exporter.audit.reconcile import reconcile
 from ccs_exporter.client import CcsClient
 from ccs_exporter.errors import AuditError
@@ -64,7 +64,7 @@ def killed_while_sent(sim: Simulator, log_path: Path, args: list[str], sent_afte
 def open_intent(log_path: Path, action: str, host: str = "crashed-host", **fields: Any) -> str:
     """An intent as a process on ``host`` that died before its result would have left it."""
     audit_log = AuditLog(log_path, user_name="CCS\\demo", host_name=host)
-    intent = audit_log.intent(action, method="POST", url_path="/ccs/api/v1/jobs", **fields)
+    intent = audit_log.intent(intent_record(action, method="POST", url_path="/ccs/api/v1/jobs", **fields))
     return intent.audit_id
 
 
@@ -227,13 +227,15 @@ class TestSafety:
         """When the mutation's own result lands while CCS is asked, reconcile appends nothing for it."""
         log_path = tmp_path / "audit.log"
         writer = AuditLog(log_path, user_name="CCS\\demo", host_name="slow-host")
-        intent = writer.intent("job.delete", method="DELETE", url_path="/x", job_id=sim.job_ids[0])
+        intent = writer.intent(
+            intent_record("job.delete", method="DELETE", url_path="/x", job_id=sim.job_ids[0])
+        )
 
         class LateResult:
             """CCS reads that let the slow mutation finish first, as a concurrent writer would."""
 
             def get_job(self, job_id: str) -> Job:
-                writer.result(intent, "failure", status_code=403)
+                writer.result(intent.result("failure", status_code=403))
                 return client.get_job(job_id)
 
             def __getattr__(self, name: str) -> Any:

@@ -17,7 +17,7 @@ and ``evidence`` (closing intents a crash left open), and ``log``
 from __future__ import annotations
 
 from ccs_exporter.audit.log import AuditLog, AuditStats
-from ccs_exporter.audit.mutations import MutationIntent
+from ccs_exporter.audit.mutations import MutationIntent, intent_record
 from ccs_exporter.audit.records import (
     ACTION_TYPES,
     ECS_VERSION,
@@ -52,6 +52,7 @@ __all__ = [
     "VerifyResult",
     "canonical_json",
     "diff_snapshots",
+    "intent_record",
     "job_snapshot",
     "record_hash",
     "secret_variants",

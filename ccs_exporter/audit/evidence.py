@@ -16,7 +16,7 @@ from typing import Any, Protocol
 
 from ccs_exporter.audit.records import JobRef
 from ccs_exporter.errors import NotFoundError
-from ccs_exporter.models import Job, JobRun, JobRuns, JobStatus, normalize_guid, parse_ccs_datetime
+from ccs_exporter.models import Job, JobRun, JobRuns, JobStatus, guid_or_none, parse_ccs_datetime
 
 # Runs read to find the one a job.run started (the newest; a run started since the intent is among them).
 RUN_WINDOW = 20
@@ -215,7 +215,7 @@ def _ran(pending: PendingMutation, ccs: CcsReader, skew: timedelta) -> Finding:
         "a run of the job started after the intent (the earliest such run is taken as ours)",
         evidence,
         job_id=pending.job_id,
-        run_id=_guid(first.JobRunID),
+        run_id=guid_or_none(first.JobRunID),
     )
 
 
@@ -239,7 +239,7 @@ def _aborted(
         runs = ccs.get_job_runs(job_id, count=0)
     except NotFoundError:
         return Finding("unknown", "the job no longer exists, so its runs cannot be seen", {"job_id": job_id})
-    run = next((r for r in runs.JobStatusInfo if _guid(r.JobRunID) == pending.run_id), None)
+    run = next((r for r in runs.JobStatusInfo if guid_or_none(r.JobRunID) == pending.run_id), None)
     if run is None:
         return Finding("unknown", "the run is no longer in the job's history", {"job_id": job_id})
     evidence = {"run": _run_facts(run)}
@@ -280,7 +280,11 @@ def _same(wanted: Any, current: Any) -> bool:
             and all(_same(a, b) for a, b in zip(wanted, current, strict=True))
         )
     if isinstance(wanted, str) and isinstance(current, str):
-        return wanted == current or _guid(wanted) == _guid(current) is not None or _same_time(wanted, current)
+        return (
+            wanted == current
+            or guid_or_none(wanted) == guid_or_none(current) is not None
+            or _same_time(wanted, current)
+        )
     if isinstance(wanted, bool) or isinstance(current, bool):
         return str(wanted).lower() == str(current).lower()
     return bool(wanted == current)
@@ -298,19 +302,12 @@ def _started_before(run: JobRun, moment: datetime | None, skew: timedelta) -> bo
     return run.JobStartTime is not None and moment is not None and run.JobStartTime < moment - skew
 
 
-def _guid(value: str | None) -> str | None:
-    try:
-        return normalize_guid(value) if value else None
-    except ValueError:
-        return None
-
-
 def _text(moment: datetime | None) -> str | None:
     return moment.isoformat() if moment is not None else None
 
 
 def _named(job: Job) -> dict[str, Any]:
-    return {"job_id": _guid(job.JobProperties.JobID), "job_name": job.JobProperties.Name or None}
+    return {"job_id": guid_or_none(job.JobProperties.JobID), "job_name": job.JobProperties.Name or None}
 
 
 def _job_facts(job: Job) -> dict[str, Any]:

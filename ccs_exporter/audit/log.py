@@ -6,6 +6,7 @@ results, records observed changes unless they were our own, and counts what it w
 
 from __future__ import annotations
 
+import dataclasses
 import getpass
 import os
 import socket
@@ -18,9 +19,9 @@ from typing import TYPE_CHECKING, Any
 
 import structlog
 
-from ccs_exporter.audit.mutations import MutationIntent, intent_record, job_of_run, result_record
+from ccs_exporter.audit.mutations import MutationIntent, job_of_run
 from ccs_exporter.audit.observer import OwnMutations, observation_record
-from ccs_exporter.audit.records import AuditRecord, JobRef, Stamp
+from ccs_exporter.audit.records import MUTATION_ACTIONS, AuditRecord, JobRef, Stamp
 from ccs_exporter.audit.signing import KeyFileError, RecordSigner, key_file_open_to_others
 from ccs_exporter.audit.writer import ChainWriter, Precondition
 from ccs_exporter.errors import AuditError, ConfigError
@@ -146,69 +147,20 @@ class AuditLog:
 
     # --- mutations: intent, then result --------------------------------------------------------------
 
-    def intent(
-        self,
-        action: str,
-        *,
-        method: str,
-        url_path: str,
-        job_id: str | None = None,
-        job_name: str | None = None,
-        job_type: str | None = None,
-        delete_job: bool | None = None,
-        reason: str | None = None,
-        requested: Mapping[str, Any] | None = None,
-        run_id: str | None = None,
-    ) -> MutationIntent:
-        """Write and fsync the intent record of a mutation about to be sent; raise AuditError if not."""
-        record = intent_record(
-            action,
-            self._user_name,
-            method=method,
-            url_path=url_path,
-            job_id=job_id,
-            job_name=job_name,
-            job_type=job_type,
-            delete_job=delete_job,
-            reason=reason,
-            requested=requested,
-            run_id=run_id,
-        )
-        written = self.append(record)
-        return MutationIntent(
-            record.audit_id, action, method, url_path, job_id, job_name, reason, written, run_id
-        )
+    def intent(self, record: AuditRecord) -> MutationIntent:
+        """Write and fsync the intent record of a mutation about to be sent; raise AuditError if not.
 
-    def result(
-        self,
-        intent: MutationIntent,
-        outcome: str,
-        *,
-        status_code: int | None = None,
-        job_id: str | None = None,
-        job_name: str | None = None,
-        before: Job | None = None,
-        after: Job | None = None,
-        after_error: str | None = None,
-        error_message: str | None = None,
-        message: str | None = None,
-        run_id: str | None = None,
-    ) -> dict[str, Any]:
-        """Write and fsync the result record of ``intent``; raise AuditError if it cannot be written."""
-        record = result_record(
-            intent,
-            outcome,
-            self._user_name,
-            status_code=status_code,
-            job_id=job_id,
-            job_name=job_name,
-            before=before,
-            after=after,
-            after_error=after_error,
-            error_message=error_message,
-            message=message,
-            run_id=run_id,
-        )
+        The record is the one the operation built (``intent_record``); the log adds the account.
+        """
+        if record.phase != "intent" or record.action not in MUTATION_ACTIONS:
+            raise ValueError(f"not the intent of a mutation: {record.action!r} {record.phase!r}")
+        stamped = dataclasses.replace(record, user_name=self._user_name)
+        return MutationIntent(stamped, self.append(stamped))
+
+    def result(self, record: AuditRecord) -> dict[str, Any]:
+        """Write and fsync the result record of a mutation (``MutationIntent.result``); AuditError if not."""
+        if record.phase != "result":
+            raise ValueError(f"not the result of a mutation: {record.phase!r}")
         return self.append(record)
 
     def job_of_run(self, run_id: str) -> JobRef | None:

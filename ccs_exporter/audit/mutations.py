@@ -17,24 +17,8 @@ from ccs_exporter.models import Job
 _MAX_SCANNED_LINE = 16 * 1024 * 1024
 
 
-@dataclass(frozen=True)
-class MutationIntent:
-    """An intent record that has been written and fsync'd; its result must follow."""
-
-    audit_id: str
-    action: str
-    method: str
-    url_path: str
-    job_id: str | None
-    job_name: str | None
-    reason: str | None
-    record: dict[str, Any]
-    run_id: str | None = None
-
-
 def intent_record(
     action: str,
-    user_name: str,
     *,
     method: str,
     url_path: str,
@@ -46,13 +30,15 @@ def intent_record(
     requested: Mapping[str, Any] | None = None,
     run_id: str | None = None,
 ) -> AuditRecord:
-    """The intent of a mutation about to be sent (ValueError for an action that is no mutation)."""
+    """The intent of a mutation about to be sent (ValueError for an action that is no mutation).
+
+    The operation builds it once; the log stamps the account (``user.name``) and appends it.
+    """
     if action not in MUTATION_ACTIONS:
         raise ValueError(f"unknown mutation action {action!r}")
     return AuditRecord(
         action=action,
         phase="intent",
-        user_name=user_name,
         method=method,
         url_path=url_path,
         job=JobRef(job_id, job_name, type=job_type),
@@ -63,42 +49,69 @@ def intent_record(
     )
 
 
-def result_record(
-    intent: MutationIntent,
-    outcome: str,
-    user_name: str,
-    *,
-    status_code: int | None = None,
-    job_id: str | None = None,
-    job_name: str | None = None,
-    before: Job | None = None,
-    after: Job | None = None,
-    after_error: str | None = None,
-    error_message: str | None = None,
-    message: str | None = None,
-    run_id: str | None = None,
-) -> AuditRecord:
-    """The result of ``intent``: its outcome, the status CCS answered and the job before and after."""
-    if outcome not in OUTCOMES:
-        raise ValueError(f"unknown outcome {outcome!r}")
-    return AuditRecord(
-        action=intent.action,
-        phase="result",
-        audit_id=intent.audit_id,
-        outcome=outcome,
-        user_name=user_name,
-        method=intent.method,
-        url_path=intent.url_path,
-        job=JobRef(job_id or intent.job_id, job_name or intent.job_name),
-        run_id=run_id or intent.run_id,
-        reason=intent.reason,
-        before=before,
-        after=after,
-        after_error=after_error,
-        status_code=status_code,
-        error_message=error_message,
-        message=message,
-    )
+@dataclass(frozen=True)
+class MutationIntent:
+    """An intent record that has been written and fsync'd; its result must follow."""
+
+    record: AuditRecord
+    written: dict[str, Any]
+
+    @property
+    def audit_id(self) -> str:
+        return self.record.audit_id
+
+    @property
+    def action(self) -> str:
+        return self.record.action
+
+    @property
+    def job_id(self) -> str | None:
+        return self.record.job.id if self.record.job is not None else None
+
+    @property
+    def job_name(self) -> str | None:
+        return self.record.job.name if self.record.job is not None else None
+
+    @property
+    def run_id(self) -> str | None:
+        return self.record.run_id
+
+    def result(
+        self,
+        outcome: str,
+        *,
+        status_code: int | None = None,
+        job_id: str | None = None,
+        job_name: str | None = None,
+        before: Job | None = None,
+        after: Job | None = None,
+        after_error: str | None = None,
+        error_message: str | None = None,
+        message: str | None = None,
+        run_id: str | None = None,
+    ) -> AuditRecord:
+        """The result record of this intent: its outcome, what CCS answered, the job before and after."""
+        if outcome not in OUTCOMES:
+            raise ValueError(f"unknown outcome {outcome!r}")
+        intent = self.record
+        return AuditRecord(
+            action=intent.action,
+            phase="result",
+            audit_id=intent.audit_id,
+            outcome=outcome,
+            user_name=intent.user_name,
+            method=intent.method,
+            url_path=intent.url_path,
+            job=JobRef(job_id or self.job_id, job_name or self.job_name),
+            run_id=run_id or intent.run_id,
+            reason=intent.reason,
+            before=before,
+            after=after,
+            after_error=after_error,
+            status_code=status_code,
+            error_message=error_message,
+            message=message,
+        )
 
 
 def job_of_run(path: Path, run_id: str) -> JobRef | None:

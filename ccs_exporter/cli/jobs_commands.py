@@ -249,7 +249,7 @@ def _job_service(args: argparse.Namespace) -> Any:
 
 
 def _cmd_jobs_create(args: argparse.Namespace) -> int:
-    from ccs_exporter.operations.service import load_spec
+    from ccs_exporter.operations.specs import load_spec
 
     spec = load_spec(args.spec)
     service = _job_service(args)
@@ -259,7 +259,7 @@ def _cmd_jobs_create(args: argparse.Namespace) -> int:
 
 
 def _cmd_jobs_update(args: argparse.Namespace) -> int:
-    from ccs_exporter.operations.service import load_spec
+    from ccs_exporter.operations.specs import load_spec
 
     details = load_spec(args.spec)
     service = _job_service(args)

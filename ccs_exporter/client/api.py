@@ -23,6 +23,7 @@ from ccs_exporter.models import (
     Job,
     JobDetailsUpdate,
     JobRuns,
+    guid_or_none,
     normalize_guid,
     request_body,
 )
@@ -232,8 +233,8 @@ class JobsApi:
         return MutationResult(
             response.status_code,
             message=self._one_line(message) if isinstance(message, str) else None,
-            job_id=_guid_or_none(fields.get("jobid")),
-            run_id=_guid_or_none(fields.get("jobrunid")),
+            job_id=guid_or_none(fields.get("jobid")),
+            run_id=guid_or_none(fields.get("jobrunid")),
         )
 
     def _one_line(self, text: str) -> str | None:
@@ -307,13 +308,7 @@ def _search_items(body: Any) -> list[Any] | None:
 def _item_job_id(item: Any) -> str | None:
     """The GUID a search item names, if it names one, to say which job a bad item was."""
     props = item.get("JobProperties") if isinstance(item, dict) else None
-    job_id = props.get("JobID") if isinstance(props, dict) else None
-    if not isinstance(job_id, str):
-        return None
-    try:
-        return normalize_guid(job_id)
-    except ValueError:
-        return None
+    return guid_or_none(props.get("JobID") if isinstance(props, dict) else None)
 
 
 def checked_run_id(value: str) -> str:
@@ -322,13 +317,3 @@ def checked_run_id(value: str) -> str:
         return normalize_guid(value)
     except ValueError as exc:
         raise ConfigError(f"run id {exc}", field="run_id") from None
-
-
-def _guid_or_none(value: Any) -> str | None:
-    """A GUID CCS answered with, normalised; None when it sent none or something else."""
-    if not isinstance(value, str):
-        return None
-    try:
-        return normalize_guid(value)
-    except ValueError:
-        return None
