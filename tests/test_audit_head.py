@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import json
 import os
 import subprocess
 import sys
+import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -18,6 +20,7 @@ from prometheus_client import CollectorRegistry
 from ccs_exporter.audit import AuditLog
 from ccs_exporter.audit.auditor import ChangeAuditor
 from ccs_exporter.audit.head import Head, HeadReader, head_path
+from ccs_exporter.errors import AuditError
 from ccs_exporter.exporter import Exporter
 from ccs_exporter.exposition.live import LiveMetrics, RequestStats
 from ccs_exporter.settings.config import load_settings
@@ -183,3 +186,88 @@ class TestHeadMetrics:
         last_hash = str(last_record(path)["audit"]["hash"])
         expected = next(line for line in after.splitlines() if line.startswith("ccs_audit_head_hash48 "))
         assert float(expected.split()[1]) == int(last_hash[:12], 16)
+
+
+def _unblock_fifo_readers(path: Path) -> None:
+    """Open ``path`` for writing once, so a reader stuck opening the FIFO (the defect) can go on."""
+    with contextlib.suppress(OSError):
+        os.close(os.open(path, os.O_WRONLY | os.O_NONBLOCK))
+
+
+def _outcome_within(seconds: float, fifo: Path, work: Callable[[], object]) -> BaseException | None:
+    """Run ``work`` on a thread: the exception it raised (None if none); fails the test if it blocked."""
+    outcome: list[BaseException | None] = []
+
+    def run() -> None:
+        try:
+            work()
+            outcome.append(None)
+        except BaseException as exc:
+            outcome.append(exc)
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    thread.join(seconds)
+    hung = thread.is_alive()
+    _unblock_fifo_readers(fifo)
+    thread.join(5)
+    assert not hung, "blocked on the FIFO"
+    return outcome[0]
+
+
+class TestHeadIsNotARegularFile:
+    def test_reader_refuses_a_fifo_at_once(self, log_path: Path) -> None:
+        """A FIFO in place of the head is reported as not a regular file; nothing waits on it."""
+        AuditLog(log_path, user_name="CCS\\demo").append(observation(1))
+        fifo = head_path(log_path)
+        fifo.unlink()
+        os.mkfifo(fifo)
+        error = _outcome_within(5, fifo, lambda: head_module.read_head(fifo))
+        assert isinstance(error, ValueError) and "not a regular file" in str(error)
+        problems: list[str | None] = []
+        reader = HeadReader(log_path, on_problem=problems.append)
+        assert _outcome_within(5, fifo, reader.current) is None
+        assert reader.current() is None
+        assert problems == [f"{fifo} is not a regular file"]
+
+    def test_writer_refuses_to_append_instead_of_hanging(self, log_path: Path) -> None:
+        """The writer reads the head before each append: a FIFO there fails the append, it never blocks."""
+        AuditLog(log_path, user_name="CCS\\demo").append(observation(1))
+        fifo = head_path(log_path)
+        fifo.unlink()
+        os.mkfifo(fifo)
+        audit_log = AuditLog(log_path, user_name="CCS\\demo")
+        error = _outcome_within(10, fifo, lambda: audit_log.append(observation(2)))
+        assert isinstance(error, AuditError) and "not a regular file" in str(error)
+        assert len(log_path.read_text(encoding="utf-8").splitlines()) == 1
+
+    @pytest.mark.integration
+    def test_serve_keeps_answering_with_a_fifo_as_head(self, tmp_path: Path) -> None:
+        """/metrics and /healthz answer (without head gauges) while a FIFO sits where the head belongs."""
+        path = tmp_path / "audit.log"
+        AuditLog(path, user_name="CCS\\demo").append(observation(1))
+        head_path(path).unlink()
+        os.mkfifo(head_path(path))
+        with Simulator(port=0, run_interval=None) as sim:
+            settings = load_settings(
+                None,
+                {
+                    "url": sim.url,
+                    "username": sim.username,
+                    "password": sim.password,
+                    "job_ids": sim.job_ids[:1],
+                    "listen_address": "127.0.0.1:0",
+                    "poll_interval_seconds": 3600,
+                    "audit_log": path,
+                },
+            )
+            with Exporter(settings, audit_log=AuditLog.from_settings(settings)) as exporter:
+                try:
+                    assert exporter.wait_ready(10)
+                    metrics = requests.get(f"{exporter.url}/metrics", timeout=5)
+                    health = requests.get(f"{exporter.url}/healthz", timeout=5)
+                finally:
+                    _unblock_fifo_readers(head_path(path))
+        assert metrics.status_code == 200 and health.status_code == 200
+        samples = [line.split()[0] for line in metrics.text.splitlines() if not line.startswith("#")]
+        assert "ccs_up" in samples and "ccs_audit_head_sequence" not in samples

@@ -2,6 +2,9 @@
 
 Writers replace it after every append; ``verify`` compares the log with it, and the exporter exposes it as
 ``ccs_audit_head_sequence`` and ``ccs_audit_head_hash48`` so that Prometheus keeps an outside record of it.
+This module is the one owner of the format: it writes the file and every reader reads it through here. The
+file is read at each scrape and before each append, so it is opened without blocking and read only when it
+is a regular file (a FIFO or a device put in its place cannot hang the server or the writer).
 """
 
 from __future__ import annotations
@@ -9,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import stat
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -61,10 +65,35 @@ def parse_head(data: bytes) -> Head:
 
 
 def read_head(path: Path) -> Head:
-    """Read and parse a head file; OSError if it cannot be read, ValueError if it is not a head."""
-    with open(path, "rb") as handle:
-        data = handle.read(MAX_HEAD_BYTES + 1)
+    """Read and parse a head file; OSError if it cannot be read, ValueError if it is not a head.
+
+    Opened with ``O_NONBLOCK`` and checked on the open descriptor: a FIFO, socket or device in place of the
+    head is refused at once (ValueError), never waited on.
+    """
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC | getattr(os, "O_NOCTTY", 0))
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise ValueError("is not a regular file")
+        data = os.read(fd, MAX_HEAD_BYTES + 1)
+    finally:
+        os.close(fd)
     return parse_head(data)
+
+
+def format_head(head: Head) -> bytes:
+    """The content of a head file for ``head`` (what ``parse_head`` reads back)."""
+    return (json.dumps({"sequence": head.sequence, "hash": head.hash}) + "\n").encode("utf-8")
+
+
+def write_head(path: Path, head: Head, temp_suffix: str) -> None:
+    """Replace the head file at ``path`` atomically (write ``<path><temp_suffix>``, then rename); OSError."""
+    temp = Path(f"{path}{temp_suffix}")
+    try:
+        temp.write_bytes(format_head(head))
+        os.replace(temp, path)
+    except OSError:
+        temp.unlink(missing_ok=True)
+        raise
 
 
 class HeadReader:
@@ -95,6 +124,9 @@ class HeadReader:
         key = (info.st_dev, info.st_ino, info.st_size, info.st_mtime_ns)
         if key == self._key:
             return self._head
+        if not stat.S_ISREG(info.st_mode):
+            self._key = None
+            return self._report(None, "is not a regular file")
         try:
             head: Head | None = read_head(self._path)
             problem = None

@@ -22,8 +22,8 @@ from typing import Any
 
 import structlog
 
+from ccs_exporter.audit.head import Head, head_path, read_head, write_head
 from ccs_exporter.audit.records import GENESIS_HASH, AuditRecord, canonical_json
-from ccs_exporter.audit.verify import HEAD_SUFFIX
 from ccs_exporter.errors import AuditError
 
 log = structlog.get_logger(__name__)
@@ -51,7 +51,7 @@ class ChainWriter:
 
     def __init__(self, path: Path, stamp: Stamper, *, fsync: bool = True) -> None:
         self._path = path
-        self._head_path = Path(f"{path}{HEAD_SUFFIX}")
+        self._head_path = head_path(path)
         self._stamp = stamp
         self._fsync = fsync
         self._tail: _Tail | None = None
@@ -143,38 +143,33 @@ class ChainWriter:
                     f"verify {self._path}`"
                 ) from None
             tail = _Tail(info.st_ino, info.st_dev, end, sequence, last_hash)
-        if head is not None and head[0] > tail.sequence:
+        if head is not None and head.sequence > tail.sequence:
             raise AuditError(
                 f"audit log {self._path} ends at sequence {tail.sequence} but {self._head_path} records "
-                f"sequence {head[0]}: records were deleted or the file was replaced; refusing to write"
+                f"sequence {head.sequence}: records were deleted or the file was replaced; refusing to write"
             )
         return tail
 
-    def _read_head(self) -> tuple[int, str] | None:
+    def _read_head(self) -> Head | None:
         try:
-            text = self._head_path.read_text(encoding="utf-8")
+            return read_head(self._head_path)
         except FileNotFoundError:
             return None
         except OSError as exc:
             raise AuditError(f"cannot read {self._head_path}: {exc.strerror or exc}") from None
-        try:
-            head = json.loads(text)
-            return int(head["sequence"]), str(head["hash"])
-        except (ValueError, KeyError, TypeError):
-            raise AuditError(f"{self._head_path} is unreadable") from None
+        except ValueError as exc:
+            raise AuditError(f"{self._head_path} {exc}; refusing to write") from None
 
     def _write_head(self, sequence: int, last_hash: str, new_file: bool) -> None:
         """Best effort: the record is already durable; a stale head only weakens truncation checks."""
-        temp = Path(f"{self._head_path}.{os.getpid()}.{threading.get_ident()}.tmp")
         try:
-            temp.write_text(json.dumps({"sequence": sequence, "hash": last_hash}) + "\n", encoding="utf-8")
-            os.replace(temp, self._head_path)
+            temp_suffix = f".{os.getpid()}.{threading.get_ident()}.tmp"
+            write_head(self._head_path, Head(sequence, last_hash), temp_suffix)
             if new_file and self._fsync:
                 _fsync_directory(self._path.parent)
         except OSError as exc:
             self.head_write_errors += 1
             log.warning("audit_head_write_failed", path=str(self._head_path), error=exc.strerror or str(exc))
-            temp.unlink(missing_ok=True)
 
     def _recovery_fields(self, fd: int, tail: _Tail, size: int) -> dict[str, Any]:
         """A record of the torn last line (a write interrupted by a crash) that is about to be removed."""
