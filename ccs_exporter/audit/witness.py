@@ -35,6 +35,9 @@ _MAX_POINTS = 10_000
 MAX_SAMPLES_PER_QUERY = 50_000
 _MIN_WINDOW_SECONDS = 1.0
 _HASH48_LIMIT = 2**48
+# Sample times Prometheus can hold (Unix seconds up to the year 5138), and samples a window can count.
+_MAX_TIMESTAMP = 1e11
+_MAX_WINDOW_SAMPLES = 1e12
 
 
 class WitnessSource(Protocol):
@@ -101,6 +104,8 @@ def ask_witness(
         report = check_witness(log, source, selector, start, end)
     except WitnessError as exc:
         return None, str(exc)
+    except (ArithmeticError, ValueError, TypeError, RecursionError) as exc:  # an answer no check foresaw
+        return None, f"Prometheus answered something that cannot be used ({type(exc).__name__})"
     if not report.scrapes:
         return None, (
             f"Prometheus has no ccs_audit_head_* samples matching {selector or 'any labels'!r} from "
@@ -140,8 +145,10 @@ def _windows_with_data(
     )
     counts: dict[float, int] = {}
     for series in _result(data, "matrix"):
-        for point in series.get("values", []):
+        for point in _values(series):
             timestamp, value = _point(point)
+            if not (value.is_integer() and 0 <= value <= _MAX_WINDOW_SAMPLES):
+                raise WitnessError(f"Prometheus answered a sample count that is not one: {value!r}")
             counts[timestamp] = counts.get(timestamp, 0) + int(value)
     for window_end in sorted(counts):
         yield max(start, window_end - step), window_end, counts[window_end]
@@ -173,11 +180,24 @@ def _result(data: Any, kind: str) -> list[dict[str, Any]]:
     return [item for item in data["result"] if isinstance(item, dict)]
 
 
+def _values(series: dict[str, Any]) -> list[Any]:
+    values = series.get("values", [])
+    if not isinstance(values, list):
+        raise WitnessError("Prometheus answered a series whose values are not a list")
+    return values
+
+
 def _point(point: Any) -> tuple[float, float]:
+    """(time, value) of a ``[time, "value"]`` pair; WitnessError when it is not one a Prometheus keeps."""
     try:
-        return float(point[0]), float(point[1])
-    except (TypeError, ValueError, IndexError):
+        if not isinstance(point, list) or len(point) != 2 or len(str(point[1])) > 64:
+            raise ValueError
+        timestamp, value = float(point[0]), float(point[1])
+    except (TypeError, ValueError, OverflowError):
         raise WitnessError("Prometheus answered a sample that is not [time, value]") from None
+    if not 0 <= timestamp <= _MAX_TIMESTAMP:  # NaN fails too
+        raise WitnessError(f"Prometheus answered a sample time that is not a Unix time: {timestamp!r}")
+    return timestamp, value
 
 
 def _pairs(matrix: Any, report: WitnessReport) -> Iterator[tuple[str, float, float, float]]:
@@ -190,7 +210,7 @@ def _pairs(matrix: Any, report: WitnessReport) -> Iterator[tuple[str, float, flo
         name = str(labels.get("__name__"))
         key = _series_name(labels)
         samples = by_series.setdefault(key, {}).setdefault(name, {})
-        for point in item.get("values", []):
+        for point in _values(item):
             timestamp, value = _point(point)
             samples[timestamp] = value
     for key, metrics in sorted(by_series.items()):

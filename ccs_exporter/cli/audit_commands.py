@@ -53,7 +53,25 @@ def add_audit_commands(commands: Any) -> None:
     witness.add_argument("--witness-start", type=_moment, metavar="TIME", help="default: its retention")
     witness.add_argument("--witness-end", type=_moment, metavar="TIME", help="default: now")
     witness.add_argument("--witness-ca-bundle", type=Path, metavar="FILE", help="CA of its certificate")
-    witness.add_argument("--witness-timeout", type=float, default=30.0, help="seconds per request (30)")
+    witness.add_argument(
+        "--witness-timeout", type=float, default=30.0, help="seconds for each whole request and answer (30)"
+    )
+    witness.add_argument(
+        "--witness-bearer-token-file", type=Path, metavar="FILE", help="send the token in this file as Bearer"
+    )
+    witness.add_argument("--witness-basic-auth-user", metavar="USER", help="basic auth user name")
+    witness.add_argument(
+        "--witness-basic-auth-password-file", type=Path, metavar="FILE", help="basic auth password (a file)"
+    )
+    witness.add_argument("--witness-cert-file", type=Path, metavar="FILE", help="client certificate (PEM)")
+    witness.add_argument("--witness-key-file", type=Path, metavar="FILE", help="its private key (PEM)")
+    witness.add_argument(
+        "--witness-header",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="extra request header, repeatable (e.g. X-Scope-OrgID=team-a for Mimir, Cortex, Thanos)",
+    )
     add_verify_format_option(verify)
     verify.set_defaults(handler=_cmd_audit_verify)
 
@@ -141,19 +159,26 @@ def _signature_checker(paths: list[Path]) -> Any:
 
 
 def _witness_api(args: argparse.Namespace) -> Any:
-    from ccs_exporter.client.prometheus import PrometheusApi, check_prometheus_url
+    from ccs_exporter.client.prometheus import PrometheusAccess, PrometheusApi, check_prometheus_url
 
     try:
         check_prometheus_url(args.witness)
     except ValueError as exc:
         raise ConfigError(f"--witness {exc}", field="witness") from None
-    if args.witness_ca_bundle is not None and not args.witness_ca_bundle.is_file():
-        raise ConfigError(f"--witness-ca-bundle {args.witness_ca_bundle} is not a file", field="witness")
+    access = PrometheusAccess.from_options(
+        ca_bundle=args.witness_ca_bundle,
+        bearer_token_file=args.witness_bearer_token_file,
+        basic_auth_user=args.witness_basic_auth_user,
+        basic_auth_password_file=args.witness_basic_auth_password_file,
+        cert_file=args.witness_cert_file,
+        key_file=args.witness_key_file,
+        headers=args.witness_header,
+    )
     if not 0 < args.witness_timeout <= 3600:
         raise ConfigError("--witness-timeout must be more than 0 and at most 3600", field="witness")
     if None not in (args.witness_start, args.witness_end) and args.witness_start >= args.witness_end:
         raise ConfigError("--witness-start must be before --witness-end", field="witness")
-    return PrometheusApi(args.witness, timeout=args.witness_timeout, ca_bundle=args.witness_ca_bundle)
+    return PrometheusApi(args.witness, timeout=args.witness_timeout, access=access)
 
 
 def _cmd_audit_keygen(args: argparse.Namespace) -> int:
