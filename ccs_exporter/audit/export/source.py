@@ -75,7 +75,10 @@ class LogSource:
             return
         handle.seek(cursor.offset)
         line = handle.readline(MAX_LINE_BYTES + 1)
-        found = _parsed(line[:-1], cursor.offset, self._path) if line.endswith(b"\n") else None
+        try:
+            found = _parsed(line[:-1], cursor.offset, self._path) if line.endswith(b"\n") else None
+        except SourceError:
+            found = None  # no record starts there any more
         if found is None or (found.sequence, found.hash) != (cursor.sequence, cursor.hash):
             raise SourceError(
                 f"the cursor (sequence {cursor.sequence}, hash {cursor.hash[:12]}…) no longer matches "
@@ -95,8 +98,13 @@ class LogSource:
             line = handle.readline(MAX_LINE_BYTES + 1)
             if not line.endswith(b"\n"):
                 break  # the end, or a record still being written
-            record = _parsed(line[:-1], self._position, self._path)
-            self._check_follows(record)
+            try:
+                record = _parsed(line[:-1], self._position, self._path)
+                self._check_follows(record)
+            except SourceError:
+                if records:
+                    break  # ship what is good first; the next read raises
+                raise
             records.append(record)
             self._position = record.end
             self._last = Cursor(record.sequence, record.hash, record.offset, "")
