@@ -1,8 +1,9 @@
-"""mkdocs hook: the site is the whole repository, so links between README.md, docs/, the chart and rules READMEs
-and the files they name (config.example.yaml, grafana/, prometheus/...) are all checked by `mkdocs build --strict`.
+"""mkdocs hook: the site is the whole repository, so `mkdocs build --strict` checks every link between
+README.md, docs/, the chart and rules READMEs and the files they name (config.example.yaml, grafana/, ...).
 
-mkdocs reads only `docs_dir`; this hook swaps that file list for every file of the repository (skipping caches,
-virtualenvs and the tools CI downloads), keeping the theme's own files. README.md becomes the site's home page.
+mkdocs reads only `docs_dir`; this hook swaps that file list for every file of the repository (skipping
+caches, virtualenvs and the tools CI downloads), keeping the theme's own files. README.md becomes the home
+page.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from typing import Any
 
 from mkdocs.structure.files import File, Files
 
-# Directories that are not the project's files: version control, virtualenvs, caches, downloaded tools, builds.
+# Not the project's files: version control, virtualenvs, caches, downloaded tools, builds.
 SKIPPED_DIRS = {
     ".git",
     ".venv",

@@ -2,8 +2,8 @@
 
 Pure functions, no I/O. Anything the schedule does not say clearly is "no schedule known" with a reason
 (``NoSchedule``), never an exception; the caller logs the reason once per job. Occurrences keep the
-wall-clock time and UTC offset of ``StartDate`` (a fixed offset: no daylight saving). The README's
-"Schedules" section lists every value here that the CCS docs leave out.
+wall-clock time and UTC offset of ``StartDate`` (a fixed offset: no daylight saving). docs/schedules.md
+lists every value here that the CCS docs leave out.
 """
 
 from __future__ import annotations

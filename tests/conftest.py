@@ -91,3 +91,21 @@ def started() -> Iterator[Callable[..., Any]]:
     yield start
     for sim in simulators:
         sim.stop()
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    """Print how many documented commands tests/test_docs_commands.py ran, so CI's output shows the count."""
+    ran = parsed = 0
+    for outcome in ("passed", "failed"):
+        for report in terminalreporter.stats.get(outcome, []):
+            if getattr(report, "when", None) != "call":
+                continue
+            properties = dict(getattr(report, "user_properties", ()))
+            ran += int(properties.get("docs_commands_run", 0))
+            parsed += int(properties.get("docs_commands_parsed", 0))
+    if ran or parsed:
+        terminalreporter.write_sep("-", "documented commands")
+        terminalreporter.write_line(
+            f"documented commands: {ran} run, {parsed} parsed only (cannot run here: CANNOT_RUN in "
+            "tests/docs_commands.py)"
+        )

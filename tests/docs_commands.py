@@ -1,9 +1,10 @@
-"""Runs the shell commands the documentation shows, as a reader would type them (tests/test_docs_commands.py).
+"""Runs the shell commands the documentation shows, as a reader would type them (test_docs_commands.py).
 
-`collect` finds every command: fenced ```sh / ```bash / ```shell / ```console blocks of the Markdown pages (a
-```text block right after a command block is that block's last command's expected output; in a console block,
-the lines after a `$ ` command are its output), the `ccs-exporter ...` commands of docs/runbooks.md written inline,
-and the commands shown in comments of YAML files (`#   ccs-exporter check-config --config config.example.yaml`).
+`collect` finds every command: fenced ```sh / ```bash / ```shell / ```console blocks of the Markdown pages
+(a ```text block right after a command block is the expected output of that block's last command; in a
+console block, the lines after a `$ ` command are its output), the `ccs-exporter ...` commands that
+docs/runbooks.md writes inline, and the commands in comments of YAML files (`#   ccs-exporter check-config
+--config config.example.yaml`).
 
 `DocRunner` runs one page's commands in order, in one work directory (a copy of the repository's documented
 files), against one CCS simulator over TLS with its own CA, with HOME, TZ and free ports of its own. What the
@@ -50,15 +51,20 @@ SHELL_LANGS = {"sh", "bash", "shell", "console"}
 # Commands that truly cannot run on a test machine, and why. They are still parsed: `bash -n`, and
 # ccs-exporter commands by the CLI's own parser. (pattern searched in the command as documented, reason)
 CANNOT_RUN: tuple[tuple[str, str], ...] = (
-    (r"^docker ", "needs a Docker daemon and a registry; the image build is tested by .ci/build-image.sh"),
+    (r"^docker ", "needs a Docker daemon and a registry (the image's own tests build it)"),
     (r"^kind |^minikube ", "needs a local Kubernetes cluster"),
-    (r"^kubectl (?!.*\bexec\b)(?!.*\bcreate (secret|configmap)\b)", "needs a Kubernetes cluster (kubectl exec ... -- CMD runs CMD; kubectl create runs with --dry-run=client)"),
-    (r"^promtool query .*http://127\.0\.0\.1:9090", "queries the cluster's Prometheus through a kubectl port-forward"),
-    (r"^helm upgrade .*--reuse-values", "reuses the values of an installed release: needs the release in a cluster"),
-    (r"--witness http://prometheus:9090", "needs a Prometheus that scraped a running serve for a while (tests/test_e2e_witness.py does that)"),
-    (r"^python3 -m pytest$", "the test suite itself: .ci/run runs it (a test checks that this is .ci/run's test command)"),
-    (r"^python3 -m mkdocs serve", "a live-reloading server for writing docs; the build is checked by mkdocs build --strict"),
-)  # fmt: skip
+    (
+        r"^kubectl (?!.*\bexec\b)(?!.*\bcreate (secret|configmap)\b)",
+        "needs a Kubernetes cluster (kubectl exec ... -- CMD runs CMD; kubectl create, --dry-run=client)",
+    ),
+    (r"^promtool query .*http://127\.0\.0\.1:9090", "queries the cluster's Prometheus (a port-forward)"),
+    (r"^helm upgrade .*--reuse-values", "reuses the values of an installed release: needs a cluster"),
+    (
+        r"--witness http://prometheus:9090",
+        "needs a Prometheus that scraped a running serve for a while (tests/test_e2e_witness.py does that)",
+    ),
+    (r"^python3 -m pytest$", "the test suite itself: .ci/run runs it (checked to be .ci/run's test command)"),
+)
 
 # Commands whose prefix is what the test's environment already did: (prefix, what is checked instead).
 PREPARED: tuple[tuple[str, str], ...] = (
@@ -165,7 +171,8 @@ def _fenced_commands(source: str, text: str) -> list[DocCommand]:
         if named:
             block += 1
             content = "\n".join(body)
-            text = f"mkdir -p \"$(dirname {named.group(1)})\" && cat > {named.group(1)} <<'DOC_FILE'\n{content}\nDOC_FILE"
+            path = named.group(1)
+            text = f"mkdir -p \"$(dirname {path})\" && cat > {path} <<'DOC_FILE'\n{content}\nDOC_FILE"
             commands.append(DocCommand(source, index + 2, block, text, writes_file=True))
         if lang in SHELL_LANGS:
             block += 1
@@ -355,7 +362,9 @@ class DocRunner:
         example = self.cwd / "config.example.yaml"
         if example.is_file():
             # The reader adapts the example to their machine: the same fill-ins as in the commands.
-            text = example.read_text(encoding="utf-8").replace("https://ccs.example.com:12431", self.services.sim_url)
+            text = example.read_text(encoding="utf-8").replace(
+                "https://ccs.example.com:12431", self.services.sim_url
+            )
             text = text.replace("CORP\\svc-ccs-exporter", self.services.username)
             text = _replace_paths(text, self.paths())
             example.write_text(text, encoding="utf-8")
@@ -377,7 +386,9 @@ class DocRunner:
         )
         tools_bin = str(tools / "bin")
         self.env = {
-            "PATH": os.pathsep.join([tools_bin, str(Path(sys.executable).parent), os.environ.get("PATH", "")]),
+            "PATH": os.pathsep.join(
+                [tools_bin, str(Path(sys.executable).parent), os.environ.get("PATH", "")]
+            ),
             "HOME": str(self.home),
             "TZ": "UTC",
             "LC_ALL": "C.UTF-8",
@@ -425,27 +436,29 @@ class DocRunner:
         def port(found: re.Match[str]) -> str:
             return f"{found.group(1)}:{block.port(int(found.group(2)))}"
 
-        return re.sub(r"(127\.0\.0\.1|localhost|\[::\]|0\.0\.0\.0):(12431|1243[2-9]|9879|988\d|9090)\b", port, text)
+        return re.sub(
+            r"(127\.0\.0\.1|localhost|\[::\]|0\.0\.0\.0):(12431|1243[2-9]|9879|988\d|9090)\b", port, text
+        )
 
     def rewrite(self, text: str, block: _Block) -> str:
         """kubectl exec runs its command here; helm install and kubectl create do not reach a cluster."""
         exec_command = re.match(r"^kubectl\b[^|]*?\bexec\b.*?\s--\s+(.*)$", text, re.S)
         if exec_command:
             text = exec_command.group(1)
-        if re.match(r"^helm (install|template)\b", text) and "--dry-run" not in text:
-            text += " --dry-run=client" if text.startswith("helm install") else ""
+        if text.startswith("helm install") and "--dry-run" not in text:
+            text = _append(text, "--dry-run=client")
         if re.match(r"^kubectl\b.*\bcreate (secret|configmap)\b", text, re.S):
             self._stand_in_files(text)
-            text += " --dry-run=client -o yaml"
+            text = _append(text, "--dry-run=client -o yaml")
         words = _words(text)
         if _is_ccs_exporter(words, "demo") and "--listen-address" not in text:
-            text += f" --listen-address 127.0.0.1:{block.port(9879)}"
+            text = _append(text, f"--listen-address 127.0.0.1:{block.port(9879)}")
         if _is_ccs_exporter(words, "simulate") and "--port" not in text:
-            text += f" --port {block.port(12431)}"
+            text = _append(text, f"--port {block.port(12431)}")
         return text
 
     def _stand_in_files(self, text: str) -> None:
-        """Files a `kubectl create secret --from-file` reads: stand-ins where the docs assume the reader's own."""
+        """Stand-ins for the reader's own files that a `kubectl create ... --from-file` reads."""
         for path in re.findall(r"--from-file=(?:[\w.-]+=)?(\S+)", text):
             target = self.cwd / path
             if not target.exists():
@@ -506,6 +519,7 @@ class DocRunner:
     def _script(self, text: str, keep_state: bool = True) -> str:
         """The command in a shell that has the variables and directory the page's earlier commands left."""
         state = self.work / "shell-state.sh"
+        quoted = shlex.quote(str(state))
         lines = [
             "__before=\" $(compgen -v | tr '\\n' ' ') \"",
             f"[ -f {shlex.quote(str(state))} ] && . {shlex.quote(str(state))}",
@@ -515,9 +529,9 @@ class DocRunner:
         if keep_state:
             lines += [
                 "__rc=$?",
-                "{ export -p; for __v in $(compgen -v); do case \"$__before\" in *\" $__v \"*) ;; *)"
-                " [[ $__v == __* ]] || declare -p \"$__v\";; esac; done; printf 'cd -- %q\\n' \"$PWD\"; }"
-                f" > {shlex.quote(str(state))}.new 2>/dev/null && mv {shlex.quote(str(state))}.new {shlex.quote(str(state))}",
+                '{ export -p; for __v in $(compgen -v); do case "$__before" in *" $__v "*) ;; *)'
+                ' [[ $__v == __* ]] || declare -p "$__v";; esac; done; printf \'cd -- %q\\n\' "$PWD"; }'
+                f" > {quoted}.new 2>/dev/null && mv {quoted}.new {quoted}",
                 "exit $__rc",
             ]
         return "\n".join(lines) + "\n"
@@ -539,7 +553,8 @@ class DocRunner:
         deadline = time.monotonic() + 90
         while time.monotonic() < deadline:
             if process.poll() is not None:
-                return f"exited with {process.returncode} while starting: {_tail(log.read_text(errors='replace'))}"
+                output = _tail(log.read_text(errors="replace"))
+                return f"exited with {process.returncode} while starting: {output}"
             if probe():
                 return None
             time.sleep(0.2)
@@ -556,6 +571,12 @@ class DocRunner:
                     with contextlib.suppress(ProcessLookupError):
                         os.killpg(process.pid, signal.SIGKILL)
                     process.wait(timeout=5)
+
+
+def _append(text: str, arguments: str) -> str:
+    """The command with ``arguments`` added at its end, before a trailing `# comment`."""
+    body, comment = re.match(r"^(.*?)(\s+#[^'\"]*)?$", text, re.S).groups()  # type: ignore[union-attr]
+    return f"{body} {arguments}{comment or ''}"
 
 
 def _replace_paths(text: str, paths: dict[str, str]) -> str:
@@ -670,7 +691,9 @@ def parse_only(text: str) -> str | None:
         return f"bash -n: {checked.stderr.strip()}"
     if text.strip() == "python3 -m pytest":
         ci = (REPO_ROOT / ".ci" / "run").read_text(encoding="utf-8")
-        test_lines = [line.strip() for line in ci.splitlines() if line.strip().startswith("python3 -m pytest")]
+        test_lines = [
+            line.strip() for line in ci.splitlines() if line.strip().startswith("python3 -m pytest")
+        ]
         if test_lines != [text.strip()]:
             return f"the README's test command is not .ci/run's ({test_lines})"
         return None
@@ -693,11 +716,17 @@ def cli_parse_problem(argv: list[str]) -> str | None:
     return None
 
 
-_PARSE_SNIPPET = "import sys\nfrom ccs_exporter.cli import build_parser\nbuild_parser().parse_args(sys.argv[1:])\n"
+_PARSE_SNIPPET = (
+    "import sys\nfrom ccs_exporter.cli import build_parser\nbuild_parser().parse_args(sys.argv[1:])\n"
+)
 
 
 def run_file(
-    work: Path, services: PageServices, source: str, root: Path = REPO_ROOT, known: dict[str, str] | None = None
+    work: Path,
+    services: PageServices,
+    source: str,
+    root: Path = REPO_ROOT,
+    known: dict[str, str] | None = None,
 ) -> list[Outcome]:
     """Collect and run the commands of one documented file (relative to ``root``)."""
     runner = DocRunner(work, services, root)

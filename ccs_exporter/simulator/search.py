@@ -1,7 +1,7 @@
 """Search Jobs for the simulator: the ``Attributes`` expression grammar, its matching, paging values.
 
 The grammar accepted (the vendor documents only the attribute names and that commas separate
-conditions; everything else is the simulator's assumption, written down in the README)::
+conditions; everything else is the simulator's assumption, written down in docs/simulator.md)::
 
     expression := [ "(" ] condition { "," condition } [ ")" ]
     condition  := attribute operator value

@@ -3,7 +3,7 @@
 exporter-toolkit's schema mapped onto Python's ``ssl``: Go's TLS version and cipher-suite names become
 OpenSSL's, inline PEM is loaded from an anonymous in-memory file, and ``client_allowed_sans`` is checked
 against the verified client certificate once the handshake is done. Python verifies every client
-certificate it asks for, so the policies that require one need a client CA here (see README).
+certificate it asks for, so the policies that require one need a client CA here (see docs/security.md).
 """
 
 from __future__ import annotations
@@ -68,7 +68,7 @@ GO_CIPHER_SUITES: dict[str, str | None] = {
     "TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256": "ECDHE-ECDSA-CHACHA20-POLY1305",
 }
 CurveName = Literal["CurveP256", "CurveP384", "CurveP521", "X25519"]
-# Policies that need a CA: Python's ssl verifies every client certificate it asks for (see README).
+# Policies that need a CA: Python's ssl verifies every client certificate it asks for (see docs/security.md).
 _NEEDS_CLIENT_CA = frozenset(
     {"RequireAnyClientCert", "RequireClientCert", "VerifyClientCertIfGiven", "RequireAndVerifyClientCert"}
 )
