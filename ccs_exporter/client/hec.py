@@ -33,7 +33,8 @@ class HecClient:
     def __init__(self, token: str, *, ca_bundle: Path | None, timeout: float) -> None:
         self._timeout = timeout
         self._session = requests.Session()
-        self._session.verify = str(ca_bundle) if ca_bundle is not None else True
+        # Passed with each request: a session's verify loses to $REQUESTS_CA_BUNDLE in requests.
+        self._verify: str | bool = str(ca_bundle) if ca_bundle is not None else True
         self._session.headers["Authorization"] = f"Splunk {token}"
         # Indexer acknowledgement needs a channel; a GUID per process, as Splunk documents.
         self._session.headers["X-Splunk-Request-Channel"] = str(uuid.uuid4())
@@ -42,7 +43,7 @@ class HecClient:
     def post(self, url: str, body: bytes) -> HecAnswer:
         """POST ``body``; the answer, or HecUnreachable."""
         try:
-            response = self._session.post(url, data=body, timeout=self._timeout)
+            response = self._session.post(url, data=body, timeout=self._timeout, verify=self._verify)
         except requests.exceptions.SSLError:
             raise HecUnreachable("TLS certificate not trusted, or TLS failed") from None
         except requests.exceptions.Timeout:
