@@ -63,7 +63,7 @@ CANNOT_RUN: tuple[tuple[str, str], ...] = (
         r"--witness http://prometheus:9090",
         "needs a Prometheus that scraped a running serve for a while (tests/test_e2e_witness.py does that)",
     ),
-    (r"^python3 -m pytest$", "the test suite itself: .ci/run runs it (checked to be .ci/run's test command)"),
+    (r"^python3 -m pytest\b", "the test suite itself: .ci/run runs it (checked to be .ci/run's test command)"),
 )
 
 # Commands whose prefix is what the test's environment already did: (prefix, what is checked instead).
@@ -689,7 +689,7 @@ def parse_only(text: str) -> str | None:
     checked = subprocess.run(["bash", "-n", "-c", text], capture_output=True, text=True, check=False)
     if checked.returncode != 0:
         return f"bash -n: {checked.stderr.strip()}"
-    if text.strip() == "python3 -m pytest":
+    if text.strip().startswith("python3 -m pytest"):
         ci = (REPO_ROOT / ".ci" / "run").read_text(encoding="utf-8")
         test_lines = [
             line.strip() for line in ci.splitlines() if line.strip().startswith("python3 -m pytest")
