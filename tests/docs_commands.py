@@ -63,7 +63,7 @@ CANNOT_RUN: tuple[tuple[str, str], ...] = (
         r"--witness http://prometheus:9090",
         "needs a Prometheus that scraped a running serve for a while (tests/test_e2e_witness.py does that)",
     ),
-    (r"^python3 -m pytest\b", "the test suite itself: .ci/run runs it (checked to be .ci/run's test command)"),
+    (r"^python3 -m pytest\b", "the test suite itself: .ci/run runs it (checked: the same as in .ci/run)"),
 )
 
 # Commands whose prefix is what the test's environment already did: (prefix, what is checked instead).
