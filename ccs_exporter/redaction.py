@@ -12,6 +12,7 @@ import base64
 import re
 from collections.abc import Iterable, Mapping
 from typing import Any
+from urllib.parse import quote, quote_plus
 
 REDACTED = "[REDACTED]"
 # Values shorter than this are not replaced: they would blank out ordinary words, and such a password
@@ -44,10 +45,20 @@ def names_secret(key: object) -> bool:
 
 
 def secret_variants(secret: str) -> list[str]:
-    """A secret and the forms it is sent in (Base64), for redaction."""
+    """A secret and the forms it travels in, for redaction: as typed, Base64, and each URL-encoded.
+
+    A server or proxy that echoes the login form shows it form-encoded (``p%40ss+w%2Frd``), so the
+    ``quote_plus`` and ``quote`` forms (with and without ``/`` kept) of both are known too. Never raises,
+    even for text that is not valid Unicode (a lone surrogate).
+    """
     if not secret:
         return []
-    return [secret, base64.b64encode(secret.encode("utf-8")).decode("ascii")]
+    raw = secret.encode("utf-8", "surrogatepass")
+    encoded = base64.b64encode(raw).decode("ascii")
+    variants = [secret, encoded]
+    for form in (raw, encoded.encode("ascii")):
+        variants += [quote_plus(form), quote(form, safe=""), quote(form), quote_plus(form, safe="/")]
+    return list(dict.fromkeys(variants))
 
 
 def replace_known(text: str, secrets: Iterable[str | None]) -> str:

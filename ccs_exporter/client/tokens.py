@@ -9,6 +9,7 @@ it also scrubs them from text the server echoes back.
 from __future__ import annotations
 
 import base64
+import math
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -20,7 +21,8 @@ from pydantic import SecretStr
 
 from ccs_exporter.client.transport import Endpoint, Transport, json_body, server_message
 from ccs_exporter.errors import AuthError, BadResponseError, CcsError, ConfigError, UnavailableError
-from ccs_exporter.redaction import replace_known
+from ccs_exporter.redaction import replace_known, secret_variants
+from ccs_exporter.settings.checks import check_password_text
 
 TOKEN = Endpoint("POST", "/oauth/tokens", "token")
 # The vendor documents 60-minute access tokens and 90-minute refresh tokens (both configurable).
@@ -32,6 +34,11 @@ REFRESH_MARGIN_SECONDS = 60.0
 # password must not lock the CCS account (a few attempts a minute at most, then fewer).
 LOGIN_BACKOFF_SECONDS = 15.0
 LOGIN_BACKOFF_MAX_SECONDS = 300.0
+# A token lifetime CCS states is believed up to a day: a longer, infinite, NaN or 400-digit one would
+# otherwise never be refreshed (or overflow float arithmetic in the poll workers).
+MAX_TOKEN_SECONDS = 86400.0
+# A bearer token goes into an HTTP header: it must be short printable ASCII, or every request fails.
+MAX_TOKEN_LENGTH = 16 * 1024
 
 log = structlog.get_logger(__name__)
 
@@ -59,6 +66,7 @@ class TokenManager:
     ) -> None:
         if password_encoding not in ("base64", "plain"):
             raise ConfigError("password_encoding must be base64 or plain", field="password_encoding")
+        _check_sendable(password.get_secret_value())
         self._transport = transport
         self._username = username
         self._password = password
@@ -111,9 +119,8 @@ class TokenManager:
                 self._token = None
 
     def redact(self, text: str, *also: str | None) -> str:
-        """``text`` with the password (as typed and Base64) and the tokens replaced: servers echo input."""
-        password = self._password.get_secret_value()
-        secrets = [password, base64.b64encode(password.encode("utf-8")).decode("ascii"), *also]
+        """``text`` with the password (in every form it is sent in) and the tokens replaced: servers echo."""
+        secrets = [*secret_variants(self._password.get_secret_value()), *also]
         token = self._token
         if token is not None:
             secrets += [token.access, token.refresh]
@@ -166,6 +173,7 @@ class TokenManager:
             return False
         try:
             fresh = self._password_source()
+            _check_sendable(fresh)
         except ConfigError as exc:
             log.warning("password_reload_failed", error=str(exc), kept="previous password")
             return False
@@ -198,7 +206,17 @@ class TokenManager:
         access = body.get("access_token") if isinstance(body, dict) else None
         if not isinstance(access, str) or not access:
             raise BadResponseError("token response has no access_token", method="POST", path=path, status=200)
+        if not _header_safe(access):
+            raise BadResponseError(
+                "token response has an access_token that cannot be sent in a header "
+                f"(not printable ASCII, or longer than {MAX_TOKEN_LENGTH} characters)",
+                method="POST",
+                path=path,
+                status=200,
+            )
         refresh = body.get("refresh_token")
+        if not (isinstance(refresh, str) and _header_safe(refresh)):
+            refresh = None
         lifetime = _positive_number(body.get("expires_in"), DEFAULT_ACCESS_TOKEN_SECONDS)
         refresh_lifetime = _positive_number(
             body.get("refresh_token_expires_in"), DEFAULT_REFRESH_TOKEN_SECONDS
@@ -214,8 +232,25 @@ class TokenManager:
 
 
 def _positive_number(value: Any, default: float) -> float:
+    """A lifetime in seconds from CCS, capped at MAX_TOKEN_SECONDS; ``default`` for anything unusable."""
+    if isinstance(value, bool):
+        return default
     try:
         number = float(value)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):  # OverflowError: an integer of hundreds of digits
         return default
-    return number if number > 0 else default
+    if not math.isfinite(number) or number <= 0:
+        return default
+    return min(number, MAX_TOKEN_SECONDS)
+
+
+def _check_sendable(password: str) -> None:
+    """ConfigError unless the password can be sent; the message never shows any of it."""
+    try:
+        check_password_text(password)
+    except ValueError as exc:
+        raise ConfigError(f"the password {exc}", field="password") from None
+
+
+def _header_safe(token: str) -> bool:
+    return len(token) <= MAX_TOKEN_LENGTH and token.isascii() and token.isprintable() and " " not in token

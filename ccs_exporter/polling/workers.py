@@ -1,4 +1,9 @@
-"""A fixed pool of daemon worker threads that maps a function over items and can be abandoned on stop."""
+"""A fixed pool of daemon worker threads that maps a function over items and can be abandoned on stop.
+
+A function that raises never ends its worker: the item's result is None, the pool counts the error
+(``errors``), and the first of each kind is logged (a bug in one job's reading must not
+shrink the pool until every cycle hangs).
+"""
 
 from __future__ import annotations
 
@@ -8,6 +13,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 
+import structlog
+
+log = structlog.get_logger(__name__)
 _ItemT = TypeVar("_ItemT")
 _ResultT = TypeVar("_ResultT")
 
@@ -29,15 +37,36 @@ class WorkerPool:
             threading.Thread(target=self._work, name=f"{name}-{index}", daemon=True)
             for index in range(max(1, size))
         ]
+        self._errors = 0
+        self._logged: set[str] = set()
+        self._errors_lock = threading.Lock()
         for thread in self._threads:
             thread.start()
+
+    @property
+    def errors(self) -> int:
+        """How many items raised instead of returning (their result is None)."""
+        return self._errors
 
     def _work(self) -> None:
         while True:
             task = self._tasks.get()
             if task is None:
                 return
-            task()
+            try:
+                task()
+            except Exception as exc:  # task() catches the function's errors; this is the last guard
+                self._failed(exc)
+
+    def _failed(self, exc: BaseException) -> None:
+        kind = type(exc).__name__
+        with self._errors_lock:
+            self._errors += 1
+            first = kind not in self._logged and len(self._logged) < 64
+            self._logged.add(kind)
+        if first:  # once per kind: a bug hit by every job must not flood the log
+            # The type only: the text of an unexpected error may quote a secret (a password character).
+            log.error("poll_worker_error", error_type=kind)
 
     def map(
         self,
@@ -45,7 +74,8 @@ class WorkerPool:
         items: Sequence[_ItemT],
         stop: threading.Event | None = None,
     ) -> list[_ResultT | None]:
-        """Run ``function`` over ``items`` on the workers; None for items skipped because of ``stop``."""
+        """Run ``function`` over ``items`` on the workers; None for items skipped because of ``stop`` or
+        whose function raised (counted in ``errors``)."""
         batch: _Batch[_ResultT] = _Batch(results=[None] * len(items), remaining=len(items))
 
         def task(index: int, item: _ItemT) -> None:
@@ -53,6 +83,8 @@ class WorkerPool:
             try:
                 if not batch.cancelled:
                     result = function(item)
+            except Exception as exc:
+                self._failed(exc)
             finally:
                 with batch.done:
                     batch.results[index] = result

@@ -85,6 +85,19 @@ def read_password_file(path: Path) -> str:
     return password
 
 
+def check_password_text(password: str) -> None:
+    """ValueError unless the password can be sent: UTF-8 encodable (no lone surrogate from a bad byte).
+
+    The message never shows the password, a character of it, or where in it the problem is.
+    """
+    try:
+        password.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ValueError(
+            "is not valid UTF-8 text (it holds a byte sequence that is not UTF-8; set it as UTF-8)"
+        ) from None
+
+
 def check_writable_file(path: Path) -> None:
     """ValueError unless ``path`` is a file this process can append to, or create (the audit log)."""
     if path.is_dir():

@@ -25,6 +25,7 @@ from ccs_exporter.errors import ConfigError
 from ccs_exporter.models import normalize_guid
 from ccs_exporter.settings.checks import (
     check_ccs_url,
+    check_password_text,
     check_writable_file,
     read_password_file,
     url_without_credentials,
@@ -258,6 +259,8 @@ class Settings(BaseSettings):
     def _password_not_empty(cls, value: SecretStr | None) -> SecretStr | None:
         if value is not None and not value.get_secret_value():
             raise ValueError("is empty")
+        if value is not None:
+            check_password_text(value.get_secret_value())
         return value
 
     @field_validator("job_ids", mode="before")
