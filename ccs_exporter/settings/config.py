@@ -35,6 +35,7 @@ from ccs_exporter.settings.inputs import (
     describe_yaml_error,
     first_validation_error,
     load_yaml_file,
+    load_yaml_text,
     read_input_file,
 )
 from ccs_exporter.sharding import MAX_TOTAL_SHARDS, UNSHARDED, Shard, ordinal_from_hostname, parse_shard
@@ -94,7 +95,7 @@ def _listed(value: Any, plain: Callable[[str], list[str]], unparsable: str) -> A
     if not text.startswith("["):
         return plain(text)
     try:
-        return yaml.safe_load(text)
+        return load_yaml_text(text)
     except yaml.YAMLError:
         raise ValueError(unparsable) from None
 

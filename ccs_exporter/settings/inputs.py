@@ -9,18 +9,78 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import yaml
 from pydantic import ValidationError
 
 from ccs_exporter.errors import ConfigError
 
+# What an operator's YAML needs, and far below what hurts: a billion-laughs file expands aliases into
+# gigabytes, and 100,000 nested brackets exhaust Python's recursion. Aliases are refused outright (none of
+# our files needs one), nesting and the number of values are capped while the document is composed. The
+# pure-Python loader is used on purpose: libyaml cannot be stopped early and is quadratic in flow nesting.
+MAX_YAML_DEPTH = 64
+MAX_YAML_NODES = 100_000
+
+
+class YamlLimitError(yaml.MarkedYAMLError):
+    """A YAML document refused for its shape (an alias, too deep, too many values), not its syntax."""
+
+
+class _BoundedLoader(yaml.SafeLoader):
+    """PyYAML's safe loader that refuses aliases and caps nesting depth and the number of values."""
+
+    def __init__(self, stream: str) -> None:
+        super().__init__(stream)
+        self._depth = 0
+        self._nodes = 0
+
+    def fetch_flow_collection_start(self, TokenClass: type[yaml.Token]) -> None:
+        # Checked in the scanner too: it looks ahead for a key past every open bracket, which is
+        # quadratic in 100,000 "[" before the composer ever sees a node.
+        if self.flow_level >= MAX_YAML_DEPTH:
+            self._refuse(f"is nested deeper than {MAX_YAML_DEPTH} levels", self.get_mark())
+        super().fetch_flow_collection_start(TokenClass)
+
+    def compose_node(self, parent: yaml.Node | None, index: int) -> yaml.Node | None:
+        event = self.peek_event()  # type: ignore[no-untyped-call]
+        if isinstance(event, yaml.AliasEvent):
+            self._refuse("uses an alias (*name); aliases are not allowed", event.start_mark)
+        self._depth += 1
+        self._nodes += 1
+        if self._depth > MAX_YAML_DEPTH:
+            self._refuse(f"is nested deeper than {MAX_YAML_DEPTH} levels", event.start_mark)
+        if self._nodes > MAX_YAML_NODES:
+            self._refuse(f"holds more than {MAX_YAML_NODES} values", event.start_mark)
+        try:
+            return super().compose_node(parent, index)
+        finally:
+            self._depth -= 1
+
+    @staticmethod
+    def _refuse(problem: str, mark: Any) -> NoReturn:
+        raise YamlLimitError(problem=problem, problem_mark=mark)
+
+
+def load_yaml_text(text: str) -> Any:
+    """``text`` parsed as YAML with the safe loader, no aliases, bounded depth and size.
+
+    Raises ``yaml.YAMLError`` (``YamlLimitError`` for a refused shape); ``describe_yaml_error`` says which.
+    """
+    loader = _BoundedLoader(text)
+    try:
+        return loader.get_single_data()
+    finally:
+        loader.dispose()
+
 
 def describe_yaml_error(exc: yaml.YAMLError) -> str:
     """``not valid YAML at line N`` (the line when PyYAML knows it), without echoing the file's content."""
     mark = getattr(exc, "problem_mark", None)
     where = f" at line {mark.line + 1}" if mark is not None else ""
+    if isinstance(exc, YamlLimitError):
+        return f"YAML that {exc.problem}{where}"
     return f"not valid YAML{where}"
 
 
@@ -46,7 +106,7 @@ def load_yaml_file(path: Path, what: str, field: str) -> Any:
     """An input file parsed as YAML (JSON is YAML too); a one-line ConfigError naming the line if not."""
     text = read_input_file(path, what, field)
     try:
-        return yaml.safe_load(text)
+        return load_yaml_text(text)
     except yaml.YAMLError as exc:
         raise ConfigError(f"{what} file {path}: {describe_yaml_error(exc)}", field=field) from None
 

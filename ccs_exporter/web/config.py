@@ -40,7 +40,12 @@ from pydantic import (
 )
 
 from ccs_exporter.errors import ConfigError
-from ccs_exporter.settings.inputs import describe_yaml_error, first_validation_error, read_input_file
+from ccs_exporter.settings.inputs import (
+    describe_yaml_error,
+    first_validation_error,
+    load_yaml_text,
+    read_input_file,
+)
 from ccs_exporter.web.auth import BasicAuthChecker, check_bcrypt_hash
 from ccs_exporter.web.tls import TlsServerConfig
 
@@ -176,7 +181,7 @@ def load_web_config(path: Path) -> WebConfig:
     text = read_input_file(path, "web config", "web_config_file")
     where = f"web config file {path}"
     try:
-        loaded = yaml.safe_load(text)
+        loaded = load_yaml_text(text)
     except yaml.YAMLError as exc:
         raise ConfigError(f"{where}: {describe_yaml_error(exc)}", field="web_config_file") from None
     if loaded is not None and not isinstance(loaded, dict):
