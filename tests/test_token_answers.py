@@ -22,7 +22,7 @@ from pydantic import SecretStr
 
 from ccs_exporter.client import CcsClient
 from ccs_exporter.errors import BadResponseError, CcsError, ConfigError
-from ccs_exporter.polling.poller import Poller
+from ccs_exporter.polling.cycle import Poller
 from ccs_exporter.polling.workers import WorkerPool
 from ccs_exporter.redaction import secret_variants
 
