@@ -18,6 +18,7 @@ and stopped by their own process id at the end of their block. Commands that can
 from __future__ import annotations
 
 import contextlib
+import importlib.metadata
 import os
 import re
 import shlex
@@ -490,6 +491,9 @@ class DocRunner:
         for prefix, _checked in PREPARED:
             if text.startswith(prefix):
                 text = text[len(prefix) :]
+                installed = _installed_version()
+                if installed != _project_version(self.root):
+                    return Outcome(command, ran=True, problem=f"ccs-exporter {installed} installed")
         text = self.rewrite(self.substitute(text, block), block)
         cwd = self.cwd / command.cwd
         env = {**self.env}
@@ -571,6 +575,18 @@ class DocRunner:
                     with contextlib.suppress(ProcessLookupError):
                         os.killpg(process.pid, signal.SIGKILL)
                     process.wait(timeout=5)
+
+
+def _installed_version() -> str | None:
+    try:
+        return importlib.metadata.version("ccs-exporter")
+    except importlib.metadata.PackageNotFoundError:
+        return None
+
+
+def _project_version(root: Path) -> str:
+    found = re.search(r'^version = "([^"]+)"', (root / "pyproject.toml").read_text(encoding="utf-8"), re.M)
+    return found.group(1) if found else "?"
 
 
 def _append(text: str, arguments: str) -> str:
