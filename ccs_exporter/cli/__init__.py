@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Callable, Sequence
 
@@ -17,10 +18,15 @@ from ccs_exporter.cli.jobs_commands import add_jobs_commands
 from ccs_exporter.cli.options import (
     EXIT_CCS,
     EXIT_INTERRUPTED,
+    EXIT_PIPE_CLOSED,
     EXIT_USAGE,
+    LOG_LEVELS,
+    CommandParser,
     add_connection_options,
     add_serve_options,
     fail,
+    mark_commands,
+    move_before_command_options,
     seconds,
 )
 from ccs_exporter.errors import AuditError, CcsError, ConfigError, MutationInterrupted
@@ -29,12 +35,32 @@ __all__ = ["build_parser", "main"]
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run one command; return its exit code."""
+    """Run one command; return its exit code (141 when the reader of stdout went away, as ``head`` does)."""
+    try:
+        try:
+            return _run(argv)
+        finally:
+            sys.stdout.flush()  # here, not at exit, so a closed pipe is caught below
+    except BrokenPipeError:
+        # `ccs-exporter ... | head -1`: the reader has what it wanted. End quietly, as a tool killed by
+        # SIGPIPE would (the daemon keeps Python's SIGPIPE handling: a client's closed socket is no reason
+        # to die); stdout goes to /dev/null so the interpreter's last flush cannot complain either.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+        return EXIT_PIPE_CLOSED
+
+
+def _run(argv: Sequence[str] | None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     handler: Callable[[argparse.Namespace], int] | None = getattr(args, "handler", None)
     if handler is None:
         parser.print_help(sys.stderr)
+        return EXIT_USAGE
+    misplaced = move_before_command_options(parser, args)
+    if misplaced is not None:
+        fail(misplaced)
         return EXIT_USAGE
     try:
         return handler(args)
@@ -56,11 +82,16 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser for all commands."""
-    parser = argparse.ArgumentParser(
+    parser = CommandParser(
         prog="ccs-exporter",
-        description="Prometheus exporter and audited job mutations for the CCS jobs REST API.",
+        description="Prometheus exporter and audited job mutations for the CCS jobs REST API.\n"
+        "The setting flags and --config go before or after the command: "
+        "ccs-exporter --config FILE jobs runs JOB_ID.",
     )
     parser.add_argument("--version", action="version", version=f"ccs-exporter {__version__}")
+    add_connection_options(parser, before_command=True)
+    add_serve_options(parser, before_command=True)
+    parser.set_defaults(reads_settings=True)
     commands = parser.add_subparsers(title="commands", metavar="COMMAND")
 
     serve = commands.add_parser("serve", help="poll CCS jobs and serve Prometheus metrics")
@@ -82,7 +113,9 @@ def build_parser() -> argparse.ArgumentParser:
     from ccs_exporter import simulator
 
     demo = commands.add_parser("demo", help="run the exporter against the built-in CCS simulator")
-    demo.add_argument("--listen-address", default="127.0.0.1:9879", help="exporter address (127.0.0.1:9879)")
+    demo.add_argument(
+        "--listen-address", metavar="HOST:PORT", help="exporter address (default 127.0.0.1:9879)"
+    )
     demo.add_argument(
         "--simulator-port",
         type=simulator.port_number,
@@ -96,10 +129,20 @@ def build_parser() -> argparse.ArgumentParser:
         help="seconds between simulated runs of the jobs without a schedule (default 15)",
     )
     demo.add_argument(
-        "--poll-interval", type=seconds, default=5.0, help="seconds between poll cycles (default 5)"
+        "--poll-interval",
+        dest="poll_interval_seconds",
+        type=seconds,
+        metavar="SECONDS",
+        help="seconds between poll cycles (default 5)",
     )
-    demo.add_argument("--log-level", default="info")
-    demo.set_defaults(handler=cmd_demo)
+    demo.add_argument(
+        "--log-level", type=str.lower, choices=LOG_LEVELS, help="the exporter's log level (default info)"
+    )
+    demo.set_defaults(
+        handler=cmd_demo,
+        reads_settings=True,
+        settings_set_by_command=("url", "username", "password", "job_ids"),
+    )
 
     simulate = commands.add_parser("simulate", help="run the CCS simulator (a stand-in CCS jobs API)")
     simulator.add_arguments(simulate)
@@ -108,4 +151,5 @@ def build_parser() -> argparse.ArgumentParser:
     add_jobs_commands(commands)
 
     add_audit_commands(commands)
+    mark_commands(parser)
     return parser

@@ -35,7 +35,7 @@ def add_audit_commands(commands: Any) -> None:
         title="audit commands", metavar="AUDIT_COMMAND"
     )
     verify = audit.add_parser("verify", help="check an audit log's hash chain, head and witness")
-    verify.add_argument("file", type=Path)
+    verify.add_argument("file", type=Path, metavar="FILE", help="the audit log (JSON lines) to check")
     verify.add_argument(
         "--public-key",
         dest="public_keys",
@@ -78,7 +78,9 @@ def add_audit_commands(commands: Any) -> None:
     reconcile = audit.add_parser(
         "reconcile", help="record the outcome CCS shows for intents left without a result (a crash)"
     )
-    reconcile.add_argument("file", type=Path)
+    reconcile.add_argument(
+        "file", type=Path, metavar="FILE", help="the audit log whose open intents to close (written to)"
+    )
     reconcile.add_argument(
         "--dry-run", action="store_true", help="show what would be recorded; write nothing"
     )
@@ -92,7 +94,12 @@ def add_audit_commands(commands: Any) -> None:
     reconcile.set_defaults(handler=_cmd_audit_reconcile)
 
     keygen = audit.add_parser("keygen", help="write an Ed25519 signing key (KEYFILE, 0600) and KEYFILE.pub")
-    keygen.add_argument("keyfile", type=Path)
+    keygen.add_argument(
+        "keyfile",
+        type=Path,
+        metavar="KEYFILE",
+        help="where to write the private key; the public key goes to KEYFILE.pub (neither may exist)",
+    )
     keygen.set_defaults(handler=_cmd_audit_keygen)
 
     add_export_command(audit)

@@ -22,7 +22,7 @@ from ccs_exporter.errors import ConfigError
 
 def _serve_overrides(args: argparse.Namespace) -> dict[str, Any]:
     """The settings the exporter options give (None where a flag was not used)."""
-    return {setting: getattr(args, setting) for setting in SERVE_SETTINGS}
+    return {setting: getattr(args, setting, None) for setting in SERVE_SETTINGS}
 
 
 def cmd_check_config(args: argparse.Namespace) -> int:
@@ -125,7 +125,10 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from ccs_exporter.settings.config import load_settings
     from ccs_exporter.simulator import Simulator
 
-    configure_logging(args.log_level, "auto")
+    log_level = args.log_level or "info"
+    listen_address = args.listen_address or "127.0.0.1:9879"
+    poll_interval = args.poll_interval_seconds or 5.0
+    configure_logging(log_level, "auto")
     # Live: the samples stand as at their capture instant, so a new user sees a missed schedule and a run
     # past its time limit at once; scheduled jobs run on their schedules, the others on the interval.
     try:
@@ -141,9 +144,9 @@ def cmd_demo(args: argparse.Namespace) -> int:
                 "username": sim.username,
                 "password": sim.password,
                 "job_ids": sim.job_ids,
-                "listen_address": args.listen_address,
-                "poll_interval_seconds": args.poll_interval,
-                "log_level": args.log_level,
+                "listen_address": listen_address,
+                "poll_interval_seconds": poll_interval,
+                "log_level": log_level,
             },
         )
 

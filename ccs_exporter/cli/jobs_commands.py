@@ -19,6 +19,8 @@ from ccs_exporter.cli.options import (
 )
 from ccs_exporter.errors import CcsError, ConfigError
 
+JOB_ID_HELP = "the job's GUID (JobID); `jobs find NAME` or `jobs search EXPRESSION` shows it"
+
 
 def add_jobs_commands(commands: Any) -> None:
     """``jobs get|runs|create|update|delete``."""
@@ -26,13 +28,13 @@ def add_jobs_commands(commands: Any) -> None:
         title="jobs commands", metavar="JOBS_COMMAND"
     )
     get = jobs.add_parser("get", help="print a job (search job by id)")
-    get.add_argument("job_id")
+    get.add_argument("job_id", metavar="JOB_ID", help=JOB_ID_HELP)
     _add_output_option(get)
     add_connection_options(get)
     get.set_defaults(handler=_cmd_jobs_get)
 
     runs = jobs.add_parser("runs", help="print a job's latest runs")
-    runs.add_argument("job_id")
+    runs.add_argument("job_id", metavar="JOB_ID", help=JOB_ID_HELP)
     _add_output_option(runs)
     runs.add_argument(
         "--count", type=non_negative_int, default=1, help="runs to fetch, 0 for all (default 1)"
@@ -42,7 +44,11 @@ def add_jobs_commands(commands: Any) -> None:
     runs.set_defaults(handler=_cmd_jobs_runs)
 
     search = jobs.add_parser("search", help="print every job a Search Jobs expression matches (all pages)")
-    search.add_argument("expression", help="sent verbatim as Attributes, e.g. '(JobName Contains PCI)'")
+    search.add_argument(
+        "expression",
+        metavar="EXPRESSION",
+        help="a Search Jobs expression, sent verbatim as Attributes, e.g. '(JobName Contains PCI)'",
+    )
     search.add_argument(
         "--page-size",
         type=_page_size,
@@ -54,24 +60,40 @@ def add_jobs_commands(commands: Any) -> None:
     search.set_defaults(handler=_cmd_jobs_search)
 
     find = jobs.add_parser("find", help="print the job with exactly this name (search by name)")
-    find.add_argument("name")
+    find.add_argument("name", metavar="NAME", help="the job's name, exactly (quote it if it has spaces)")
     _add_output_option(find)
     add_connection_options(find)
     find.set_defaults(handler=_cmd_jobs_find)
 
     create = jobs.add_parser("create", help="create a job from a JSON/YAML spec (audited)")
-    create.add_argument("-f", "--file", dest="spec", type=Path, required=True, help="Create Job body")
+    create.add_argument(
+        "-f",
+        "--file",
+        dest="spec",
+        type=Path,
+        required=True,
+        metavar="SPEC",
+        help="JSON or YAML file holding the Create Job body (JobProperties, JobDetails)",
+    )
     _add_mutation_options(create)
     create.set_defaults(handler=_cmd_jobs_create)
 
     update = jobs.add_parser("update", help="change fields of a job (audited)")
-    update.add_argument("job_id")
-    update.add_argument("-f", "--file", dest="spec", type=Path, required=True, help="JobDetails to change")
+    update.add_argument("job_id", metavar="JOB_ID", help=JOB_ID_HELP)
+    update.add_argument(
+        "-f",
+        "--file",
+        dest="spec",
+        type=Path,
+        required=True,
+        metavar="DETAILS",
+        help="JSON or YAML file holding the JobDetails fields to change",
+    )
     _add_mutation_options(update)
     update.set_defaults(handler=_cmd_jobs_update)
 
     delete = jobs.add_parser("delete", help="delete a job (audited)")
-    delete.add_argument("job_id")
+    delete.add_argument("job_id", metavar="JOB_ID", help=JOB_ID_HELP)
     delete.add_argument(
         "--keep-job", action="store_true", help="delete only the run history (DeleteJob=False)"
     )
@@ -79,12 +101,14 @@ def add_jobs_commands(commands: Any) -> None:
     delete.set_defaults(handler=_cmd_jobs_delete)
 
     run = jobs.add_parser("run", help="run a job now (audited)")
-    run.add_argument("job_id")
+    run.add_argument("job_id", metavar="JOB_ID", help=JOB_ID_HELP)
     _add_mutation_options(run)
     run.set_defaults(handler=_cmd_jobs_run)
 
     abort = jobs.add_parser("abort", help="abort a run in progress by its JobRunID (audited)")
-    abort.add_argument("run_id")
+    abort.add_argument(
+        "run_id", metavar="RUN_ID", help="the run's JobRunID, as `jobs runs JOB_ID` or `jobs run` print it"
+    )
     _add_mutation_options(abort)
     abort.set_defaults(handler=_cmd_jobs_abort)
 
