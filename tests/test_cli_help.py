@@ -23,7 +23,7 @@ WITHOUT_ANY_FLAG = (
     "audit_signing_key_file",
 )
 # Commands that read no settings at all; their help says so instead.
-READ_NO_SETTINGS = {"simulate", "audit verify", "audit keygen"}
+READ_NO_SETTINGS = {"simulate", "audit verify", "audit keygen", "audit export"}
 
 
 def commands(

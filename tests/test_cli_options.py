@@ -91,7 +91,15 @@ class TestOptionsBeforeTheCommand:
         """--job-ids before `jobs get` is a usage error naming the flag, not silently dropped."""
         result = run("--job-ids", sim.job_ids[0], "jobs", "get", sim.job_ids[0])
         assert result.returncode == 2
-        assert result.stderr.strip() == "ccs-exporter: --job-ids: this command does not read this setting"
+        assert result.stderr.strip() == "ccs-exporter: --job-ids: jobs get does not read this setting"
+
+    def test_config_before_audit_verify(self, config: Path, tmp_path: Path) -> None:
+        """audit verify reads only its FILE: --config before it says so instead of being ignored."""
+        result = run("--config", str(config), "audit", "verify", str(tmp_path / "audit.jsonl"))
+        assert result.returncode == 2
+        assert result.stderr.strip() == (
+            "ccs-exporter: --config: audit verify reads no settings (no --config, no setting flags)"
+        )
 
 
 class TestNoAbbreviations:

@@ -11,7 +11,7 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
-from ccs_exporter.cli.options import EXIT_CCS, EXIT_INTERRUPTED, EXIT_OK, fail, seconds
+from ccs_exporter.cli.options import EXIT_CCS, EXIT_INTERRUPTED, EXIT_OK, LOG_LEVELS, fail, seconds
 from ccs_exporter.errors import ConfigError
 
 
@@ -20,7 +20,7 @@ def add_export_command(audit: Any) -> None:
     export = audit.add_parser(
         "export", help="map the audit log to OCSF, ECS or JSON lines and ship it (to stdout, syslog, HEC)"
     )
-    export.add_argument("file", type=Path)
+    export.add_argument("file", type=Path, metavar="FILE", help="the audit log (JSON lines) to map and ship")
     export.add_argument("--format", dest="export_format", required=True, metavar="ocsf|ecs|jsonl")
     export.add_argument("--follow", action="store_true", help="keep shipping records as they are appended")
     export.add_argument(
@@ -40,8 +40,12 @@ def add_export_command(audit: Any) -> None:
         "--poll-interval", type=seconds, default=0.2, help="seconds between looks at the log (0.2)"
     )
     export.add_argument("--timeout", type=seconds, default=30.0, help="seconds per delivery attempt (30)")
-    export.add_argument("--log-level", default="info", help="debug, info, warning, error (default info)")
-    export.add_argument("--log-format", default="auto", choices=("json", "console", "auto"))
+    export.add_argument(
+        "--log-level", type=str.lower, choices=LOG_LEVELS, help=f"{', '.join(LOG_LEVELS)} (default info)"
+    )
+    export.add_argument(
+        "--log-format", choices=("json", "console", "auto"), help="default auto: JSON unless a terminal"
+    )
     export.set_defaults(handler=_cmd_audit_export)
 
 
@@ -115,7 +119,7 @@ def _cmd_audit_export(args: argparse.Namespace) -> int:
     from ccs_exporter.audit.export.source import SourceError
     from ccs_exporter.cli.logs import configure_logging
 
-    configure_logging(args.log_level, args.log_format)
+    configure_logging(args.log_level or "info", args.log_format or "auto")
     fmt = export_format(args.export_format)
     options = _options(args, fmt)
     if args.cursor is not None:

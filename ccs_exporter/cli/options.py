@@ -254,7 +254,10 @@ def move_before_command_options(parser: argparse.ArgumentParser, args: argparse.
         value = getattr(args, key)
         delattr(args, key)
         if dest not in command_dests:
-            return f"{flag_of.get(key, dest)}: this command does not read this setting"
+            flag, command = flag_of.get(key, dest), getattr(args, "command_name", "this command")
+            if not args.reads_settings:
+                return f"{flag}: {command} reads no settings (no --config, no setting flags)"
+            return f"{flag}: {command} does not read this setting"
         if getattr(args, dest, None) in (None, False):
             setattr(args, dest, value)
     return None
@@ -264,7 +267,11 @@ def mark_commands(parser: argparse.ArgumentParser) -> None:
     """Give each command (a parser without sub-commands) the list of its flags' dests, as a default."""
     sub_actions = [action for action in parser._actions if isinstance(action, argparse._SubParsersAction)]
     if not sub_actions:
-        parser.set_defaults(command_dests=frozenset(action.dest for action in parser._actions))
+        parser.set_defaults(
+            command_dests=frozenset(action.dest for action in parser._actions),
+            command_name=parser.prog.removeprefix("ccs-exporter "),
+            reads_settings=bool(parser.get_default("reads_settings")),  # not the top level's
+        )
     for action in sub_actions:
         for child in set(action.choices.values()):
             mark_commands(child)
