@@ -40,10 +40,7 @@ EXECUTING_RUN_ID = "3e9b5d43-8f0a-4c1b-8d2e-6f5a4b3c2d41"
 
 # Documented commands that fail today because of a defect being fixed, with the defect. Keys are
 # "<file>: <command as documented>". Only temporarily: the test fails once a listed command passes.
-KNOWN_FAILING: dict[str, str] = {
-    "docs/runbooks.md: kubectl -n NAMESPACE exec deploy/RELEASE-ccs-exporter -- ccs-exporter --config "
-    "/etc/ccs-exporter/config/config.yaml jobs runs JOB_ID": "issue 21: global options before the subcommand",
-}
+KNOWN_FAILING: dict[str, str] = {}
 
 
 @pytest.fixture

@@ -9,6 +9,7 @@ above it sees a ``requests`` exception.
 from __future__ import annotations
 
 import random
+import ssl
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -195,11 +196,7 @@ class Transport:
         if isinstance(exc, requests.exceptions.Timeout):
             return CcsTimeoutError(f"no answer within {self._timeout:g} s", sent=True)
         if isinstance(exc, requests.exceptions.SSLError):
-            return UnavailableError(
-                "TLS handshake failed: the server certificate is not trusted "
-                "(set CCS_EXPORTER_CA_BUNDLE to the CCS internal CA)",
-                sent=False,
-            )
+            return UnavailableError(f"TLS handshake failed: {_describe_tls_error(exc)}", sent=False)
         if isinstance(exc, requests.exceptions.ConnectionError):
             refused = _nothing_sent(exc)
             reason = "connection refused or host unreachable" if refused else "connection dropped"
@@ -240,6 +237,62 @@ class Transport:
         delay = self._backoff * (2 ** (attempt - 1)) * (0.5 + random.random())
         log.debug("ccs_request_retry", endpoint=endpoint, attempt=attempt, reason=reason, delay_seconds=delay)
         time.sleep(delay)
+
+
+# What OpenSSL says when the other side answers a ClientHello with something that is not TLS, typically
+# an HTTP error page ("HTTP/1.1 400"): the URL says https:// but the port speaks plain HTTP.
+_NOT_TLS_REASONS = frozenset(
+    {
+        "WRONG_VERSION_NUMBER",
+        "RECORD_LAYER_FAILURE",
+        "UNKNOWN_PROTOCOL",
+        "PACKET_LENGTH_TOO_LONG",
+        "HTTP_REQUEST",
+    }
+)
+
+
+def _describe_tls_error(exc: BaseException) -> str:
+    """Why the TLS handshake failed, in the words that point at the fix: a plain-HTTP server, an untrusted
+    certificate, a certificate for another name, or OpenSSL's reason."""
+    cause = _ssl_cause(exc)
+    if isinstance(cause, ssl.SSLCertVerificationError):
+        detail = cause.verify_message or "verification failed"
+        if "hostname" in detail.lower() or "ip address mismatch" in detail.lower():
+            return (
+                f"the server certificate is not for this host ({detail}): use the name the certificate "
+                "holds in CCS_EXPORTER_URL"
+            )
+        return (
+            f"the server certificate is not trusted ({detail}): set CCS_EXPORTER_CA_BUNDLE to the CA "
+            "that signed it (the CCS internal CA)"
+        )
+    reason = getattr(cause, "reason", None)
+    if reason in _NOT_TLS_REASONS:
+        return (
+            "the server answered in plain HTTP, not TLS: use an http:// URL for this port, or the port "
+            "where CCS serves https (CCS_EXPORTER_URL)"
+        )
+    if reason:
+        return f"{str(reason).lower().replace('_', ' ')} (OpenSSL)"
+    return "the connection was not TLS or was closed during the handshake"
+
+
+def _ssl_cause(exc: BaseException) -> BaseException | None:
+    """The ``ssl.SSLError`` inside the exceptions requests and urllib3 wrap it in, if there is one."""
+    seen: set[int] = set()
+    pending: list[Any] = [exc]
+    while pending:
+        current = pending.pop(0)
+        if not isinstance(current, BaseException) or id(current) in seen:
+            continue
+        seen.add(id(current))
+        if isinstance(current, ssl.SSLError):
+            return current
+        pending.extend(
+            [current.__cause__, current.__context__, getattr(current, "reason", None), *current.args]
+        )
+    return None
 
 
 def json_body(response: requests.Response, method: str, path: str) -> Any:
