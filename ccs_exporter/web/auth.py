@@ -18,10 +18,12 @@ from collections.abc import Callable, Mapping
 
 import bcrypt
 
-# Each step doubles the time of a check: 14 is about 1 s on one core, already more than a scrape should
-# wait when its password is not cached yet. Higher costs (up to bcrypt's 31: hours) are refused at start.
-MAX_BCRYPT_COST = 14
+# bcrypt's range, which the toolkit accepts whole. Each step doubles the time of a check: 14 is about 1 s
+# on one core, 31 days. Above SLOW_BCRYPT_COST a warning says what a first login costs; the checks still
+# run one at a time, once per distinct credential, so a flood costs at most one core.
+MAX_BCRYPT_COST = 31
 MIN_BCRYPT_COST = 4
+SLOW_BCRYPT_COST = 14
 _BCRYPT_PREFIX = re.compile(r"^\$2[abxy]\$(\d\d)\$")
 _BCRYPT_HASH = re.compile(r"^\$2[abxy]\$\d\d\$[./A-Za-z0-9]{53}$")
 # bcrypt reads the first 72 bytes of a password (htpasswd and Go's bcrypt do the same).
@@ -29,13 +31,18 @@ _BCRYPT_MAX_PASSWORD_BYTES = 72
 _MAX_CACHED = 1000
 
 
+def bcrypt_cost(value: str) -> int:
+    """The cost of a bcrypt hash already checked by ``check_bcrypt_hash``."""
+    return int(value.split("$")[2])
+
+
 def check_bcrypt_hash(value: str) -> str:
     """``value`` when it is a bcrypt hash whose cost this server accepts; ValueError (never echoing it)."""
     prefix = _BCRYPT_PREFIX.match(value)
     if prefix is not None and not MIN_BCRYPT_COST <= int(prefix.group(1)) <= MAX_BCRYPT_COST:
         raise ValueError(
-            f"bcrypt cost {int(prefix.group(1))} is outside {MIN_BCRYPT_COST}-{MAX_BCRYPT_COST} (each step "
-            f"doubles the time of a login; 10 is usual)"
+            f"bcrypt cost {int(prefix.group(1))} is outside bcrypt's {MIN_BCRYPT_COST}-{MAX_BCRYPT_COST} "
+            "(each step doubles the time of a login; 10 is usual)"
         )
     if prefix is None or _BCRYPT_HASH.match(value) is None:
         raise ValueError("not a bcrypt hash: $2y$, a two-digit cost, $ and 53 characters (htpasswd -nBC 10)")
@@ -64,6 +71,10 @@ class BasicAuthChecker:
         return hmac.new(
             self._key, f"{user}\0{password}".encode("utf-8", "surrogatepass"), hashlib.sha256
         ).digest()
+
+    def credential_key(self, user: str, password: str) -> bytes:
+        """A keyed digest standing for this pair (never the password), e.g. to share one check of it."""
+        return self._digest(user, password)
 
     def cached(self, user: str, password: str) -> bool | None:
         """True or False when this pair was checked before, None when only bcrypt can tell."""

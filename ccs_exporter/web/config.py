@@ -11,9 +11,12 @@
     basic_auth_users:
       prometheus: $2y$10$...   # bcrypt hash (htpasswd -nBC 10 "" | tr -d ':\\n')
 
-The whole schema is accepted. What Python's ``ssl`` cannot do (HTTP/2, curve preferences, the rate
-limiter, ``prefer_server_cipher_suites``) is reported by ``ignored_settings`` instead of refused. Problems
-are ``ConfigError`` with one line naming the key (and its line in the file when it can be found).
+The whole schema is accepted, with the toolkit's meaning: ``rate_limit`` is one token bucket for the
+whole server (429 when empty), header values may be any YAML scalar (their text is sent as written).
+What Python's ``ssl`` cannot do (HTTP/2, curve preferences, ``prefer_server_cipher_suites``) is reported
+by ``ignored_settings`` instead of refused, and settings that work but deserve a second look (any
+certificate accepted, slow bcrypt costs, a limiter that refuses everything) by ``warnings``. Problems are
+``ConfigError`` with one line naming the key (and its line in the file when it can be found).
 ``WebConfigWatcher`` re-reads the file, and the files it names, when they change.
 """
 
@@ -46,7 +49,7 @@ from ccs_exporter.settings.inputs import (
     load_yaml_text,
     read_input_file,
 )
-from ccs_exporter.web.auth import BasicAuthChecker, check_bcrypt_hash
+from ccs_exporter.web.auth import SLOW_BCRYPT_COST, BasicAuthChecker, bcrypt_cost, check_bcrypt_hash
 from ccs_exporter.web.tls import TlsServerConfig
 
 log = structlog.get_logger(__name__)
@@ -85,6 +88,17 @@ def _header_value(name: str, value: str) -> str:
     return value
 
 
+def _scalar_text(value: Any) -> Any:
+    """A YAML scalar as Go's yaml reads it into a string (``1`` -> "1", ``true`` -> "true", null -> "")."""
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return str(value)
+    return value
+
+
 class HttpServerConfig(BaseModel):
     """``http_server_config``: extra response headers; ``http2`` is accepted and not served."""
 
@@ -93,14 +107,47 @@ class HttpServerConfig(BaseModel):
     http2: bool = True
     headers: dict[str, str] = Field(default_factory=dict)
 
+    @field_validator("headers", mode="before")
+    @classmethod
+    def _scalars_as_text(cls, value: Any) -> Any:
+        if isinstance(value, dict):
+            return {str(name): _scalar_text(text) for name, text in value.items()}
+        return value
+
     @field_validator("headers")
     @classmethod
     def _known_headers(cls, value: dict[str, str]) -> dict[str, str]:
         return {name: _header_value(name, text) for name, text in value.items()}
 
 
+class TokenBucket:
+    """The toolkit's rate limiter (Go's ``rate.NewLimiter(rate.Every(interval), burst)``), server-wide.
+
+    Starts full with ``burst`` tokens and gains one every ``interval``; a request takes one or is refused.
+    """
+
+    def __init__(self, interval: float, burst: int, clock: Callable[[], float] = time.monotonic) -> None:
+        self.interval = interval
+        self.burst = burst
+        self._clock = clock
+        self._tokens = float(burst)
+        self._at = clock()
+        self._lock = threading.Lock()
+
+    def allow(self) -> bool:
+        """Take a token if there is one."""
+        with self._lock:
+            now = self._clock()
+            self._tokens = min(float(self.burst), self._tokens + (now - self._at) / self.interval)
+            self._at = now
+            if self._tokens >= 1.0:
+                self._tokens -= 1.0
+                return True
+            return False
+
+
 class RateLimitConfig(BaseModel):
-    """``rate_limit``: accepted so toolkit files load; not applied (see ``ignored_settings``)."""
+    """``rate_limit``: a token bucket for every request (an ``interval`` of 0 turns it off)."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -113,6 +160,15 @@ class RateLimitConfig(BaseModel):
         text = str(value).strip()
         go_duration_seconds(text)
         return text
+
+    @property
+    def interval_seconds(self) -> float:
+        return go_duration_seconds(self.interval)
+
+    def bucket(self) -> TokenBucket | None:
+        """The limiter this section asks for, or None when it is off."""
+        seconds = self.interval_seconds
+        return TokenBucket(seconds, self.burst) if seconds > 0 else None
 
 
 def _user_name(value: str) -> str:
@@ -161,8 +217,6 @@ class WebConfig(BaseModel):
         http = self.http_server_config
         if http.http2 and "http2" in http.model_fields_set:
             ignored.append(("http_server_config.http2", "HTTP/2 is not served: HTTP/1.1 only"))
-        if self.rate_limit is not None and go_duration_seconds(self.rate_limit.interval) > 0:
-            ignored.append(("rate_limit", "not applied; failed logins are limited per client instead"))
         tls = self.tls_server_config
         if tls is not None and not tls.enabled and tls.model_fields_set:
             ignored.append(("tls_server_config", "no certificate configured: serving plain HTTP"))
@@ -175,6 +229,40 @@ class WebConfig(BaseModel):
                 ignored.append(("tls_server_config.curve_preferences", "OpenSSL's default groups are used"))
         return ignored
 
+    def warnings(self) -> list[tuple[str, str]]:
+        """Settings applied as the toolkit applies them that deserve a second look: (key, why)."""
+        found: list[tuple[str, str]] = []
+        tls = self.tls
+        if tls is not None and tls.client_auth_type in ("RequestClientCert", "RequireAnyClientCert"):
+            found.append(
+                (
+                    "tls_server_config.client_auth_type",
+                    f"{tls.client_auth_type} accepts any client certificate, unverified: it authenticates "
+                    "no one (RequireAndVerifyClientCert with client_ca_file does)",
+                )
+            )
+        if tls is not None and tls.verifies_client_certificates and not tls.has_client_ca:
+            found.append(
+                (
+                    "tls_server_config.client_ca_file",
+                    "not set: client certificates are verified against the system's trust store, as Go does",
+                )
+            )
+        costs = sorted({bcrypt_cost(hashed) for hashed in (self.basic_auth_users or {}).values()})
+        if costs and costs[-1] > SLOW_BCRYPT_COST:
+            seconds = 2 ** (costs[-1] - 10) * 0.06
+            found.append(
+                (
+                    "basic_auth_users",
+                    f"bcrypt cost {costs[-1]}: the first login with a password takes about {seconds:,.0f} s "
+                    "of one core (checked once, then cached; one check at a time)",
+                )
+            )
+        limit = self.rate_limit
+        if limit is not None and limit.interval_seconds > 0 and limit.burst == 0:
+            found.append(("rate_limit.burst", "0 with an interval: every request is refused with 429"))
+        return found
+
 
 def load_web_config(path: Path) -> WebConfig:
     """Read and check a web-config file; ``ConfigError`` names the file, the bad key and its line."""
@@ -186,6 +274,7 @@ def load_web_config(path: Path) -> WebConfig:
         raise ConfigError(f"{where}: {describe_yaml_error(exc)}", field="web_config_file") from None
     if loaded is not None and not isinstance(loaded, dict):
         raise ConfigError(f"{where}: must be a mapping of keys to values", field="web_config_file")
+    _headers_as_written(text, loaded)
     try:
         config = WebConfig.model_validate(loaded or {}, context={"base_dir": path.parent})
     except ValidationError as exc:
@@ -202,6 +291,31 @@ def load_web_config(path: Path) -> WebConfig:
     except ConfigError as exc:
         raise ConfigError(f"{where}: {exc}", field="web_config_file") from None
     return config
+
+
+def _headers_as_written(text: str, loaded: dict[str, Any] | None) -> None:
+    """Header values as the file writes them (``0x10``, ``yes``, ``1.50``), as Go's yaml reads strings."""
+    http = (loaded or {}).get("http_server_config")
+    if not isinstance(http, dict) or not isinstance(http.get("headers"), dict):
+        return
+    try:
+        node = yaml.compose(text)
+    except yaml.YAMLError:
+        return
+    for key in ("http_server_config", "headers"):
+        if not isinstance(node, yaml.MappingNode):
+            return
+        node = next((v for k, v in node.value if k.value == key), None)
+    if not isinstance(node, yaml.MappingNode):
+        return
+    for name, value in node.value:
+        if (
+            isinstance(name, yaml.ScalarNode)
+            and isinstance(value, yaml.ScalarNode)
+            and name.value in http["headers"]
+        ):
+            is_null = value.tag == "tag:yaml.org,2002:null" and value.style is None
+            http["headers"][name.value] = "" if is_null else value.value
 
 
 def _line_of(text: str, loc: tuple[int | str, ...]) -> int | None:
@@ -233,6 +347,7 @@ class WebState:
     tls: ssl.SSLContext | None
     basic_auth: BasicAuthChecker | None
     headers: tuple[tuple[str, str], ...]
+    rate_limit: TokenBucket | None = None
 
     def allows_client(self, peer_certificate: dict[str, Any] | None) -> bool:
         """``client_allowed_sans``: True when the client's certificate may connect."""
@@ -312,7 +427,15 @@ class WebConfigWatcher:
             if key not in self._reported:
                 self._reported.add(key)
                 log.warning("web_config_setting_ignored", setting=key, reason=why)
-        return WebState(config, config.ssl_context(), checker, config.response_headers)
+        for key, why in config.warnings():
+            if f"warning:{key}:{why}" not in self._reported:
+                self._reported.add(f"warning:{key}:{why}")
+                log.warning("web_config_setting_warning", setting=key, reason=why)
+        if previous is not None and config.rate_limit == previous.config.rate_limit:
+            bucket = previous.rate_limit  # an unchanged limiter keeps its tokens across reloads
+        else:
+            bucket = config.rate_limit.bucket() if config.rate_limit is not None else None
+        return WebState(config, config.ssl_context(), checker, config.response_headers, bucket)
 
     def _files_stamp(self, config: WebConfig) -> tuple[tuple[int, int, int], ...] | None:
         tls = config.tls

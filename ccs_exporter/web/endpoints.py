@@ -28,7 +28,7 @@ from ccs_exporter.exposition.families import ExpositionStore
 from ccs_exporter.exposition.formats import EOF, EOF_GZIP, MAX_SELECTED_NAMES, Format, negotiate
 from ccs_exporter.exposition.live import LiveMetrics
 from ccs_exporter.web.auth import BasicAuthChecker, FailureBackoff
-from ccs_exporter.web.config import WebState
+from ccs_exporter.web.config import TokenBucket, WebState
 
 _SERVER = f"ccs-exporter/{__version__}"
 # Basic auth guards everything but the health endpoints (TLS, when configured, covers all of them).
@@ -176,6 +176,7 @@ class Endpoints:
         self._max_queued_checks = max_queued_auth_checks
         self._bcrypt = ThreadPoolExecutor(max_workers=1, thread_name_prefix="metrics-http-auth")
         self._queued_checks = 0
+        self._checks_running: dict[bytes, asyncio.Future[bool]] = {}
 
     @property
     def ready(self) -> bool:
@@ -190,6 +191,10 @@ class Endpoints:
         """The answer to ``request`` under the web config in force (``state``)."""
         if request.method not in ("GET", "HEAD"):
             return text_response(405, "method not allowed", headers=[("Allow", "GET, HEAD")])
+        bucket = state.rate_limit if state is not None else None
+        if bucket is not None and request.path not in _UNAUTHENTICATED_PATHS and not bucket.allow():
+            # The toolkit's rate_limit: one bucket for the server; the probes stay open (see docs).
+            return text_response(429, "Too Many Requests", headers=[("Retry-After", _retry_after(bucket))])
         checker = state.basic_auth if state is not None else None
         if checker is not None and request.path not in _UNAUTHENTICATED_PATHS:
             refusal = await self._authorize(request, checker)
@@ -213,19 +218,15 @@ class Endpoints:
         verdict = checker.cached(*credentials) if credentials is not None else False
         if verdict is None and credentials is not None:
             wait = self._backoff.wait_seconds(request.client)
-            if wait > 0 or self._queued_checks >= self._max_queued_checks:
+            joining = checker.credential_key(*credentials) in self._checks_running
+            if wait > 0 or (not joining and self._queued_checks >= self._max_queued_checks):
                 # Answered slowly and without bcrypt: a flood from one client costs neither CPU nor threads.
                 await asyncio.sleep(min(max(wait, 0.5), 1.0))
                 retry = str(max(1, math.ceil(wait)))
                 return text_response(
                     429, "too many failed logins: retry later", headers=[("Retry-After", retry)]
                 )
-            self._queued_checks += 1
-            try:
-                loop = asyncio.get_running_loop()
-                verdict = await loop.run_in_executor(self._bcrypt, checker.verify, *credentials)
-            finally:
-                self._queued_checks -= 1
+            verdict = await self._verify_once(checker, credentials)
             if verdict:
                 self._backoff.succeeded(request.client)
             else:
@@ -234,6 +235,23 @@ class Endpoints:
             return None
         challenge = ("WWW-Authenticate", 'Basic realm="ccs-exporter", charset="UTF-8"')
         return text_response(401, "Unauthorized", headers=[challenge])
+
+    async def _verify_once(self, checker: BasicAuthChecker, credentials: tuple[str, str]) -> bool:
+        """bcrypt for ``credentials``, shared by every request that carries them while it runs."""
+        key = checker.credential_key(*credentials)
+        running = self._checks_running.get(key)
+        if running is None:
+            self._queued_checks += 1
+            loop = asyncio.get_running_loop()
+            running = asyncio.ensure_future(loop.run_in_executor(self._bcrypt, checker.verify, *credentials))
+            self._checks_running[key] = running
+
+            def done(_: asyncio.Future[bool]) -> None:
+                self._queued_checks -= 1
+                self._checks_running.pop(key, None)
+
+            running.add_done_callback(done)
+        return await asyncio.shield(running)
 
     def _metrics(self, request: Request) -> Response:
         try:
@@ -254,6 +272,10 @@ class Endpoints:
         if gzipped:
             headers.append(("Content-Encoding", "gzip"))
         return Response(200, (live, *body, *end), content_type, headers)
+
+
+def _retry_after(bucket: TokenBucket) -> str:
+    return str(max(1, math.ceil(bucket.interval)))
 
 
 def response_head(request: Request | None, answer: Response, extra: tuple[tuple[str, str], ...]) -> bytes:

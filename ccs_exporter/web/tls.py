@@ -2,16 +2,21 @@
 
 exporter-toolkit's schema mapped onto Python's ``ssl``: Go's TLS version and cipher-suite names become
 OpenSSL's, inline PEM is loaded from an anonymous in-memory file, and ``client_allowed_sans`` is checked
-against the verified client certificate once the handshake is done. Python verifies every client
-certificate it asks for, so the policies that require one need a client CA here (see docs/security.md).
+against the client certificate once the handshake is done. ``client_auth_type`` has Go's crypto/tls
+meaning: ``RequestClientCert`` and ``RequireAnyClientCert`` accept any certificate (OpenSSL is given a
+verify callback that accepts what it could not verify), the two ``Verify`` policies check it against
+``client_ca_file`` or, without one, the system's trust store, as Go does.
 """
 
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import ipaddress
 import os
 import ssl
+import sys
+import sysconfig
 import tempfile
 import warnings
 from collections.abc import Iterator
@@ -68,10 +73,8 @@ GO_CIPHER_SUITES: dict[str, str | None] = {
     "TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256": "ECDHE-ECDSA-CHACHA20-POLY1305",
 }
 CurveName = Literal["CurveP256", "CurveP384", "CurveP521", "X25519"]
-# Policies that need a CA: Python's ssl verifies every client certificate it asks for (see docs/security.md).
-_NEEDS_CLIENT_CA = frozenset(
-    {"RequireAnyClientCert", "RequireClientCert", "VerifyClientCertIfGiven", "RequireAndVerifyClientCert"}
-)
+# Go's policies that ask for a certificate and never verify it.
+_UNVERIFIED_POLICIES = frozenset({"RequestClientCert", "RequireAnyClientCert", "RequireClientCert"})
 
 
 def _cipher_name(value: str) -> str:
@@ -182,16 +185,8 @@ class TlsServerConfig(BaseModel):
                 "a client CA is configured without a client auth policy: set client_auth_type "
                 "(RequireAndVerifyClientCert to admit only clients that CA signed)"
             )
-        if self.client_auth_type in _NEEDS_CLIENT_CA and not self.has_client_ca:
-            raise ValueError(
-                f"client_auth_type {self.client_auth_type} needs client_ca_file (or client_ca): "
-                "without a CA every client certificate is refused"
-            )
-        if self.client_allowed_sans is not None:
-            if not self.client_allowed_sans:
-                raise ValueError("client_allowed_sans is empty: no client could connect")
-            if not self.has_client_ca:
-                raise ValueError("client_allowed_sans needs client certificates: set client_ca_file")
+        if self.client_allowed_sans is not None and not self.client_allowed_sans:
+            raise ValueError("client_allowed_sans is empty: no client could connect")
         if _TLS_VERSIONS[self.min_version] > _TLS_VERSIONS[self.max_version]:
             raise ValueError(f"min_version {self.min_version} is above max_version {self.max_version}")
         return self
@@ -214,6 +209,9 @@ class TlsServerConfig(BaseModel):
                 context.load_verify_locations(cafile=str(self.client_ca_file))
             elif self.client_ca is not None:
                 context.load_verify_locations(cadata=self.client_ca)
+            elif self.client_auth_type != "NoClientCert":
+                # Go verifies client certificates against the system's roots when no CA is given.
+                context.load_default_certs(ssl.Purpose.CLIENT_AUTH)
         except (ssl.SSLError, OSError, ValueError) as exc:
             raise ConfigError(
                 f"tls_server_config: cannot load the certificate, key or client CA ({exc})",
@@ -230,17 +228,26 @@ class TlsServerConfig(BaseModel):
                     field="tls_server_config",
                 ) from None
         context.verify_mode = self._verify_mode()
+        if self.client_auth_type in _UNVERIFIED_POLICIES and not accept_any_client_certificate(context):
+            raise ConfigError(
+                f"tls_server_config.client_auth_type: {self.client_auth_type} cannot be served by this "
+                "Python build (it cannot accept unverified certificates); use RequireAndVerifyClientCert",
+                field="tls_server_config",
+            )
         return context
 
     def _verify_mode(self) -> ssl.VerifyMode:
         policy = self.client_auth_type
         if policy in ("RequireAnyClientCert", "RequireClientCert", "RequireAndVerifyClientCert"):
             return ssl.CERT_REQUIRED
-        if policy == "VerifyClientCertIfGiven" or (policy == "RequestClientCert" and self.has_client_ca):
+        if policy in ("VerifyClientCertIfGiven", "RequestClientCert"):
             return ssl.CERT_OPTIONAL
-        # RequestClientCert without a CA: the toolkit asks for a certificate it never checks; not asking
-        # admits the same clients.
         return ssl.CERT_NONE
+
+    @property
+    def verifies_client_certificates(self) -> bool:
+        """True when a client certificate sent is checked against a CA (Go's two Verify policies)."""
+        return self.client_auth_type in ("VerifyClientCertIfGiven", "RequireAndVerifyClientCert")
 
     def allows_client(self, peer_certificate: dict[str, Any] | None) -> bool:
         """False when ``client_allowed_sans`` is set and the verified client certificate has none of them."""
@@ -249,6 +256,47 @@ class TlsServerConfig(BaseModel):
         names = (peer_certificate or {}).get("subjectAltName", ())
         allowed = {_normalized_san(name) for name in self.client_allowed_sans}
         return any(_normalized_san(value) in allowed for kind, value in names if kind != "DirName")
+
+
+# OpenSSL's verify callback: (preverify_ok, X509_STORE_CTX *) -> 1 to go on with the handshake.
+_VERIFY_CALLBACK = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_int, ctypes.c_void_p)
+_ACCEPT_ANY = _VERIFY_CALLBACK(lambda preverify_ok, store: 1)
+
+
+def accept_any_client_certificate(context: ssl.SSLContext) -> bool:
+    """Make ``context`` accept any client certificate it asks for, as Go's unverified policies do.
+
+    Python's ``ssl`` verifies every certificate it asks for and has no verify callback; OpenSSL has one
+    (``SSL_CTX_set_verify``), set here through ctypes on the context's ``SSL_CTX``, which CPython keeps
+    right after the object header and whose callback it preserves when ``verify_mode`` changes. The
+    pointer is used only after OpenSSL confirms it is this context (same verify mode and options);
+    False when that cannot be done (another build of Python), and the caller refuses the setting.
+    """
+    if sys.implementation.name != "cpython" or hasattr(sys, "gettotalrefcount"):
+        return False
+    if sysconfig.get_config_var("Py_GIL_DISABLED"):
+        return False
+    try:
+        library = ctypes.CDLL(ssl._ssl.__file__)  # type: ignore[attr-defined]  # the libssl _ssl links
+        get_mode, get_options, set_verify = (
+            library.SSL_CTX_get_verify_mode,
+            library.SSL_CTX_get_options,
+            library.SSL_CTX_set_verify,
+        )
+    except (OSError, AttributeError):
+        return False
+    get_mode.restype, get_mode.argtypes = ctypes.c_int, [ctypes.c_void_p]
+    get_options.restype, get_options.argtypes = ctypes.c_uint64, [ctypes.c_void_p]
+    set_verify.restype, set_verify.argtypes = None, [ctypes.c_void_p, ctypes.c_int, _VERIFY_CALLBACK]
+    pointer = ctypes.c_void_p.from_address(id(context) + 2 * ctypes.sizeof(ctypes.c_void_p)).value
+    if not pointer:
+        return False
+    mode = get_mode(pointer)
+    expected = {ssl.CERT_NONE: 0, ssl.CERT_OPTIONAL: 1, ssl.CERT_REQUIRED: 3}[context.verify_mode]
+    if mode != expected or get_options(pointer) != int(context.options):
+        return False
+    set_verify(pointer, mode, _ACCEPT_ANY)
+    return True
 
 
 def _secret(value: SecretStr | None) -> str | None:
