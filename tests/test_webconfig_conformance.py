@@ -352,3 +352,45 @@ class TestBcryptCosts:
             thread.join(timeout=90)
         assert codes == [200] * 12
         assert len(checks) == 1
+
+
+class TestStricterIsAWarning:
+    """What the toolkit loads but cannot work as meant loads here too, with a warning naming the key."""
+
+    @pytest.mark.parametrize(
+        ("lines", "setting", "handshake"),
+        [
+            (["cert: {cert_inline}"], "tls_server_config.cert", True),
+            (["min_version: TLS13", "max_version: TLS12"], "tls_server_config.min_version", False),
+            (
+                ["client_auth_type: RequireAnyClientCert", "client_allowed_sans: []"],
+                "tls_server_config.client_allowed_sans",
+                False,
+            ),
+        ],
+    )
+    def test_loads_with_a_warning(
+        self,
+        pki: Pki,
+        serve: Callable[..., MetricsServer],
+        lines: list[str],
+        setting: str,
+        handshake: bool,
+    ) -> None:
+        """The file loads, one warning names the key, and clients get what the toolkit would give them."""
+        inline = "|\n" + "".join("    " + line + "\n" for line in pki.server_cert.read_text().splitlines())
+        with structlog.testing.capture_logs() as logs:
+            server = serve(tls(pki, *(line.format(cert_inline=inline) for line in lines)))
+        assert setting in [
+            entry.get("setting") for entry in logs if entry["event"] == "web_config_setting_warning"
+        ]
+        assert admitted(server, pki, (pki.client_cert, pki.client_key)) is handshake
+
+    def test_user_name_with_colon_loads_and_never_logs_in(
+        self, write: Callable[[str], Path], serve: Callable[..., MetricsServer]
+    ) -> None:
+        hashed = bcrypt.hashpw(b"pw", bcrypt.gensalt(rounds=4)).decode()
+        with structlog.testing.capture_logs() as logs:
+            server = serve(f"basic_auth_users:\n  'a:b': '{hashed}'\n")
+        assert "basic_auth_users.a:b" in [entry.get("setting") for entry in logs]
+        assert requests.get(f"{server.url}/metrics", auth=("a:b", "pw"), timeout=5).status_code == 401

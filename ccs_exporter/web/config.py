@@ -171,12 +171,6 @@ class RateLimitConfig(BaseModel):
         return TokenBucket(seconds, self.burst) if seconds > 0 else None
 
 
-def _user_name(value: str) -> str:
-    if ":" in value:
-        raise ValueError("a user name with ':' can never log in with basic auth")
-    return value
-
-
 class WebConfig(BaseModel):
     """The whole web-config file."""
 
@@ -185,10 +179,7 @@ class WebConfig(BaseModel):
     tls_server_config: TlsServerConfig | None = None
     http_server_config: HttpServerConfig = Field(default_factory=HttpServerConfig)
     rate_limit: RateLimitConfig | None = None
-    basic_auth_users: (
-        dict[Annotated[str, AfterValidator(_user_name)], Annotated[str, AfterValidator(check_bcrypt_hash)]]
-        | None
-    ) = None
+    basic_auth_users: dict[str, Annotated[str, AfterValidator(check_bcrypt_hash)]] | None = None
 
     @field_validator("basic_auth_users", mode="before")
     @classmethod
@@ -231,8 +222,13 @@ class WebConfig(BaseModel):
 
     def warnings(self) -> list[tuple[str, str]]:
         """Settings applied as the toolkit applies them that deserve a second look: (key, why)."""
-        found: list[tuple[str, str]] = []
         tls = self.tls
+        found: list[tuple[str, str]] = tls.warnings() if tls is not None else []
+        found += [
+            (f"basic_auth_users.{user}", "a user name with ':' can never log in with basic auth")
+            for user in self.basic_auth_users or {}
+            if ":" in user
+        ]
         if tls is not None and tls.client_auth_type in ("RequestClientCert", "RequireAnyClientCert"):
             found.append(
                 (

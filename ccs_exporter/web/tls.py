@@ -176,8 +176,6 @@ class TlsServerConfig(BaseModel):
             (self.key, self.key_file, "key"),
             (self.client_ca, self.client_ca_file, "client_ca"),
         ):
-            if inline is not None and path is not None:
-                raise ValueError(f"set {name} or {name}_file, not both")
             if inline is None and path is None and name != "client_ca":
                 raise ValueError(f"missing one of {name} or {name}_file")
         if self.has_client_ca and self.client_auth_type == "NoClientCert":
@@ -185,11 +183,29 @@ class TlsServerConfig(BaseModel):
                 "a client CA is configured without a client auth policy: set client_auth_type "
                 "(RequireAndVerifyClientCert to admit only clients that CA signed)"
             )
-        if self.client_allowed_sans is not None and not self.client_allowed_sans:
-            raise ValueError("client_allowed_sans is empty: no client could connect")
-        if _TLS_VERSIONS[self.min_version] > _TLS_VERSIONS[self.max_version]:
-            raise ValueError(f"min_version {self.min_version} is above max_version {self.max_version}")
         return self
+
+    def warnings(self) -> list[tuple[str, str]]:
+        """Settings the toolkit takes that cannot work as meant: (key, why); they load, as there."""
+        found = [
+            (f"tls_server_config.{name}", f"{name} and {name}_file are both set: the file is used")
+            for inline, path, name in (
+                (self.cert, self.cert_file, "cert"),
+                (self.key, self.key_file, "key"),
+                (self.client_ca, self.client_ca_file, "client_ca"),
+            )
+            if inline is not None and path is not None
+        ]
+        if self.client_allowed_sans is not None and not self.client_allowed_sans:
+            found.append(("tls_server_config.client_allowed_sans", "empty: no client can connect"))
+        if _TLS_VERSIONS[self.min_version] > _TLS_VERSIONS[self.max_version]:
+            found.append(
+                (
+                    "tls_server_config.min_version",
+                    f"{self.min_version} is above max_version {self.max_version}: every handshake fails",
+                )
+            )
+        return found
 
     def ssl_context(self) -> ssl.SSLContext:
         """A server-side TLS context from these settings; ``ConfigError`` when a file does not load."""
