@@ -152,6 +152,7 @@ class ExporterProcess(ChildProcess):
         workdir: Path,
         poll_interval: float = 1.0,
         extra_settings: dict[str, Any] | None = None,
+        env: dict[str, str] | None = None,
     ) -> None:
         jobs = len(simulator.job_ids)
         config = workdir / f"exporter-{jobs}.json"
@@ -177,7 +178,7 @@ class ExporterProcess(ChildProcess):
             encoding="utf-8",
         )
         argv = [sys.executable, "-m", "ccs_exporter", "serve", "--config", str(config)]
-        super().__init__(argv, workdir / f"exporter-{jobs}.log")
+        super().__init__(argv, workdir / f"exporter-{jobs}.log", env)
         self.url = f"http://127.0.0.1:{self.port}"
 
     def wait_ready(self, timeout: float) -> None:

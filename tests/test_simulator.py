@@ -894,6 +894,23 @@ class TestControlApi:
         assert (finished["TotalJobRuns"], run["Status"], run["MessageCount"]) == (1, 5, 3)
         assert api.job(NEVER_RUN)["JobProperties"]["LastRunStatus"] == 5
 
+    def test_finish_runs_finishes_every_job_or_only_the_running(self, api: Api) -> None:
+        """finish-runs ends every run in progress, or gives every job a new finished run."""
+        running = [
+            job_id
+            for job_id in api.sim.job_ids
+            if api.job(job_id)["JobProperties"]["LastRunStatus"] in (1, 2)
+        ]
+        assert running
+        answer = self.control(api.sim, "POST", "finish-runs", {"Status": 4, "RunningOnly": True}).json()
+        assert answer == {"finished": len(running)}
+        assert all(api.job(job_id)["JobProperties"]["LastRunStatus"] == 4 for job_id in running)
+        answer = self.control(api.sim, "POST", "finish-runs", {"Status": 5}).json()
+        assert answer == {"finished": len(api.sim.job_ids)}
+        assert {api.job(job_id)["JobProperties"]["LastRunStatus"] for job_id in api.sim.job_ids} == {5}
+        bad = self.control(api.sim, "POST", "finish-runs", {"Status": 4, "RunningOnly": 1})
+        assert bad.status_code == 400
+
     def test_control_errors(self, simulator: Simulator) -> None:
         """Unknown jobs are 404, a bad finish body 400, a second start 409, unknown paths 404."""
         assert self.control(simulator, "POST", f"jobs/{UNKNOWN}/start-run").status_code == 404

@@ -304,6 +304,19 @@ class Simulator:
         if method == "POST" and lower == ["revoke-tokens"]:
             self.revoke_tokens()
             return json_response(200, {"revoked": True})
+        if method == "POST" and lower == ["finish-runs"]:
+            status, messages = _finish_body(body)
+            running_only = body.get("RunningOnly", body.get("running_only", False))
+            if not isinstance(running_only, bool):
+                raise ApiError(400, "RunningOnly must be true or false")
+            finished = 0
+            for job_id in self._store.ids():
+                job = self._store.get(job_id)
+                if running_only and job.running_run is None:
+                    continue
+                self._store.finish_run(job_id, status, messages)
+                finished += 1
+            return json_response(200, {"finished": finished})
         if (
             method == "POST"
             and len(lower) == 3
@@ -314,13 +327,19 @@ class Simulator:
             if lower[2] == "start-run":
                 self._store.start_run(job_id)
             else:
-                status = body.get("Status", body.get("status"))
-                messages = body.get("Messages", body.get("messages")) or {}
-                if isinstance(status, bool) or not isinstance(status, int) or not isinstance(messages, dict):
-                    raise ApiError(400, 'expected {"Status": 4|5|7..., "Messages": {"Error": 1, ...}}')
+                status, messages = _finish_body(body)
                 self._store.finish_run(job_id, status, messages)
             return json_response(200, self._store.runs_payload(job_id, 1, True))
         raise ApiError(404, f"no control endpoint {method} {path}")
+
+
+def _finish_body(body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+    """The final status and message counts of a finish-run control request; ApiError 400 when bad."""
+    status = body.get("Status", body.get("status"))
+    messages = body.get("Messages", body.get("messages")) or {}
+    if isinstance(status, bool) or not isinstance(status, int) or not isinstance(messages, dict):
+        raise ApiError(400, 'expected {"Status": 4|5|7..., "Messages": {"Error": 1, ...}}')
+    return status, messages
 
 
 _CONSOLE_FIELDS = {"name", "jobtype", "owner", "issystemjob", "jobid", "description"}

@@ -1,0 +1,169 @@
+"""Where the exporter's memory goes at N jobs found by one search: a tracemalloc breakdown by holder.
+
+    python benchmarks/memory_profile.py                 # 10,000 jobs (a few minutes: tracing is slow)
+    python benchmarks/memory_profile.py --jobs 1000
+
+The simulator runs as its own process (no latency); this process runs the exporter's pipeline
+(``CcsClient`` + ``Poller`` with one search + ``ExpositionStore``) under tracemalloc: a cold cycle, then
+cycles at rest. It prints what is held between cycles (after the last publish) by the part of the code
+that allocated it, the exposition's own bytes by kind (sample parts, headers, gzip members), the peak
+traced during a cycle at rest and during its publish, and what a listing holds while a cycle runs.
+Python objects only: what the allocator keeps beyond them (fragmentation, arenas) shows as the
+difference to the process's RSS, printed too.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import os
+import sys
+import tempfile
+import time
+import tracemalloc
+from collections import defaultdict
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))  # run from a checkout without installing
+
+from pydantic import SecretStr  # noqa: E402
+
+from benchmarks.processes import SimulatorProcess  # noqa: E402
+from ccs_exporter.cli.logs import configure_logging  # noqa: E402
+from ccs_exporter.client import CcsClient  # noqa: E402
+from ccs_exporter.exposition.families import ExpositionStore  # noqa: E402
+from ccs_exporter.polling.poller import Poller  # noqa: E402
+from ccs_exporter.polling.workers import WorkerPool  # noqa: E402
+
+SEARCH = "(JobName StartsWith Generated)"
+MB = 1024 * 1024
+
+
+def rss_mib() -> float:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def holder(trace: tracemalloc.Trace | tracemalloc.StatisticDiff | tracemalloc.Statistic) -> str:
+    """The innermost frame in the package (or the benchmark), as module:function-ish file:line."""
+    frames = list(trace.traceback)
+    for frame in frames:  # most recent first
+        if "/ccs_exporter/" in frame.filename:
+            return f"{frame.filename.split('/ccs_exporter/')[1]}:{frame.lineno}"
+    first = frames[0]
+    return f"{Path(first.filename).name}:{first.lineno}"
+
+
+def breakdown(snapshot: tracemalloc.Snapshot, top: int) -> list[tuple[str, int, int]]:
+    sizes: dict[str, list[int]] = defaultdict(lambda: [0, 0])
+    for stat in snapshot.statistics("traceback"):
+        entry = sizes[holder(stat)]
+        entry[0] += stat.size
+        entry[1] += stat.count
+    ordered = sorted(sizes.items(), key=lambda item: -item[1][0])
+    return [(name, size, count) for name, (size, count) in ordered[:top]]
+
+
+def exposition_bytes(store: ExpositionStore) -> dict[str, int]:
+    current = store.current
+    assert current is not None
+    seen: set[int] = set()
+    kinds: dict[str, int] = defaultdict(int)
+    for family in current.families:
+        for kind, parts in (
+            ("text", family.text),
+            ("openmetrics", family.openmetrics),
+            ("text gzip", family.text_gzip),
+            ("openmetrics gzip", family.openmetrics_gzip),
+        ):
+            for part in parts:
+                if id(part) in seen:
+                    continue
+                seen.add(id(part))
+                kinds[kind] += sys.getsizeof(part)
+    return dict(kinds)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--jobs", type=int, default=10_000)
+    parser.add_argument("--rest-cycles", type=int, default=3)
+    parser.add_argument("--top", type=int, default=25)
+    args = parser.parse_args(argv)
+    configure_logging("error", "json")
+    with (
+        tempfile.TemporaryDirectory(prefix="ccs-memory-profile-") as workdir,
+        SimulatorProcess(args.jobs, 0.0, Path(workdir)) as sim,
+    ):
+        client = CcsClient(sim.url, sim.username, SecretStr(sim.password), pool_size=8, timeout=60.0)
+        poller = Poller(client, [], searches=[SEARCH], page_size=100, concurrency=8)
+        store = ExpositionStore()
+        print(f"RSS before tracing: {rss_mib():.0f} MiB", flush=True)
+        tracemalloc.start(12)
+        gc.collect()
+        base = tracemalloc.take_snapshot()
+        started = time.monotonic()
+        store.publish(poller.poll_cycle())
+        print(f"cold cycle: {time.monotonic() - started:.0f} s (traced)", flush=True)
+        sim.control("POST", "finish-runs", {"Status": 4, "RunningOnly": True})
+        store.publish(poller.poll_cycle())
+        cycle_peaks, publish_peaks = [], []
+        for _ in range(args.rest_cycles):
+            tracemalloc.reset_peak()
+            before = tracemalloc.get_traced_memory()[0]
+            snapshot = poller.poll_cycle()
+            cycle_peaks.append(tracemalloc.get_traced_memory()[1] - before)
+            tracemalloc.reset_peak()
+            before = tracemalloc.get_traced_memory()[0]
+            store.publish(snapshot)
+            publish_peaks.append(tracemalloc.get_traced_memory()[1] - before)
+            del snapshot
+        gc.collect()
+        held = tracemalloc.take_snapshot().filter_traces([tracemalloc.Filter(False, tracemalloc.__file__)])
+        total_held = sum(stat.size for stat in held.compare_to(base, "filename"))
+        # What a listing holds while a cycle runs: the search items of every job.
+        pool = WorkerPool(1)
+        tracemalloc.reset_peak()
+        before = tracemalloc.get_traced_memory()[0]
+        discovery = poller._discoverer.discover(pool, time.time())
+        listing_held = tracemalloc.get_traced_memory()[0] - before
+        listing_peak = tracemalloc.get_traced_memory()[1] - before
+        items = len(discovery.fresh)
+        item_text = sum(len(item.text) for item in discovery.fresh.values())
+        del discovery
+        pool.close()
+        tracemalloc.stop()
+        print(f"\n{args.jobs:,} jobs, after {args.rest_cycles} cycles at rest (traced Python objects)")
+        print(f"- held between cycles, traced since before the first cycle: {total_held / MB:.1f} MiB")
+        print(f"- process RSS now: {rss_mib():.0f} MiB (tracemalloc's own bookkeeping included)")
+        print(f"- peak added during a cycle at rest: {max(cycle_peaks) / MB:.1f} MiB")
+        print(f"- peak added during its publish (render + gzip): {max(publish_peaks) / MB:.1f} MiB")
+        print(
+            f"- a listing held while the cycle runs: {listing_held / MB:.1f} MiB "
+            f"({items:,} items, {item_text / MB:.1f} MiB of JSON text; peak {listing_peak / MB:.1f} MiB)"
+        )
+        print("- the exposition's bytes objects by kind:")
+        for kind, size in exposition_bytes(store).items():
+            print(f"    {kind}: {size / MB:.1f} MiB")
+        print("\nheld between cycles, by where it was allocated (innermost package frame):")
+        diff = held.compare_to(base, "traceback")
+        sizes: dict[str, list[int]] = defaultdict(lambda: [0, 0])
+        for stat in diff:
+            entry = sizes[holder(stat)]
+            entry[0] += stat.size_diff
+            entry[1] += stat.count_diff
+        for name, (size, count) in sorted(sizes.items(), key=lambda item: -item[1][0])[: args.top]:
+            print(f"  {size / MB:8.2f} MiB {count:9,} blocks  {name}")
+        poller.close()
+        client.close()
+    return 0
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("NO_PROXY", "127.0.0.1,localhost")
+    sys.exit(main())

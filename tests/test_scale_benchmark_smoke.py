@@ -1,0 +1,74 @@
+"""The scale benchmark still runs: ``benchmarks/scale.py --quick`` completes and reports every figure.
+
+No timing is asserted (CI machines vary); the figures are benchmarks/README.md's business. What is
+checked is that each figure was measured and makes sense: memory within what a process can hold, one
+listing's requests per cycle at rest, every job's runs read in the cycle after every job changed, a
+latency for each format, encoding and phase with p50 not above p99.
+"""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.integration
+
+SCRIPT = Path(__file__).resolve().parent.parent / "benchmarks" / "scale.py"
+PHASES = ("cold start", "at rest", "every job changed")
+VARIANTS = ("text, plain", "text, gzip", "OpenMetrics, plain", "OpenMetrics, gzip")
+
+
+def _table(stdout: str) -> dict[str, str]:
+    return {
+        cells[0]: cells[1]
+        for line in stdout.splitlines()
+        if line.startswith("| ")
+        for cells in [[cell.strip() for cell in line.strip("|").split("|")]]
+    }
+
+
+class TestScaleBenchmark:
+    """The quick mode of the scale benchmark, run as a user would."""
+
+    def test_quick_run_reports_every_figure(self, tmp_path: Path) -> None:
+        """A --quick run exits 0 and reports discovery, memory, CPU, requests and every latency, all sane."""
+        result = subprocess.run(
+            [sys.executable, str(SCRIPT), "--quick"],
+            capture_output=True,
+            text=True,
+            timeout=300,
+            check=False,
+            cwd=tmp_path,
+        )
+        assert result.returncode == 0, result.stderr[-3000:]
+        table = _table(result.stdout)
+        assert 0 < float(table["discovery: start to first published cycle, s"]) < 120
+        assert "(50 jobs)" in table["first cycle: wall s / requests"]
+        peak = int(table["RSS peak (VmHWM), MiB"])
+        assert 10 < peak < 1024
+        for phase in ("cold start", "at rest", "every job changed", "soak"):
+            low, middle, high = (int(v) for v in table[f"RSS {phase}: min / median / max MiB"].split(" / "))
+            assert 0 < low <= middle <= high <= peak
+        assert re.match(
+            r"^[+-]\d+\.\d over \d+ cycles",
+            table["RSS soak growth per cycle, KiB (after a quarter of warm-up)"],
+        )
+        cpu = float(table["at rest: CPU s per cycle per 1,000 jobs (no scraping)"].split()[0])
+        assert 0 < cpu < 10
+        # 50 jobs: one page and the empty page that ends the listing, no request of any job.
+        assert set(table["at rest: requests per cycle"].split(" / ")) == {"2"}
+        changed = table["every job changed: the cycle's wall s / requests / runs read / CPU s"].split(" / ")
+        assert changed[2] == "50"  # every job's runs read again
+        for phase in PHASES:
+            for variant in VARIANTS:
+                cell = table[f"/metrics {phase}, {variant} (back to back): p50 / p99 ms"]
+                match = re.match(r"^(\d+\.\d) / (\d+\.\d) \(n=(\d+)\)$", cell)
+                assert match, f"{phase}, {variant}: {cell}"
+                p50, p99, count = float(match[1]), float(match[2]), int(match[3])
+                assert 0 < p50 <= p99 and count > 0
+        assert table["scrapes after the first cycle: all / failed"].endswith(" / 0")
+        assert "RSS by minute (max, MiB): " in result.stdout
