@@ -2,18 +2,28 @@
 
 from __future__ import annotations
 
+import dataclasses
+import gzip
 import math
 import random
 from collections.abc import Callable, Iterable, Iterator
 from datetime import datetime, timedelta, timezone
 from typing import cast
 
+import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.metrics_core import GaugeMetricFamily, InfoMetricFamily, Metric
 from prometheus_client.openmetrics.exposition import generate_latest as generate_openmetrics
 from prometheus_client.registry import Collector
 
-from ccs_exporter.exposition.families import CycleCollector, label_value, render_snapshot
+from ccs_exporter.exposition import families
+from ccs_exporter.exposition.families import (
+    CycleCollector,
+    ExpositionStore,
+    label_value,
+    render_exposition,
+    render_snapshot,
+)
 from ccs_exporter.exposition.formats import Format
 from ccs_exporter.models import JobStatus
 from ccs_exporter.polling.snapshot import JobSnapshot, JobState, PollSnapshot, RunSummary
@@ -312,3 +322,48 @@ class TestDirectRendering:
         assert render_snapshot(empty, Format.OPENMETRICS) + b"# EOF\n" == _reference(
             empty, Format.OPENMETRICS
         )
+
+
+class TestRenderingAgain:
+    """The store renders each cycle using again the parts of jobs that did not change: never stale."""
+
+    @staticmethod
+    def _cycles(seed: int) -> list[PollSnapshot]:
+        """A run of snapshots: time moves (by seconds, past occurrences, back), jobs change, come and go."""
+        rng = random.Random(seed)
+        first = _snapshot(seed, jobs=60)
+        other = _snapshot(seed + 1000, jobs=60)
+        cycles = [first]
+        for step in (1.0, 0.0, 3 * 86_400.0, 45.5, -30.0, 40 * 86_400.0, 400 * 86_400.0):
+            jobs = list(cycles[-1].jobs)
+            for _ in range(rng.randint(0, 3)):  # a few jobs read anew, with other values
+                index = rng.randrange(len(jobs))
+                jobs[index] = other.jobs[index]
+            for index, job in enumerate(jobs):  # every reading refreshed: only its age moves
+                if job.data is not None and rng.random() < 0.5:
+                    data = dataclasses.replace(job.data, read_at=job.data.read_at + step)
+                    jobs[index] = dataclasses.replace(job, data=data)
+            if rng.random() < 0.4:
+                del jobs[rng.randrange(len(jobs))]  # a job leaves: every later one moves up a place
+            cycles.append(
+                dataclasses.replace(cycles[-1], taken_at=cycles[-1].taken_at + step, jobs=tuple(jobs))
+            )
+        return cycles
+
+    def test_every_cycle_renders_as_a_fresh_rendering(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        """Published one after the other, each snapshot's exposition, plain and gzip, in both formats and
+        with either status metric, is byte for byte what rendering it on its own gives."""
+        monkeypatch.setattr(families, "JOBS_PER_PART", 7)  # many parts, some used again, some not
+        for seed in range(8):
+            for sparse in (False, True):
+                store = ExpositionStore(sparse_status=sparse)
+                for index, snapshot in enumerate(self._cycles(seed)):
+                    store.publish(snapshot)
+                    published = store.current
+                    assert published is not None
+                    fresh = render_exposition(snapshot, sparse_status=sparse)
+                    for fmt in Format:
+                        expected = b"".join(fresh.body(fmt))
+                        assert b"".join(published.body(fmt)) == expected, (seed, sparse, index, fmt)
+                        unzipped = gzip.decompress(b"".join(published.body(fmt, gzipped=True)))
+                        assert unzipped == expected, (seed, sparse, index, fmt)

@@ -15,7 +15,6 @@ Sample of the job part::
 
 from __future__ import annotations
 
-import itertools
 import math
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -26,7 +25,7 @@ from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamil
 from prometheus_client.registry import Collector
 from prometheus_client.utils import floatToGoString
 
-from ccs_exporter.exposition.formats import Exposition, Format, RenderedFamily
+from ccs_exporter.exposition.formats import Exposition, Format, RenderedFamily, gzip_member
 from ccs_exporter.models import JobStatus
 from ccs_exporter.polling.snapshot import JobSnapshot, JobState, PollSnapshot, RunSummary, SearchState
 from ccs_exporter.schedule import Schedule, last_occurrence, next_occurrence, period_seconds
@@ -39,7 +38,6 @@ _STATUS_LABELS = tuple((status.value, status.label) for status in JobStatus)
 _STATUS_LABEL_OF = dict(_STATUS_LABELS)
 # prometheus_client's own float formatting (untyped there), so the directly written job series match it.
 _format_value = cast(Callable[[float], str], floatToGoString)
-_LINES_PER_PART = 4096
 
 
 def label_value(value: object) -> str:
@@ -131,9 +129,7 @@ def render_exposition(snapshot: PollSnapshot, *, sparse_status: bool = False) ->
 
     ``sparse_status``: ``ccs_job_last_run_status`` has only each job's current state (``status_metric``).
     """
-    jobs = _Jobs.of(snapshot.jobs, snapshot.taken_at, sparse_status)
-    cycle = (RenderedFamily.of_metric(metric) for metric in CycleCollector(snapshot).collect())
-    return Exposition((*_job_families(jobs), *cycle))
+    return ExpositionRenderer(sparse_status=sparse_status).render(snapshot)
 
 
 def _escape(value: str) -> str:
@@ -170,17 +166,23 @@ class _Jobs:
     sparse_status: bool
 
     @classmethod
-    def of(cls, states: Sequence[JobState], now: float, sparse_status: bool = False) -> _Jobs:
-        with_data = [(f'job_id="{_escape(job.job_id)}"', job.data) for job in states if job.data is not None]
+    def of(
+        cls,
+        states: Sequence[JobState],
+        now: float,
+        sparse_status: bool,
+        times: Sequence[_ScheduleTimes | None],
+    ) -> _Jobs:
+        """``times``: each state's schedule times (None for a job without data or schedule)."""
+        with_data: list[tuple[str, JobSnapshot]] = []
+        schedules: list[tuple[str, _ScheduleTimes]] = []
+        for job, job_times in zip(states, times, strict=True):
+            if job.data is not None:
+                ids = f'job_id="{_escape(job.job_id)}"'
+                with_data.append((ids, job.data))
+                if job_times is not None:
+                    schedules.append((ids, job_times))
         summaries = [(ids, data.runs) for ids, data in with_data if data.runs is not None]
-        # Occurrences are computed for the moment of each rendering, so they advance every cycle even
-        # when nothing changed in CCS (or the job could not be read).
-        moment = datetime.fromtimestamp(now, timezone.utc)
-        schedules = [
-            (ids, _schedule_times(data.schedule, moment))
-            for ids, data in with_data
-            if data.schedule is not None
-        ]
         return cls(states, with_data, summaries, schedules, now, sparse_status)
 
 
@@ -389,17 +391,139 @@ JOB_FAMILIES = (
 )
 
 
-def _job_families(jobs: _Jobs) -> Iterator[RenderedFamily]:
-    """The job families, each as parts of at most ``_LINES_PER_PART`` sample lines."""
-    for name, documentation, lines, kind in JOB_FAMILIES:
-        # Parts of a few hundred kilobytes: whole families (8 MB for the state set) made copies that
-        # raised the peak and fragmented the heap, so resident memory grew cycle after cycle.
-        pending = lines(name, jobs)
-        parts: list[bytes] = []
-        while batch := list(itertools.islice(pending, _LINES_PER_PART)):
-            parts.append("".join(batch).encode())
-        family_name = name.removesuffix("_info") if kind == "info" else name
-        yield RenderedFamily.of_samples(family_name, kind, documentation, tuple(parts))
+# The job families are rendered in parts of this many jobs. A part whose jobs show the same values as
+# at the last publish is used again as it is, plain and compressed: at rest a cycle renders only the age
+# of each job's data (and the schedule times an occurrence passed). Parts of a few hundred kilobytes at
+# most (the state set's eight lines a job): whole families (8 MB for the state set) made copies that
+# raised the peak and fragmented the heap.
+JOBS_PER_PART = 512
+# Families whose lines change at every rendering whatever the jobs' values: never used again.
+_EVERY_RENDERING = frozenset({"ccs_job_data_age_seconds"})
+_SCHEDULE_FAMILIES = frozenset(
+    {
+        "ccs_job_schedule_next_run_timestamp_seconds",
+        "ccs_job_schedule_last_due_timestamp_seconds",
+        "ccs_job_schedule_period_seconds",
+    }
+)
+
+
+class _Part(NamedTuple):
+    """One family's lines for one part of the jobs, plain and as a gzip member (both empty: no lines)."""
+
+    plain: bytes
+    member: bytes
+
+
+class _RenderedJobs(NamedTuple):
+    """One part of the jobs as last rendered: what its lines depend on, and its families' parts."""
+
+    keys: tuple[object, ...]
+    times: tuple[_ScheduleTimes | None, ...]
+    parts: dict[str, _Part]
+
+
+class _KnownTimes(NamedTuple):
+    """A job's schedule times as computed at ``moment``."""
+
+    schedule: Schedule
+    moment: float
+    times: _ScheduleTimes
+
+
+def _job_key(job: JobState) -> tuple[object, ...]:
+    """Everything a job's lines depend on, except the age of its data and its schedule's occurrences."""
+    data = job.data
+    if data is None:
+        return (job.job_id, job.poll_success)
+    return (
+        job.job_id,
+        job.poll_success,
+        data.name,
+        data.job_type,
+        data.owner,
+        data.is_system,
+        data.last_run_status,
+        data.modified_seconds,
+        data.runs,
+        data.schedule,
+        data.run_time_limit_seconds,
+    )
+
+
+def _render_part(lines: Iterator[str]) -> _Part:
+    plain = "".join(lines).encode()
+    return _Part(plain, gzip_member((plain,))) if plain else _Part(b"", b"")
+
+
+class ExpositionRenderer:
+    """Renders snapshots, using again the parts of the job families whose jobs did not change.
+
+    The result is byte for byte what rendering the snapshot afresh gives: a part is used again only when
+    every value its lines show is equal, and schedule times are computed again once an occurrence passed.
+    """
+
+    def __init__(self, *, sparse_status: bool = False) -> None:
+        self._sparse_status = sparse_status
+        self._rendered: list[_RenderedJobs] = []
+        self._times: dict[str, _KnownTimes] = {}
+
+    def render(self, snapshot: PollSnapshot) -> Exposition:
+        """The job and cycle families of ``snapshot``, each ready in both formats, plain and gzip."""
+        now = snapshot.taken_at
+        moment = datetime.fromtimestamp(now, timezone.utc)
+        states = snapshot.jobs
+        known, self._times = self._times, {}
+        rendered: list[_RenderedJobs] = []
+        for index, start in enumerate(range(0, len(states), JOBS_PER_PART)):
+            block = states[start : start + JOBS_PER_PART]
+            keys = tuple(_job_key(job) for job in block)
+            times = tuple(self._schedule_times(job, now, moment, known) for job in block)
+            before = self._rendered[index] if index < len(self._rendered) else None
+            same_jobs = before is not None and before.keys == keys
+            same_times = same_jobs and before is not None and before.times == times
+            jobs = _Jobs.of(block, now, self._sparse_status, times)
+            parts: dict[str, _Part] = {}
+            for family in JOB_FAMILIES:
+                reuse = same_times if family.name in _SCHEDULE_FAMILIES else same_jobs
+                if before is not None and reuse and family.name not in _EVERY_RENDERING:
+                    parts[family.name] = before.parts[family.name]
+                else:
+                    parts[family.name] = _render_part(family.lines(family.name, jobs))
+            rendered.append(_RenderedJobs(keys, times, parts))
+        self._rendered = rendered
+        cycle = (RenderedFamily.of_metric(metric) for metric in CycleCollector(snapshot).collect())
+        return Exposition((*self._job_families(rendered), *cycle))
+
+    def _schedule_times(
+        self, job: JobState, now: float, moment: datetime, known: dict[str, _KnownTimes]
+    ) -> _ScheduleTimes | None:
+        """The job's schedule times at ``now``: those computed before while no occurrence passed since."""
+        schedule = job.data.schedule if job.data is not None else None
+        if schedule is None:
+            return None
+        before = known.get(job.job_id)
+        if before is not None and (before.schedule is schedule or before.schedule == schedule):
+            next_run = before.times.next_run
+            # Nothing occurred between then and now: the next run and the last due are the same. (The
+            # margin covers rounding ``now`` to the microseconds of ``moment``.)
+            passed = next_run is not None and now + 0.001 >= next_run
+            settled = next_run is not None or before.times.last_due is not None  # not a calendar edge
+            if before.moment <= now and not passed and settled:
+                self._times[job.job_id] = before
+                return before.times
+        times = _schedule_times(schedule, moment)
+        self._times[job.job_id] = _KnownTimes(schedule, now, times)
+        return times
+
+    @staticmethod
+    def _job_families(rendered: Sequence[_RenderedJobs]) -> Iterator[RenderedFamily]:
+        for name, documentation, _, kind in JOB_FAMILIES:
+            parts = [chunk.parts[name] for chunk in rendered]
+            samples = tuple(part.plain for part in parts if part.plain)
+            members = tuple(part.member for part in parts if part.member)
+            family_name = name.removesuffix("_info") if kind == "info" else name
+            yield RenderedFamily.of_parts(family_name, kind, documentation, samples, members)
 
 
 class ExpositionStore:
@@ -410,11 +534,11 @@ class ExpositionStore:
 
     def __init__(self, *, sparse_status: bool = False) -> None:
         self._current: Exposition | None = None
-        self._sparse_status = sparse_status
+        self._renderer = ExpositionRenderer(sparse_status=sparse_status)
 
     def publish(self, snapshot: PollSnapshot) -> None:
         """Render and compress ``snapshot`` (off the scrape path) and make it the current one."""
-        self._current = render_exposition(snapshot, sparse_status=self._sparse_status)
+        self._current = self._renderer.render(snapshot)
 
     @property
     def current(self) -> Exposition | None:

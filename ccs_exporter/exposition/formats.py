@@ -11,6 +11,7 @@ joined from ready bytes. Concatenated gzip members are one valid gzip stream.
 from __future__ import annotations
 
 import enum
+import functools
 import gzip
 import zlib
 from collections.abc import Callable, Collection, Iterable, Iterator
@@ -116,17 +117,24 @@ class RenderedFamily:
         cls, name: str, kind: str, documentation: str, samples: tuple[bytes, ...]
     ) -> RenderedFamily:
         """A family written directly: ``name`` (OpenMetrics) of ``kind`` gauge or info, sample parts."""
+        samples_gzip = (gzip_member(samples),) if any(samples) else ()
+        return cls.of_parts(name, kind, documentation, samples, samples_gzip)
+
+    @classmethod
+    def of_parts(
+        cls, name: str, kind: str, documentation: str, samples: tuple[bytes, ...], members: tuple[bytes, ...]
+    ) -> RenderedFamily:
+        """Like ``of_samples``, with the samples already compressed: ``members`` are their gzip members."""
         text_name = name + "_info" if kind == "info" else name
         text_header = f"# HELP {text_name} {_escape_help(documentation)}\n# TYPE {text_name} gauge\n"
         openmetrics_help = _escape_help(documentation).replace('"', '\\"')
         openmetrics_header = f"# HELP {name} {openmetrics_help}\n# TYPE {name} {kind}\n"
-        samples_gzip = (_gzip_member(samples),) if any(samples) else ()
         return cls(
             family_names(name, kind),
             (text_header.encode(), *samples),
             (openmetrics_header.encode(), *samples),
-            (_gzip_member((text_header.encode(),)), *samples_gzip),
-            (_gzip_member((openmetrics_header.encode(),)), *samples_gzip),
+            (_header_member(text_header), *members),
+            (_header_member(openmetrics_header), *members),
         )
 
     @classmethod
@@ -138,8 +146,8 @@ class RenderedFamily:
             family_names(metric.name, metric.type),
             (text,),
             (openmetrics,),
-            (_gzip_member((text,)),),
-            (_gzip_member((openmetrics,)),),
+            (gzip_member((text,)),),
+            (gzip_member((openmetrics,)),),
         )
 
     def parts(self, fmt: Format, gzipped: bool) -> tuple[bytes, ...]:
@@ -153,7 +161,13 @@ def _escape_help(documentation: str) -> str:
     return documentation.replace("\\", "\\\\").replace("\n", "\\n")
 
 
-def _gzip_member(parts: Iterable[bytes]) -> bytes:
+@functools.lru_cache(maxsize=256)
+def _header_member(header: str) -> bytes:
+    """A family header's gzip member: the same at every publish, compressed once."""
+    return gzip_member((header.encode(),))
+
+
+def gzip_member(parts: Iterable[bytes]) -> bytes:
     """One gzip member of the concatenated ``parts`` (level 1: deflate is fast and releases the GIL)."""
     compressor = zlib.compressobj(1, zlib.DEFLATED, 31)  # 31: a gzip stream
     return b"".join([*(compressor.compress(part) for part in parts), compressor.flush()])
