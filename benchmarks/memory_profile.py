@@ -33,7 +33,7 @@ from benchmarks.processes import SimulatorProcess  # noqa: E402
 from ccs_exporter.cli.logs import configure_logging  # noqa: E402
 from ccs_exporter.client import CcsClient  # noqa: E402
 from ccs_exporter.exposition.families import ExpositionStore  # noqa: E402
-from ccs_exporter.polling.poller import Poller  # noqa: E402
+from ccs_exporter.polling.cycle import Poller  # noqa: E402
 from ccs_exporter.polling.workers import WorkerPool  # noqa: E402
 
 SEARCH = "(JobName StartsWith Generated)"
