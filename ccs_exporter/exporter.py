@@ -18,6 +18,7 @@ from ccs_exporter.exposition.families import ExpositionStore
 from ccs_exporter.exposition.live import LiveMetrics, RequestStats
 from ccs_exporter.polling.cycle import Poller
 from ccs_exporter.polling.discovery import WatchList
+from ccs_exporter.polling.health import PollHealth, stall_after
 from ccs_exporter.polling.loop import PollLoop
 from ccs_exporter.polling.snapshot import PollSnapshot
 from ccs_exporter.settings.config import Settings
@@ -52,6 +53,7 @@ class Exporter:
             history_window=settings.history_window,
             concurrency=settings.concurrency,
             track_changes=self.auditor is not None,
+            health=PollHealth(stall_after(settings.poll_interval_seconds)),
         )
         self.store = ExpositionStore(sparse_status=settings.status_metric == "sparse")
         self.loop = PollLoop(
@@ -60,6 +62,7 @@ class Exporter:
             self._publish,
             reload=reload,
             source_changed=source_changed,
+            on_stall=self.store.publish,
         )
         extra = [self.auditor.collector()] if self.auditor is not None else []
         live = LiveMetrics(self.requests, extra, shard=self.shard)

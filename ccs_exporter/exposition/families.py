@@ -88,6 +88,20 @@ class CycleCollector(Collector):
             "Poll cycles that took longer than the poll interval.",
             value=snapshot.overruns,
         )
+        if snapshot.errors:
+            errors = CounterMetricFamily(
+                "ccs_poll_errors",
+                "Unexpected errors caught on the poll path, by where (the cycle went on).",
+                labels=["stage"],
+            )
+            for stage, count in snapshot.errors:
+                errors.add_metric([stage], float(count))
+            yield errors
+        yield _gauge(
+            "ccs_poll_stalled",
+            "1 if no poll cycle has completed for longer than max(3 poll intervals, 60 s).",
+            1.0 if snapshot.stalled else 0.0,
+        )
 
 
 def _gauge(name: str, documentation: str, value: float) -> GaugeMetricFamily:
@@ -534,11 +548,26 @@ class ExpositionStore:
 
     def __init__(self, *, sparse_status: bool = False) -> None:
         self._current: Exposition | None = None
+        self._stalled = False
+        self._sparse_status = sparse_status
         self._renderer = ExpositionRenderer(sparse_status=sparse_status)
 
     def publish(self, snapshot: PollSnapshot) -> None:
-        """Render and compress ``snapshot`` (off the scrape path) and make it the current one."""
-        self._current = self._renderer.render(snapshot)
+        """Render and compress ``snapshot`` (off the scrape path) and make it the current one.
+
+        A stalled snapshot comes from the watchdog's thread while the loop's may be inside ``render``:
+        it gets a renderer of its own, as the shared one keeps state between cycles.
+        """
+        if snapshot.stalled:
+            self._current = ExpositionRenderer(sparse_status=self._sparse_status).render(snapshot)
+        else:
+            self._current = self._renderer.render(snapshot)
+        self._stalled = snapshot.stalled
+
+    @property
+    def stalled(self) -> bool:
+        """True when the current exposition is the watchdog's: the poll loop stopped completing cycles."""
+        return self._stalled
 
     @property
     def current(self) -> Exposition | None:

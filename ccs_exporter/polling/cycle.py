@@ -19,6 +19,7 @@ from ccs_exporter.client import CcsClient
 from ccs_exporter.errors import CcsError, ConfigError
 from ccs_exporter.polling.book import JobBook
 from ccs_exporter.polling.discovery import Discoverer, Discovery, WatchList
+from ccs_exporter.polling.health import PollHealth, stall_after
 from ccs_exporter.polling.plan import created_jobs, plan_cycle
 from ccs_exporter.polling.reading import JobReader, error_kind
 from ccs_exporter.polling.snapshot import PollSnapshot
@@ -52,12 +53,14 @@ class Poller:
         track_changes: bool = False,
         clock: Callable[[], float] = time.time,
         owns: JobOwnership | None = None,
+        health: PollHealth | None = None,
     ) -> None:
         self._client = client
+        self.health = health if health is not None else PollHealth(stall_after(60.0))
         self._track_changes = track_changes
         self._clock = clock
         self._owns = owns
-        self._pool = WorkerPool(concurrency)
+        self._pool = WorkerPool(concurrency, on_error=lambda exc: self.health.error("worker", exc))
         self._lock = threading.Lock()
         self._watch = WatchList(tuple(job_ids), tuple(searches), page_size)
         self._pending: WatchList | None = None
@@ -125,7 +128,10 @@ class Poller:
         stopping = stop is not None and stop.is_set()
         discovery = None
         if watch.searches and login_error is None and not stopping:
-            discovery = self._discoverer.discover(self._pool, listing_started, stop)
+            try:
+                discovery = self._discoverer.discover(self._pool, listing_started, stop)
+            except Exception as exc:  # a bug in listing: the jobs found before stay, as for a stop
+                self.health.error("discovery", exc)
         plan = self._plan(watch, discovery)
         outcomes = self._outcomes(plan, login_error, stop)
         states = self._book.apply(plan, outcomes, quiet=login_error is not None)
@@ -166,6 +172,9 @@ class Poller:
             try:
                 self._client.authenticate()
             except (CcsError, ConfigError) as exc:
+                return exc
+            except Exception as exc:  # a bug or an answer nothing expected: no login this cycle
+                self.health.error("login", exc)
                 return exc
             return None
 
@@ -212,7 +221,13 @@ class Poller:
         return outcomes
 
     def _do(self, item: WorkItem) -> Outcome:
-        return self._reader.do(item, self._book.memory(item.job_id))
+        memory = self._book.memory(item.job_id)
+        try:
+            return self._reader.do(item, memory)
+        except Exception as exc:  # one job's bug fails that job, not the worker or the cycle
+            self.health.error("job", exc)
+            message = f"internal error ({type(exc).__name__})"
+            return Outcome(item.job_id, memory, error_kind(exc), message, reached_ccs=False)
 
     def _log_up_change(
         self, up: bool, login_error: Exception | None, outcomes: Sequence[Outcome | None]

@@ -1,7 +1,10 @@
 """The poll loop: runs poll cycles in a background thread on a fixed cadence and publishes each snapshot.
 
 Cycles never overlap; one longer than the interval is counted and the next starts at the next tick. A
-reload (SIGHUP, a changed config file) hands the poller a new watch list between cycles.
+reload (SIGHUP, a changed config file) hands the poller a new watch list between cycles. Any error in a
+cycle, a publish or a reload is caught, counted by stage and logged once, and the loop goes on. A
+watchdog thread republishes the last snapshot as stalled (``up`` false) when no cycle has completed for
+``PollHealth.stall_after_seconds``, since a loop stuck in a call never publishes anything itself.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ import structlog
 from ccs_exporter.errors import ConfigError
 from ccs_exporter.polling.cycle import Poller
 from ccs_exporter.polling.discovery import WatchList
+from ccs_exporter.polling.health import PollHealth
 from ccs_exporter.polling.snapshot import PollSnapshot
 
 log = structlog.get_logger(__name__)
@@ -33,8 +37,15 @@ class PollLoop:
         *,
         reload: Callable[[], WatchList] | None = None,
         source_changed: Callable[[], bool] | None = None,
+        on_stall: Callable[[PollSnapshot], None] | None = None,
     ) -> None:
         self._poller = poller
+        self._health: PollHealth = poller.health
+        # Where the watchdog publishes the stalled snapshot: not ``publish``, which may be what hangs
+        # (and would hand on the last cycle's changes a second time).
+        self._on_stall = on_stall
+        self._last: PollSnapshot | None = None
+        self._stalled = False
         self._interval = interval
         self._publish = publish
         self._reload = reload
@@ -44,6 +55,7 @@ class PollLoop:
         self._reload_requested = threading.Event()
         self._ready = threading.Event()
         self._thread = threading.Thread(target=self._run, name="ccs-poll-loop", daemon=True)
+        self._watchdog = threading.Thread(target=self._watch, name="ccs-poll-watchdog", daemon=True)
         self._overruns = 0
         self._slow = False
 
@@ -56,9 +68,15 @@ class PollLoop:
         """Block until the first cycle is published; False on timeout."""
         return self._ready.wait(timeout)
 
+    @property
+    def health(self) -> PollHealth:
+        """Errors caught on the poll path and the time of the last completed cycle."""
+        return self._health
+
     def start(self) -> None:
-        """Start the background thread."""
+        """Start the background thread and its watchdog."""
         self._thread.start()
+        self._watchdog.start()
 
     def request_reload(self) -> None:
         """Re-read the job list and start a cycle now (SIGHUP); safe to call from a signal handler."""
@@ -73,6 +91,32 @@ class PollLoop:
             self._thread.join(timeout)
         self._poller.close()
 
+    def _watch(self) -> None:
+        """The watchdog: when no cycle completed for too long, republish the last snapshot as stalled."""
+        period = min(1.0, self._health.stall_after_seconds / 10)
+        while not self._stop.wait(period):
+            stalled_for = self._health.stalled_for()
+            if stalled_for is None or self._stalled:
+                continue
+            last = self._last
+            if last is None:
+                continue  # nothing published yet: /readyz already says not ready
+            self._stalled = True
+            log.error(
+                "poll_loop_stalled",
+                seconds_since_last_cycle=round(stalled_for, 1),
+                limit_seconds=self._health.stall_after_seconds,
+            )
+            if self._on_stall is not None:
+                stalled = dataclasses.replace(last, up=False, stalled=True, changes=(), errors=self._errors())
+                try:
+                    self._on_stall(stalled)
+                except Exception as exc:
+                    self._health.error("publish", exc)
+
+    def _errors(self) -> tuple[tuple[str, int], ...]:
+        return tuple(self._health.errors().items())
+
     def _run(self) -> None:
         while not self._stop.is_set():
             self._maybe_reload()
@@ -80,7 +124,7 @@ class PollLoop:
             try:
                 snapshot = self._poller.poll_cycle(self._stop)
             except Exception as exc:  # never let one cycle's bug end the loop
-                log.exception("poll_cycle_crashed", error_type=type(exc).__name__)
+                self._health.error("cycle", exc)
                 snapshot = None
             elapsed = time.monotonic() - started
             if self._stop.is_set():
@@ -101,9 +145,18 @@ class PollLoop:
                 self._slow = False
                 log.info("poll_cycle_on_time", duration_seconds=round(elapsed, 3))
             if snapshot is not None:
-                snapshot = dataclasses.replace(snapshot, overruns=self._overruns)
-                self._publish(snapshot)
-                self._ready.set()
+                snapshot = dataclasses.replace(snapshot, overruns=self._overruns, errors=self._errors())
+                try:
+                    self._publish(snapshot)
+                except Exception as exc:  # not published, so not completed: the watchdog will see
+                    self._health.error("publish", exc)
+                else:
+                    self._last = snapshot
+                    self._health.cycle_completed()
+                    if self._stalled:
+                        self._stalled = False
+                        log.info("poll_loop_resumed")
+                    self._ready.set()
                 log.info(
                     "poll_cycle",
                     jobs=len(snapshot.jobs),
@@ -125,7 +178,7 @@ class PollLoop:
         if not changed and self._source_changed is not None:
             try:
                 changed = self._source_changed()
-            except OSError:
+            except Exception:  # an unreadable file is no change; a SIGHUP still reloads
                 changed = False
         if not changed:
             return
@@ -134,6 +187,10 @@ class PollLoop:
             watch = self._reload()
         except ConfigError as exc:
             log.error("reload_failed", error=str(exc), kept_jobs=len(self._poller.job_ids))
+            return
+        except Exception as exc:  # not a bad file but a bug: counted, and the old list stays
+            self._health.error("reload", exc)
+            log.error("reload_failed", error=type(exc).__name__, kept_jobs=len(self._poller.job_ids))
             return
         self._poller.set_watch(watch)
         log.info("job_list_reloaded", jobs=len(watch.job_ids), searches=len(watch.searches))

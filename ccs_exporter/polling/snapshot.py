@@ -120,6 +120,11 @@ class PollSnapshot:
     runs_fetched: int = 0
     changes: tuple[JobChange, ...] = ()
     searches: tuple[SearchState, ...] = ()
+    # Errors caught on the poll path so far, by stage (ccs_poll_errors_total); filled in by the loop.
+    errors: tuple[tuple[str, int], ...] = ()
+    # The loop completed no cycle for too long: this is the last snapshot republished by the watchdog,
+    # with ``up`` false, so /readyz fails and ccs_up says 0.
+    stalled: bool = False
 
     @property
     def failed_jobs(self) -> int:

@@ -1,8 +1,8 @@
 """A fixed pool of daemon worker threads that maps a function over items and can be abandoned on stop.
 
-A function that raises never ends its worker: the item's result is None, the pool counts the error
-(``errors``), and the first of each kind is logged (a bug in one job's reading must not
-shrink the pool until every cycle hangs).
+A function that raises never ends its worker: the item's result is None and the error goes to
+``on_error`` (``PollHealth.error`` counts and logs it), so a bug in one job's reading cannot shrink the
+pool until every cycle hangs. Callers that want a better answer than None catch errors themselves.
 """
 
 from __future__ import annotations
@@ -31,14 +31,19 @@ class _Batch(Generic[_ResultT]):
 class WorkerPool:
     """A fixed set of daemon worker threads: an abandoned request never holds up the process's exit."""
 
-    def __init__(self, size: int, name: str = "ccs-poll") -> None:
+    def __init__(
+        self,
+        size: int,
+        name: str = "ccs-poll",
+        on_error: Callable[[BaseException], None] | None = None,
+    ) -> None:
         self._tasks: queue.SimpleQueue[Callable[[], None] | None] = queue.SimpleQueue()
         self._threads = [
             threading.Thread(target=self._work, name=f"{name}-{index}", daemon=True)
             for index in range(max(1, size))
         ]
         self._errors = 0
-        self._logged: set[str] = set()
+        self._on_error = on_error
         self._errors_lock = threading.Lock()
         for thread in self._threads:
             thread.start()
@@ -59,14 +64,15 @@ class WorkerPool:
                 self._failed(exc)
 
     def _failed(self, exc: BaseException) -> None:
-        kind = type(exc).__name__
         with self._errors_lock:
             self._errors += 1
-            first = kind not in self._logged and len(self._logged) < 64
-            self._logged.add(kind)
-        if first:  # once per kind: a bug hit by every job must not flood the log
-            # The type only: the text of an unexpected error may quote a secret (a password character).
-            log.error("poll_worker_error", error_type=kind)
+        try:
+            if self._on_error is not None:
+                self._on_error(exc)
+            else:  # the type only: the text of an unexpected error may quote a secret
+                log.error("poll_worker_error", error_type=type(exc).__name__)
+        except Exception:  # reporting must not be what ends a worker
+            pass
 
     def map(
         self,

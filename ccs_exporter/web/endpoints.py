@@ -180,8 +180,8 @@ class Endpoints:
 
     @property
     def ready(self) -> bool:
-        """True once a snapshot has been rendered."""
-        return self._store.current is not None
+        """True once a snapshot has been rendered, while the poll loop keeps completing cycles."""
+        return self._store.current is not None and not self._store.stalled
 
     def close(self) -> None:
         """Stop the bcrypt thread (checks still queued are dropped)."""
@@ -207,6 +207,8 @@ class Endpoints:
         if request.path == "/readyz":
             if self.ready:
                 return text_response(200, "ready")
+            if self._store.stalled:
+                return text_response(503, "not ready: no poll cycle has completed for too long")
             return text_response(503, "not ready: the first poll cycle has not finished")
         if request.path == "/":
             return Response(200, (_LANDING_PAGE,), "text/html; charset=utf-8")
