@@ -19,8 +19,11 @@ from docs_commands import (
     CANNOT_RUN,
     COPIED,
     REPO_ROOT,
+    DocCommand,
     DocRunner,
+    Outcome,
     PageServices,
+    against_known,
     collect,
     documented_files,
     failures,
@@ -135,6 +138,24 @@ class TestCannotRun:
     def test_the_table_is_one_place_with_reasons(self) -> None:
         """Each entry gives the reason in words."""
         assert all(len(reason.split()) >= 4 for _pattern, reason in CANNOT_RUN)
+
+
+class TestKnownFailing:
+    """The known-failing table cannot hide a fixed command or a new failure."""
+
+    def test_a_listed_command_that_passes_must_leave_the_table(self) -> None:
+        """A command listed as failing that now passes is a failure saying to remove it."""
+        command = DocCommand("README.md", 1, 1, "true")
+        known = {"README.md: true": "a defect"}
+        outcome = against_known(Outcome(command, ran=True), known)
+        assert outcome.problem is not None and "remove it" in outcome.problem
+
+    def test_a_listed_failure_is_noted_and_others_fail(self) -> None:
+        """A listed command's failure is a note; an unlisted command's failure stays a failure."""
+        listed, other = DocCommand("a.md", 1, 1, "false"), DocCommand("a.md", 2, 1, "false 2")
+        known = {"a.md: false": "a defect"}
+        assert against_known(Outcome(listed, ran=True, problem="exit 1"), known).problem is None
+        assert against_known(Outcome(other, ran=True, problem="exit 1"), known).problem == "exit 1"
 
 
 def _copy_of_docs(tmp_path: Path) -> Path:
