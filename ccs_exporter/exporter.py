@@ -13,6 +13,7 @@ import structlog
 
 from ccs_exporter.audit import AuditLog
 from ccs_exporter.audit.auditor import ChangeAuditor
+from ccs_exporter.audit.export.metrics import ShippingCollector
 from ccs_exporter.client import CcsClient
 from ccs_exporter.exposition.families import ExpositionStore
 from ccs_exporter.exposition.live import LiveMetrics, RequestStats
@@ -65,6 +66,8 @@ class Exporter:
             on_stall=self.store.publish,
         )
         extra = [self.auditor.collector()] if self.auditor is not None else []
+        if settings.audit_export_cursors:
+            extra.append(ShippingCollector(settings.audit_export_cursors))
         live = LiveMetrics(self.requests, extra, shard=self.shard)
         self.server = MetricsServer(settings.listen, self.store, live, web_config)
         self.last_snapshot: PollSnapshot | None = None

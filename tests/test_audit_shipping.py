@@ -242,3 +242,33 @@ def test_stdout_shipment_lines() -> None:
         [Shipment(1, "h", "t", None, None, "a", '{"x":1}'), Shipment(2, "h", "t", None, None, "a", "{}")]
     )
     assert stream.getvalue() == b'{"x":1}\n{}\n'
+
+
+class TestShippingMetrics:
+    def test_shipped_sequence_per_cursor_and_unreadable_cursor(self, tmp_path: Path) -> None:
+        """Each cursor's sequence and destination; a missing file is 0; a broken one is readable 0."""
+        from prometheus_client import CollectorRegistry
+
+        from ccs_exporter.audit.export.metrics import ShippingCollector
+
+        good, missing, broken = tmp_path / "good", tmp_path / "missing", tmp_path / "broken"
+        write_cursor(good, Cursor(41, "b" * 64, 100, "syslog+tls://siem:6514"))
+        broken.write_text("nonsense", encoding="utf-8")
+        registry = CollectorRegistry()
+        registry.register(ShippingCollector([good, missing, broken]))
+        value = registry.get_sample_value
+        name = "ccs_audit_export_shipped_sequence"
+        assert value(name, {"cursor": str(good), "destination": "syslog+tls://siem:6514"}) == 41
+        assert value(name, {"cursor": str(missing), "destination": ""}) == 0
+        assert value(name, {"cursor": str(broken), "destination": ""}) is None
+        assert value("ccs_audit_export_cursor_readable", {"cursor": str(broken)}) == 0
+        write_cursor(good, Cursor(42, "c" * 64, 200, "syslog+tls://siem:6514"))
+        assert value(name, {"cursor": str(good), "destination": "syslog+tls://siem:6514"}) == 42
+
+    def test_setting_takes_a_comma_separated_list(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        """CCS_EXPORTER_AUDIT_EXPORT_CURSORS: comma-separated files, at most 16."""
+        from ccs_exporter.settings.config import parse_cursor_paths
+
+        assert parse_cursor_paths("/a/c1, /b/c2,/a/c1") == [Path("/a/c1"), Path("/b/c2")]
+        with pytest.raises(ValueError, match="at most 16"):
+            parse_cursor_paths(",".join(f"/c{n}" for n in range(17)))

@@ -117,6 +117,28 @@ def parse_job_ids(value: Any) -> list[str]:
     return ids
 
 
+MAX_EXPORT_CURSORS = 16
+
+
+def parse_cursor_paths(value: Any) -> list[Path]:
+    """Shipping cursor files (``audit export --cursor``) from a list or a comma-separated string."""
+    value = _listed(
+        value,
+        lambda text: [part.strip() for part in text.split(",") if part.strip()],
+        "is neither a comma-separated list of files nor a YAML/JSON list",
+    )
+    if not isinstance(value, list) or not all(isinstance(item, (str, Path)) for item in value):
+        raise ValueError("must be a list of cursor files")
+    if len(value) > MAX_EXPORT_CURSORS:
+        raise ValueError(f"has {len(value)} files; at most {MAX_EXPORT_CURSORS}")
+    paths: list[Path] = []
+    for item in value:
+        path = Path(item)
+        if path not in paths:
+            paths.append(path)
+    return paths
+
+
 def parse_job_searches(value: Any) -> list[str]:
     """Search Jobs expressions from one expression or a YAML/JSON list; each kept verbatim, once."""
     value = _listed(
@@ -235,6 +257,7 @@ class Settings(BaseSettings):
     listen_address: str = "0.0.0.0:9879"
     audit_log: Path | None = None
     audit_signing_key_file: Path | None = None
+    audit_export_cursors: Annotated[list[Path], NoDecode] = Field(default_factory=list)
     web_config_file: Path | None = None
     log_format: Literal["json", "console", "auto"] = "auto"
     log_level: str = "info"
@@ -273,6 +296,11 @@ class Settings(BaseSettings):
     @classmethod
     def _job_search(cls, value: Any) -> list[str]:
         return parse_job_searches(value)
+
+    @field_validator("audit_export_cursors", mode="before")
+    @classmethod
+    def _audit_export_cursors(cls, value: Any) -> list[Path]:
+        return parse_cursor_paths(value)
 
     @field_validator("listen_address")
     @classmethod
