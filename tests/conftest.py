@@ -107,5 +107,5 @@ def pytest_terminal_summary(terminalreporter: Any) -> None:
         terminalreporter.write_sep("-", "documented commands")
         terminalreporter.write_line(
             f"documented commands: {ran} run, {parsed} parsed only (cannot run here: CANNOT_RUN in "
-            "tests/docs_commands.py)"
+            "tests/test_docs_commands.py)"
         )

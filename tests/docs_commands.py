@@ -12,7 +12,7 @@ docs leave to the reader is filled in from `SUBSTITUTIONS` (example hosts, paths
 JOB_ID); `kubectl exec ... -- CMD` runs CMD here; `helm install` and `kubectl create` run with
 `--dry-run=client`; servers (`serve`, `demo`, `simulate`, `prometheus`) are started, probed until they answer
 and stopped by their own process id at the end of their block. Commands that cannot run here are listed in
-`CANNOT_RUN` with the reason, and are parsed instead (`bash -n`, and the CLI's own parser).
+CANNOT_RUN of test_docs_commands.py with the reason, and are parsed instead (`bash -n`, the CLI's parser).
 """
 
 from __future__ import annotations
@@ -49,24 +49,8 @@ COPIED = (
 
 SHELL_LANGS = {"sh", "bash", "shell", "console"}
 
-# Commands that truly cannot run on a test machine, and why. They are still parsed: `bash -n`, and
-# ccs-exporter commands by the CLI's own parser. (pattern searched in the command as documented, reason)
-CANNOT_RUN: tuple[tuple[str, str], ...] = (
-    (r"^docker |^podman ", "needs a container engine and a registry (the image's own tests build it)"),
-    (r"^bash \.ci/build-image\.sh", "builds the container image: minutes, and the image's own tests run it"),
-    (r"^kind |^minikube ", "needs a local Kubernetes cluster"),
-    (
-        r"^kubectl (?!.*\bexec\b)(?!.*\bcreate (secret|configmap)\b)",
-        "needs a Kubernetes cluster (kubectl exec ... -- CMD runs CMD; kubectl create, --dry-run=client)",
-    ),
-    (r"^promtool query .*http://127\.0\.0\.1:9090", "queries the cluster's Prometheus (a port-forward)"),
-    (r"^helm upgrade .*--reuse-values", "reuses the values of an installed release: needs a cluster"),
-    (
-        r"--witness http://prometheus:9090",
-        "needs a Prometheus that scraped a running serve for a while (tests/test_e2e_witness.py does that)",
-    ),
-    (r"^python3 -m pytest\b", "the test suite itself: .ci/run runs it (checked: the same as in .ci/run)"),
-)
+# A table of commands that cannot run here: (pattern searched in the command as documented, reason).
+CannotRun = tuple[tuple[str, str], ...]
 
 # Commands whose prefix is what the test's environment already did: (prefix, what is checked instead).
 PREPARED: tuple[tuple[str, str], ...] = (
@@ -339,8 +323,11 @@ class _Block:
 class DocRunner:
     """Runs one documented file's commands in order, in a work directory of their own."""
 
-    def __init__(self, work: Path, services: PageServices, root: Path = REPO_ROOT) -> None:
+    def __init__(
+        self, work: Path, services: PageServices, root: Path = REPO_ROOT, cannot_run: CannotRun = ()
+    ) -> None:
         self.root = root
+        self.cannot_run = cannot_run
         self.work = work
         self.services = services
         self.cwd = work / "repo"
@@ -484,7 +471,7 @@ class DocRunner:
         return outcomes
 
     def _one(self, command: DocCommand, block: _Block) -> Outcome:
-        reason = cannot_run_reason(command.text)
+        reason = cannot_run_reason(command.text, self.cannot_run)
         if reason is not None:
             problem = parse_only(command.text)
             return Outcome(command, ran=False, problem=problem, note=reason)
@@ -693,9 +680,9 @@ def _tail(text: str, lines: int = 6) -> str:
     return " | ".join(kept) if kept else "(no output)"
 
 
-def cannot_run_reason(text: str) -> str | None:
+def cannot_run_reason(text: str, cannot_run: CannotRun) -> str | None:
     """The reason a documented command cannot run here, or None when it runs."""
-    for pattern, reason in CANNOT_RUN:
+    for pattern, reason in cannot_run:
         if re.search(pattern, text, re.M):
             return reason
     return None
@@ -744,9 +731,10 @@ def run_file(
     source: str,
     root: Path = REPO_ROOT,
     known: dict[str, str] | None = None,
+    cannot_run: CannotRun = (),
 ) -> list[Outcome]:
     """Collect and run the commands of one documented file (relative to ``root``)."""
-    runner = DocRunner(work, services, root)
+    runner = DocRunner(work, services, root, cannot_run)
     return runner.run(collect(root, source), known or {})
 
 
