@@ -1076,3 +1076,97 @@ def _leaf_keys(values: dict[str, Any], prefix: str = "") -> list[str]:
         else:
             keys.append(f"{prefix}{key}")
     return keys
+
+
+SHIPPING_SETTINGS = (
+    "auditLog.enabled=true",
+    "auditLog.persistence.enabled=true",
+    "auditShipping.enabled=true",
+    "auditShipping.format=ecs",
+    "auditShipping.existingSecret=siem-shipping",
+    "auditShipping.destinationKey=destination",
+    "auditShipping.hecTokenKey=hec-token",
+    "auditShipping.caBundleKey=ca.pem",
+)
+
+
+class TestAuditShipping:
+    """The optional shipping sidecar and generic extraContainers."""
+
+    def test_sidecar_follows_the_audit_log_with_its_cursor_on_the_audit_volume(self, render: Render) -> None:
+        """Same image, `audit export --follow`, cursor beside the log, destination and token from a Secret."""
+        manifests = render(settings=SHIPPING_SETTINGS)
+        pod = _pod(manifests)
+        exporter, sidecar = pod["containers"]
+        assert sidecar["image"] == exporter["image"]
+        args = sidecar["args"]
+        assert args[:3] == ["audit", "export", "/var/lib/ccs-exporter/audit.jsonl"]
+        assert args[args.index("--format") + 1] == "ecs" and "--follow" in args
+        cursor = args[args.index("--cursor") + 1]
+        assert cursor.startswith("/var/lib/ccs-exporter/")
+        assert args[args.index("--destination") + 1] == "$(CCS_AUDIT_DESTINATION)"
+        (env,) = sidecar["env"]
+        assert env["valueFrom"]["secretKeyRef"] == {"name": "siem-shipping", "key": "destination"}
+        token = args[args.index("--hec-token-file") + 1]
+        mounts = {m["name"]: m for m in sidecar["volumeMounts"]}
+        assert (
+            token.startswith(mounts["audit-shipping"]["mountPath"] + "/")
+            and mounts["audit-shipping"]["readOnly"]
+        )
+        assert mounts["audit-log"]["mountPath"] == "/var/lib/ccs-exporter"
+        volume = next(v for v in pod["volumes"] if v["name"] == "audit-shipping")
+        assert volume["secret"] == {"secretName": "siem-shipping", "defaultMode": 0o440}
+        assert sidecar["securityContext"] == exporter["securityContext"]
+        assert _config(manifests)["audit_export_cursors"] == [cursor]
+
+    def test_sidecar_manifests_are_valid_kubernetes(self, render: Render, tmp_path: Path) -> None:
+        """kubernetes-validate --strict accepts the pod with the sidecar and an extra container."""
+        manifests = render(
+            settings=(
+                *SHIPPING_SETTINGS,
+                "extraContainers[0].name=vector",
+                "extraContainers[0].image=timberio/vector:0.40.0-debian",
+            )
+        )
+        result = _kubernetes_validate(
+            [m for m in manifests if m["kind"] not in CRD_KINDS], KUBERNETES_VERSIONS[-1], tmp_path
+        )
+        assert result.returncode == 0, result.stdout + result.stderr
+
+    def test_extra_containers_are_added_as_given(self, render: Render) -> None:
+        """extraContainers: your own shipper, next to the exporter."""
+        manifests = render(
+            settings=("extraContainers[0].name=fluent-bit", "extraContainers[0].image=fluent/fluent-bit:3.1")
+        )
+        names = [c["name"] for c in _pod(manifests)["containers"]]
+        assert names == ["ccs-exporter", "fluent-bit"]
+
+    def test_off_by_default(self, default_manifests: Manifests) -> None:
+        """No sidecar and no cursor setting unless asked for."""
+        assert [c["name"] for c in _pod(default_manifests)["containers"]] == ["ccs-exporter"]
+        assert "audit_export_cursors" not in _config(default_manifests)
+
+    @pytest.mark.parametrize(
+        ("settings", "named"),
+        [
+            (("auditShipping.enabled=true",), "auditLog.enabled"),
+            (
+                ("auditLog.enabled=true", "auditShipping.enabled=true", "auditShipping.hecTokenKey=t"),
+                "existingSecret",
+            ),
+            (("auditLog.enabled=true", "auditShipping.enabled=true", "auditShipping.format=cef"), "format"),
+            (
+                (
+                    "auditLog.enabled=true",
+                    "auditShipping.enabled=true",
+                    "auditShipping.destination=https://u:p@h",
+                ),
+                "destination",
+            ),
+        ],
+    )
+    def test_bad_values_are_refused(
+        self, refused: Callable[..., str], settings: tuple[str, ...], named: str
+    ) -> None:
+        """Values that cannot work are refused, naming the value."""
+        assert named in refused(*MINIMAL_SETTINGS, *settings)

@@ -118,6 +118,9 @@ are unset here are left out, so the exporter's own defaults apply.
 {{- end }}
 {{- if .Values.auditLog.enabled }}
 {{- $_ := set $config "audit_log" (printf "%s/%s" .Values.auditLog.mountPath .Values.auditLog.fileName) }}
+{{- if .Values.auditShipping.enabled }}
+{{- $_ := set $config "audit_export_cursors" (list (include "ccs-exporter.shippingCursor" .)) }}
+{{- end }}
 {{- end }}
 {{- if .Values.webConfig.existingSecret }}
 {{- $_ := set $config "web_config_file" (printf "%s/%s" (include "ccs-exporter.webConfigDir" .) .Values.webConfig.configKey) }}
@@ -132,6 +135,60 @@ are unset here are left out, so the exporter's own defaults apply.
 {{- $_ := set $config $key $value }}
 {{- end }}
 {{- toYaml $config }}
+{{- end }}
+
+{{/* The shipping sidecar's cursor file, on the audit volume. */}}
+{{- define "ccs-exporter.shippingCursor" -}}
+{{- printf "%s/%s" .Values.auditLog.mountPath .Values.auditShipping.cursorFileName }}
+{{- end }}
+
+{{/* The shipping sidecar: the same image running `audit export --follow` on the audit log. */}}
+{{- define "ccs-exporter.shippingContainer" -}}
+{{- $shipping := .Values.auditShipping -}}
+- name: audit-shipping
+  image: {{ include "ccs-exporter.image" . | quote }}
+  imagePullPolicy: {{ .Values.image.pullPolicy }}
+  args:
+    - audit
+    - export
+    - {{ printf "%s/%s" .Values.auditLog.mountPath .Values.auditLog.fileName }}
+    - --format
+    - {{ $shipping.format }}
+    - --follow
+    - --cursor
+    - {{ include "ccs-exporter.shippingCursor" . }}
+    - --destination
+    - {{ ternary "$(CCS_AUDIT_DESTINATION)" $shipping.destination (ne $shipping.destinationKey "") | quote }}
+    {{- if $shipping.hecTokenKey }}
+    - --hec-token-file
+    - /etc/ccs-exporter/shipping/{{ $shipping.hecTokenKey }}
+    {{- end }}
+    {{- if $shipping.caBundleKey }}
+    - --destination-ca-bundle
+    - /etc/ccs-exporter/shipping/{{ $shipping.caBundleKey }}
+    {{- end }}
+    - --log-format
+    - json
+  {{- if $shipping.destinationKey }}
+  env:
+    - name: CCS_AUDIT_DESTINATION
+      valueFrom:
+        secretKeyRef:
+          name: {{ $shipping.existingSecret }}
+          key: {{ $shipping.destinationKey }}
+  {{- end }}
+  securityContext:
+    {{- toYaml .Values.securityContext | nindent 4 }}
+  resources:
+    {{- toYaml $shipping.resources | nindent 4 }}
+  volumeMounts:
+    - name: audit-log
+      mountPath: {{ .Values.auditLog.mountPath }}
+    {{- if $shipping.existingSecret }}
+    - name: audit-shipping
+      mountPath: /etc/ccs-exporter/shipping
+      readOnly: true
+    {{- end }}
 {{- end }}
 
 {{/* CCS's TCP port for the NetworkPolicy: networkPolicy.ccsPort, else the URL's, else the scheme's. */}}
@@ -158,6 +215,15 @@ are unset here are left out, so the exporter's own defaults apply.
 {{- end }}
 {{- if and .Values.serviceMonitor.tlsConfig.ca.secret .Values.serviceMonitor.tlsConfig.ca.configMap }}
 {{- fail "serviceMonitor.tlsConfig.ca: set secret or configMap, not both" }}
+{{- end }}
+{{- if and .Values.auditShipping.enabled (not .Values.auditLog.enabled) }}
+{{- fail "auditShipping.enabled: the sidecar ships the audit log; set auditLog.enabled too" }}
+{{- end }}
+{{- if and .Values.auditShipping.enabled (not .Values.auditShipping.existingSecret) (or .Values.auditShipping.destinationKey .Values.auditShipping.hecTokenKey .Values.auditShipping.caBundleKey) }}
+{{- fail "auditShipping.existingSecret: destinationKey, hecTokenKey and caBundleKey name keys of this Secret; set it" }}
+{{- end }}
+{{- if and .Values.auditShipping.enabled (not (has .Values.auditShipping.format (list "ocsf" "ecs" "jsonl"))) }}
+{{- fail "auditShipping.format: choose ocsf, ecs or jsonl" }}
 {{- end }}
 {{- if .Values.sharding.enabled }}
 {{- if and .Values.auditLog.enabled .Values.auditLog.persistence.enabled .Values.auditLog.persistence.existingClaim }}
@@ -272,6 +338,12 @@ spec:
         {{- with .Values.extraVolumeMounts }}
         {{- toYaml . | nindent 8 }}
         {{- end }}
+    {{- if .Values.auditShipping.enabled }}
+    {{- include "ccs-exporter.shippingContainer" . | nindent 4 }}
+    {{- end }}
+    {{- with .Values.extraContainers }}
+    {{- toYaml . | nindent 4 }}
+    {{- end }}
   volumes:
     - name: config
       configMap:
@@ -330,6 +402,13 @@ spec:
         # Readable by the exporter's group (fsGroup) only: it holds the TLS key.
         defaultMode: 0440
       {{- end }}
+    {{- end }}
+    {{- if and .Values.auditShipping.enabled .Values.auditShipping.existingSecret }}
+    - name: audit-shipping
+      secret:
+        secretName: {{ .Values.auditShipping.existingSecret }}
+        # Readable by the pod's group (fsGroup) only: it holds the HEC token.
+        defaultMode: 0440
     {{- end }}
     {{- with .Values.extraVolumes }}
     {{- toYaml . | nindent 4 }}
