@@ -12,6 +12,12 @@
 #   (or: docker pull python:3.11-slim && docker inspect --format '{{index .RepoDigests 0}}' python:3.11-slim)
 ARG PYTHON_IMAGE=python:3.11-slim@sha256:9c900dea9e8fb7e16277c179b555cc72d29a352dbc33cff48ad5a0412fd5bfc7
 
+# Wheels to install from when the build cannot reach a package index: empty here, so pip uses the index,
+# unless the build is given a directory of wheels as the build context of the same name
+# (`--build-context wheelhouse=DIR`; .ci/build-image.sh makes one with `pip wheel` on the host). The image
+# is the same either way: the same pinned versions, and the wheels never reach the runtime stage.
+FROM scratch AS wheelhouse
+
 # Build stage: the package and its dependencies, at the versions of constraints.txt (the ones CI tests),
 # installed into a virtual environment that the runtime stage copies as it is.
 FROM ${PYTHON_IMAGE} AS build
@@ -21,7 +27,9 @@ ENV PIP_NO_CACHE_DIR=1 \
 WORKDIR /src
 COPY constraints.txt pyproject.toml README.md LICENSE ./
 COPY ccs_exporter ./ccs_exporter
-RUN python -m venv /opt/ccs-exporter \
+RUN --mount=type=bind,from=wheelhouse,target=/wheelhouse \
+    if [ -n "$(ls -A /wheelhouse)" ]; then export PIP_NO_INDEX=1 PIP_FIND_LINKS=/wheelhouse; fi \
+    && python -m venv /opt/ccs-exporter \
     && /opt/ccs-exporter/bin/pip install --constraint constraints.txt . \
     && /opt/ccs-exporter/bin/python -m compileall -q /opt/ccs-exporter/lib
 

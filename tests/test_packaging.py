@@ -52,6 +52,15 @@ def _dockerfile_stages() -> list[list[str]]:
     return stages
 
 
+def _stage(name: str) -> list[str]:
+    """The Dockerfile stage named ``name`` (``FROM ... AS name``); "runtime" is the last, unnamed one."""
+    stages = _dockerfile_stages()[1:]
+    if name == "runtime":
+        return stages[-1]
+    (stage,) = [s for s in stages if s[0].lower().endswith(f" as {name}")]
+    return stage
+
+
 class TestLicense:
     """The project is Apache-2.0, declared the way current packaging tools expect."""
 
@@ -124,7 +133,7 @@ class TestConstraints:
         """.ci/run and the Dockerfile's build stage install with --constraint constraints.txt."""
         ci = (REPO_ROOT / ".ci" / "run").read_text(encoding="utf-8")
         assert re.search(r"pip install .*--constraint constraints\.txt -e '\.\[test\]'", ci)
-        build = " ".join(_dockerfile_stages()[1])
+        build = " ".join(_stage("build"))
         assert "COPY constraints.txt" in build and "pip install --constraint constraints.txt ." in build
 
 
@@ -132,18 +141,24 @@ class TestDockerfile:
     """A two-stage image on a digest-pinned base, labelled, running as the chart expects."""
 
     def test_every_stage_uses_the_pinned_base(self) -> None:
-        """Both stages start from PYTHON_IMAGE, a python:3.11-slim digest, with a comment on refreshing it."""
+        """Build and runtime start from PYTHON_IMAGE, a python:3.11-slim digest, with a comment on refreshing it;
+        the only other stage is the empty wheelhouse a build may replace with a directory of wheels."""
         stages = _dockerfile_stages()
-        assert len(stages) == 3, "a build stage and a runtime stage"
+        assert len(stages) == 4, "a wheelhouse, a build stage and a runtime stage"
         (image,) = re.findall(r"^ARG PYTHON_IMAGE=(\S+)$", DOCKERFILE, re.M)
         assert re.fullmatch(r"python:3\.11-slim@sha256:[0-9a-f]{64}", image)
-        assert [stage[0].split()[1] for stage in stages[1:]] == ["${PYTHON_IMAGE}", "${PYTHON_IMAGE}"]
+        assert [stage[0] for stage in stages[1:]] == [
+            "FROM scratch AS wheelhouse",
+            "FROM ${PYTHON_IMAGE} AS build",
+            "FROM ${PYTHON_IMAGE}",
+        ]
+        assert _stage("wheelhouse") == ["FROM scratch AS wheelhouse"], "the wheelhouse stage stays empty"
         assert "docker buildx imagetools inspect python:3.11-slim" in DOCKERFILE
         assert "Programming Language :: Python :: 3.11" in PROJECT["classifiers"]
 
     def test_runtime_stage_copies_only_the_environment(self) -> None:
         """The runtime stage takes the virtual environment from the build stage, not the sources."""
-        runtime = _dockerfile_stages()[2]
+        runtime = _stage("runtime")
         copies = [line for line in runtime if line.startswith("COPY")]
         assert copies == [
             "COPY --from=build /opt/ccs-exporter /opt/ccs-exporter",
@@ -163,7 +178,7 @@ class TestDockerfile:
     def test_image_runs_serve_as_the_charts_user(self) -> None:
         """The image runs `ccs-exporter serve` as the chart's runAsUser/runAsGroup and exposes 9879."""
         values = yaml.safe_load((CHART_DIR / "values.yaml").read_text(encoding="utf-8"))
-        runtime = _dockerfile_stages()[2]
+        runtime = _stage("runtime")
         context = values["securityContext"]
         assert f"USER {context['runAsUser']}:{context['runAsGroup']}" in runtime
         assert f"EXPOSE {values['exporter']['port']}" in runtime
