@@ -209,18 +209,24 @@ if ! $use_index; then
         if "$candidate" -m pip --version >/dev/null 2>&1; then pip_python="$candidate"; break; fi
     done
     [ -n "$pip_python" ] || die_usage "pip is missing (it downloads the wheelhouse): apt-get install python3-pip, or pass --index"
-    wheel_key="$(cat constraints.txt pyproject.toml | sha256sum | cut -c1-16)"
+    # The runtime dependencies as pyproject.toml lists them (constraints.txt pins each one): the key of the
+    # cached wheelhouse, and what it holds, without building the package on the host.
+    requirements="$(sed -n '/^dependencies = \[/,/^\]/p' pyproject.toml | sed -n 's/^ *"\(.*\)",\{0,1\}$/\1/p')"
+    [ -n "$requirements" ] || die_usage "no dependencies = [...] list in pyproject.toml"
+    wheel_key="$(printf '%s\n' "$requirements" | cat - constraints.txt | sha256sum | cut -c1-16)"
     wheelhouse="$repo/.tools/wheelhouse/$wheel_key"
     if [ ! -f "$wheelhouse/.complete" ]; then
         rm -rf "$wheelhouse"
         mkdir -p "$wheelhouse"
+        printf '%s\n' "$requirements" 'setuptools>=77' wheel >"$state_dir/wheelhouse-requirements.txt"
         # The wheels pip inside the image would pick: CPython 3.11, manylinux up to glibc 2.36 (bookworm).
         platforms=()
         for minor in $(seq 36 -1 17); do platforms+=(--platform "manylinux_2_${minor}_x86_64"); done
         # setuptools and wheel: `pip install .` builds the package in an isolated environment from them.
         if ! "$pip_python" -m pip download --only-binary=:all: "${platforms[@]}" --platform manylinux2014_x86_64 \
             --python-version 3.11 --implementation cp --abi cp311 --constraint constraints.txt \
-            --dest "$wheelhouse" . 'setuptools>=77' wheel >"$state_dir/wheelhouse.log" 2>&1; then
+            --dest "$wheelhouse" --requirement "$state_dir/wheelhouse-requirements.txt" \
+            >"$state_dir/wheelhouse.log" 2>&1; then
             show_failure "downloading the wheelhouse (pip download)" "$state_dir/wheelhouse.log"
             exit 1
         fi
@@ -262,7 +268,9 @@ echo "size: $((size / 1000000)) MB"
 echo "layers (newest first; size, instruction):"
 "$engine" history --format '{{.Size}}\t{{.CreatedBy}}' "$image" | while IFS=$'\t' read -r layer_size created_by; do
     case "$layer_size" in 0B | 0 | "0 B") continue ;; esac
-    created_by="${created_by#/bin/sh -c }"
+    case "$created_by" in *"/bin/sh -c "*) created_by="RUN ${created_by#*/bin/sh -c }" ;; esac
+    created_by="${created_by/RUN \#(nop) /}"
+    created_by="${created_by#\#(nop) }"
     printf '  %8s  %s\n' "$layer_size" "$(printf '%s' "$created_by" | tr -s ' ' | cut -c1-100)"
 done
 run_env=""
