@@ -3,7 +3,8 @@
 #   docker run --rm -p 9879:9879 -e CCS_EXPORTER_URL=... -e CCS_EXPORTER_USERNAME=... \
 #     -e CCS_EXPORTER_PASSWORD_FILE=/run/secrets/ccs-password -v ./ccs-password:/run/secrets/ccs-password:ro \
 #     -e CCS_EXPORTER_JOB_IDS=... ccs-exporter:0.1.0
-# Pushing it to a registry and pointing the chart at it: helm/ccs-exporter/README.md ("The image").
+# Built and checked in CI by .ci/build-image.sh (docker or podman, also offline) and tests/test_image.py.
+# Pushing it to a registry and pointing the chart at it: docs/image.md.
 #
 # The base image is pinned by digest (python:3.11-slim, the multi-platform index), so a rebuild of the
 # same commit gets the same system libraries. To move to a newer base (security updates), look the

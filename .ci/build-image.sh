@@ -256,23 +256,28 @@ phase_done "build"
 
 image_id="$("$engine" image inspect --format '{{.Id}}' "$image")"
 size="$("$engine" image inspect --format '{{.Size}}' "$image")"
-cat >"$state_dir/built.env" <<EOF
-ENGINE=$engine
-IMAGE=$image
-IMAGE_ID=$image_id
-BASE=$base
-EOF
+# What was built, with which engine (and podman's configuration): `. .tools/image/built.env` in a shell.
+{
+    echo "# Written by .ci/build-image.sh: the image it built last. Source it: . .tools/image/built.env"
+    echo "ENGINE=$engine"
+    echo "IMAGE=$image"
+    echo "IMAGE_ID=$image_id"
+    echo "BASE=$base"
+    if [ "$engine" = podman ]; then
+        echo "export CONTAINERS_CONF=$CONTAINERS_CONF"
+        echo "export CONTAINERS_STORAGE_CONF=$CONTAINERS_STORAGE_CONF"
+    fi
+} >"$state_dir/built.env"
 echo
 echo "built $image ($engine, image id ${image_id#sha256:})"
 echo "size: $((size / 1000000)) MB"
 echo "layers (newest first; size, instruction):"
-"$engine" history --format '{{.Size}}\t{{.CreatedBy}}' "$image" | while IFS=$'\t' read -r layer_size created_by; do
+"$engine" history --no-trunc --format '{{.Size}}\t{{.CreatedBy}}' "$image" | while IFS=$'\t' read -r layer_size created_by; do
     case "$layer_size" in 0B | 0 | "0 B") continue ;; esac
     case "$created_by" in *"/bin/sh -c "*) created_by="RUN ${created_by#*/bin/sh -c }" ;; esac
     created_by="${created_by/RUN \#(nop) /}"
     created_by="${created_by#\#(nop) }"
-    printf '  %8s  %s\n' "$layer_size" "$(printf '%s' "$created_by" | tr -s ' ' | cut -c1-100)"
+    created_by="$(printf '%s' "$created_by" | tr -s ' ' | sed -E 's/((file|dir):[0-9a-f]{12})[0-9a-f]+/\1/')"
+    printf '  %8s  %s\n' "$layer_size" "$(printf '%s' "$created_by" | cut -c1-100)"
 done
-run_env=""
-[ "$engine" = podman ] && run_env="CONTAINERS_CONF=$CONTAINERS_CONF CONTAINERS_STORAGE_CONF=$CONTAINERS_STORAGE_CONF "
-echo "took $((SECONDS - started)) s; run it: $run_env$engine run --rm $image --version"
+echo "took $((SECONDS - started)) s; run it: . .tools/image/built.env && \"\$ENGINE\" run --rm \"\$IMAGE\" --version"

@@ -59,6 +59,10 @@ CANNOT_RUN: CannotRun = (
         "needs a Prometheus that scraped a running serve for a while (tests/test_e2e_witness.py does that)",
     ),
     (r"^python3 -m pytest\b", "the test suite itself: .ci/run runs it (checked: the same as in .ci/run)"),
+    (
+        r"\.tools/image/built\.env|\$ENGINE|127\.0\.0\.1:19879",
+        "runs the built image: tests/test_image.py runs docs/image.md's blocks after .ci/build-image.sh",
+    ),
 )
 
 # Documented commands that fail today because of a defect being fixed, with the defect. Keys are

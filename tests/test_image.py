@@ -40,6 +40,8 @@ BUILT_ENV = REPO_ROOT / ".tools" / "image" / "built.env"
 PODMAN_CONF_DIR = REPO_ROOT / ".tools" / "podman"
 VERSION = importlib.metadata.version("ccs-exporter")
 IMAGE = f"localhost/ccs-exporter:{VERSION}"
+DOCS_PAGE = REPO_ROOT / "docs" / "image.md"
+NOT_RUN = "# not run in tests: needs a registry"
 BUILD_HINT = "bash .ci/build-image.sh, then python3 -m pytest -m container tests/test_image.py"
 # The chart's user, group and fsGroup (values.yaml securityContext / podSecurityContext).
 UID = GID = 10001
@@ -72,7 +74,8 @@ def _built() -> dict[str, str]:
     """What .ci/build-image.sh recorded in .tools/image/built.env (empty when it never ran here)."""
     if not BUILT_ENV.is_file():
         return {}
-    pairs = (line.split("=", 1) for line in BUILT_ENV.read_text(encoding="utf-8").splitlines() if "=" in line)
+    lines = BUILT_ENV.read_text(encoding="utf-8").splitlines()
+    pairs = (line.removeprefix("export ").split("=", 1) for line in lines if "=" in line and line[:1] != "#")
     return {key: value for key, value in pairs}
 
 
@@ -93,16 +96,18 @@ def _docker_answers() -> bool:
 
 
 def _find_engine() -> Engine | None:
-    env = dict(os.environ)
-    name = _built().get("ENGINE") or ("docker" if _docker_answers() else "podman")
+    env, built = dict(os.environ), _built()
+    name = built.get("ENGINE") or ("docker" if _docker_answers() else "podman")
     if shutil.which(name) is None:
         return None
-    if name == "podman":
+    if name == "podman":  # the configuration the script ran podman with
         for variable, file in (
             ("CONTAINERS_CONF", "containers.conf"),
             ("CONTAINERS_STORAGE_CONF", "storage.conf"),
         ):
-            if (PODMAN_CONF_DIR / file).is_file():
+            if variable in built:
+                env[variable] = built[variable]
+            elif (PODMAN_CONF_DIR / file).is_file():
                 env[variable] = str(PODMAN_CONF_DIR / file)
     return Engine(name, env)
 
@@ -397,6 +402,44 @@ class TestChart:
         recorded = _built().get("IMAGE_ID")
         if recorded:
             assert engine.run("image", "inspect", "--format", "{{.Id}}", built).stdout.strip() == recorded
+
+
+class TestDocs:
+    """docs/image.md's commands, run here: they need the built image (the docs test only parses them)."""
+
+    def test_documented_image_commands_run(self, engine: Engine, require_tool: Callable[[str], str]) -> None:
+        """Every shell block of docs/image.md not marked as needing a registry runs, in order, from the
+        repository root: the build script, the checks of the image, the demo in it, helm template."""
+        require_tool("helm")
+        blocks = _shell_blocks(DOCS_PAGE.read_text(encoding="utf-8"))
+        runnable = [block for block in blocks if not block.startswith(NOT_RUN)]
+        assert len(runnable) >= 4 and len(blocks) > len(runnable), "docs/image.md's blocks moved"
+        port = str(_free_port())
+        tools = REPO_ROOT / ".tools" / "bin"
+        env = {**engine.env, "PATH": f"{tools}{os.pathsep}{engine.env.get('PATH', '')}"}
+        for block in runnable:
+            script = block.replace("19879", port)
+            result = subprocess.run(
+                ["bash", "-euo", "pipefail", "-c", script],
+                cwd=REPO_ROOT,
+                env=env,
+                capture_output=True,
+                text=True,
+                timeout=900,
+                check=False,
+            )
+            assert result.returncode == 0, f"{script}\n--- exit {result.returncode}:\n{result.stderr[-3000:]}"
+            if "ccs_up" in script:
+                assert "ccs_up 1.0" in result.stdout
+            if "--version" in script:
+                assert f"ccs-exporter {VERSION}" in result.stdout
+            if "helm template" in script:
+                assert f'image: "{IMAGE}"' in result.stdout
+
+
+def _shell_blocks(text: str) -> list[str]:
+    """The bodies of the ```sh blocks of a Markdown page."""
+    return [match.group(1) for match in re.finditer(r"^```sh\n(.*?)^```$", text, re.M | re.S)]
 
 
 def _security_options(pod_context: dict[str, Any], context: dict[str, Any]) -> list[str]:

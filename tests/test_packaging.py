@@ -141,8 +141,8 @@ class TestDockerfile:
     """A two-stage image on a digest-pinned base, labelled, running as the chart expects."""
 
     def test_every_stage_uses_the_pinned_base(self) -> None:
-        """Build and runtime start from PYTHON_IMAGE, a python:3.11-slim digest, with a comment on refreshing it;
-        the only other stage is the empty wheelhouse a build may replace with a directory of wheels."""
+        """Build and runtime start from PYTHON_IMAGE, a python:3.11-slim digest, with a comment on refreshing
+        it; the only other stage is the empty wheelhouse a build may replace with a directory of wheels."""
         stages = _dockerfile_stages()
         assert len(stages) == 4, "a wheelhouse, a build stage and a runtime stage"
         (image,) = re.findall(r"^ARG PYTHON_IMAGE=(\S+)$", DOCKERFILE, re.M)
