@@ -58,6 +58,10 @@ CANNOT_RUN: CannotRun = (
         r"--witness http://prometheus:9090",
         "needs a Prometheus that scraped a running serve for a while (tests/test_e2e_witness.py does that)",
     ),
+    (
+        r"audit export .*--follow",
+        "follows the log until stopped (test_audit_shipping.py, test_audit_syslog.py, test_audit_hec.py)",
+    ),
     (r"^python3 -m pytest\b", "the test suite itself: .ci/run runs it (checked: the same as in .ci/run)"),
     (
         r"\.tools/image/built\.env|\$ENGINE|127\.0\.0\.1:19879",
