@@ -272,3 +272,56 @@ class TestShippingMetrics:
         assert parse_cursor_paths("/a/c1, /b/c2,/a/c1") == [Path("/a/c1"), Path("/b/c2")]
         with pytest.raises(ValueError, match="at most 16"):
             parse_cursor_paths(",".join(f"/c{n}" for n in range(17)))
+
+
+@pytest.mark.integration
+class TestServeExposesShipping:
+    def test_metrics_show_the_head_and_what_was_shipped(self, tmp_path: Path) -> None:
+        """serve with CCS_EXPORTER_AUDIT_EXPORT_CURSORS: /metrics has the shipped sequence beside the head."""
+        import requests
+
+        from ccs_exporter.exporter import Exporter
+        from ccs_exporter.settings.config import load_settings
+        from ccs_exporter.simulator import Simulator
+
+        log, cursor = tmp_path / "audit.log", tmp_path / "siem.cursor"
+        append(log, 12)
+        ship(log, cursor, Collected(name="stdout"))
+        append(log, 3)
+        with Simulator() as sim:
+            settings = load_settings(
+                None,
+                {
+                    "url": sim.url,
+                    "username": sim.username,
+                    "password": sim.password,
+                    "job_ids": sim.job_ids[:1],
+                    "listen_address": "127.0.0.1:0",
+                    "poll_interval_seconds": 0.5,
+                    "audit_log": log,
+                    "audit_export_cursors": str(cursor),
+                },
+            )
+            with Exporter(settings, audit_log=AuditLog.from_settings(settings)) as exporter:
+                assert exporter.wait_ready(20)
+                text = requests.get(f"{exporter.url}/metrics", timeout=10).text
+        assert "ccs_audit_head_sequence 15.0" in text
+        assert f'ccs_audit_export_shipped_sequence{{cursor="{cursor}",destination="stdout"}} 12.0' in text
+        assert f'ccs_audit_export_cursor_readable{{cursor="{cursor}"}} 1.0' in text
+
+    def test_a_follower_waits_for_a_log_that_does_not_exist_yet(self, tmp_path: Path) -> None:
+        """A sidecar starting before the first record: it waits, then ships what is written."""
+        log, out = tmp_path / "audit.log", tmp_path / "out.jsonl"
+        with open(out, "wb") as sink:
+            follower = cli(str(log), "--format", "ecs", "--follow", "--poll-interval", "0.05", stdout=sink)
+            try:
+                time.sleep(1.0)
+                assert follower.poll() is None  # still waiting, not failed
+                append(log, 4)
+                deadline = time.monotonic() + 60
+                while len(sequences_in(out)) < 4 and time.monotonic() < deadline:
+                    time.sleep(0.05)
+            finally:
+                follower.terminate()
+                assert follower.wait(timeout=60) == 0
+        assert sequences_in(out) == [1, 2, 3, 4]
