@@ -216,3 +216,24 @@ class TestStandIn:
 def received_sequences_ecs(collector: Collector) -> list[int]:
     with collector.lock:
         return [item["event"]["event"]["sequence"] for item in collector.events]
+
+
+def test_a_large_batch_is_split_into_requests_under_the_size_bound() -> None:
+    """Big events are sent in several requests, each below 512 KiB, in order, none dropped."""
+    from ccs_exporter.audit.export.destinations.hec import MAX_REQUEST_BYTES, request_bodies
+
+    line = json.dumps({"pad": "x" * 20000})
+    batch = [
+        Shipment(n, "h", "2026-03-01T09:00:00.000000Z", "ccs-0", 1, "job.run", line) for n in range(1, 101)
+    ]
+    bodies = request_bodies(batch, "ccs:audit:ecs")
+    assert len(bodies) >= 4 and all(len(body) <= MAX_REQUEST_BYTES for body in bodies)
+    decoder = json.JSONDecoder()
+    count = 0
+    for body in bodies:
+        text, position = body.decode(), 0
+        while position < len(text):
+            _, position = decoder.raw_decode(text, position)
+            position += len(text[position:]) - len(text[position:].lstrip())
+            count += 1
+    assert count == 100

@@ -6,12 +6,15 @@ The audit export's HEC destination decides what an answer means; this module onl
 
 from __future__ import annotations
 
+import json
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import requests
+
+MAX_ANSWER_BYTES = 64 * 1024
 
 
 class HecUnreachable(Exception):
@@ -43,19 +46,24 @@ class HecClient:
     def post(self, url: str, body: bytes) -> HecAnswer:
         """POST ``body``; the answer, or HecUnreachable."""
         try:
-            response = self._session.post(url, data=body, timeout=self._timeout, verify=self._verify)
+            with self._session.post(
+                url, data=body, timeout=self._timeout, verify=self._verify, stream=True
+            ) as response:
+                # A collector's answer is a short JSON object: read a bounded prefix, never the whole body.
+                raw = response.raw.read(MAX_ANSWER_BYTES + 1, decode_content=True)
+                status, reason = response.status_code, response.reason or ""
         except requests.exceptions.SSLError:
             raise HecUnreachable("TLS certificate not trusted, or TLS failed") from None
         except requests.exceptions.Timeout:
             raise HecUnreachable(f"timed out after {self._timeout:g} s") from None
-        except requests.exceptions.RequestException as exc:
+        except (requests.exceptions.RequestException, OSError) as exc:
             raise HecUnreachable(type(exc).__name__) from None
         try:
-            answer = response.json()
-        except ValueError:
+            answer = json.loads(raw[:MAX_ANSWER_BYTES].decode("utf-8"))
+        except (ValueError, UnicodeDecodeError):
             answer = {}
         body_dict = answer if isinstance(answer, dict) else {}
-        return HecAnswer(response.status_code, body_dict, response.reason or "")
+        return HecAnswer(status, body_dict, reason)
 
     def close(self) -> None:
         """Close the connections."""

@@ -31,6 +31,8 @@ ACK_PATH = "/services/collector/ack"
 ACK_POLL_SECONDS = 0.2
 ACK_TIMEOUT_SECONDS = 120.0
 MAX_TOKEN_BYTES = 4096
+# Splunk Cloud and older Splunk Enterprise refuse request bodies over 1 MB: stay well below.
+MAX_REQUEST_BYTES = 512 * 1024
 _RETRYABLE = {429, 500, 502, 503, 504}
 
 
@@ -61,6 +63,20 @@ def hec_body(batch: Sequence[Shipment], sourcetype: str) -> bytes:
     return "\n".join(parts).encode("utf-8")
 
 
+def request_bodies(batch: Sequence[Shipment], sourcetype: str) -> list[bytes]:
+    """The batch as request bodies of at most MAX_REQUEST_BYTES (an event larger alone is sent alone)."""
+    bodies: list[bytes] = []
+    start = 0
+    size = 0
+    for index, item in enumerate(batch):
+        size += len(item.line) + 160
+        if size > MAX_REQUEST_BYTES and index > start:
+            bodies.append(hec_body(batch[start:index], sourcetype))
+            start, size = index, len(item.line) + 160
+    bodies.append(hec_body(batch[start:], sourcetype))
+    return bodies
+
+
 class HecDestination:
     """One collector; one request channel per process, as indexer acknowledgement needs."""
 
@@ -78,11 +94,12 @@ class HecDestination:
         self._client = HecClient(token, ca_bundle=options.ca_bundle, timeout=options.timeout)
 
     def send(self, batch: Sequence[Shipment]) -> None:
-        """POST the batch; wait for its indexer acknowledgement when the collector gives one."""
-        answer = self._post(self._event_url, hec_body(batch, self._sourcetype))
-        ack_id = answer.get("ackId")
-        if isinstance(ack_id, int) and not isinstance(ack_id, bool):
-            self._wait_for_ack(ack_id)
+        """POST the batch in requests of at most MAX_REQUEST_BYTES, each acknowledged before the next."""
+        for body in request_bodies(batch, self._sourcetype):
+            answer = self._post(self._event_url, body)
+            ack_id = answer.get("ackId")
+            if isinstance(ack_id, int) and not isinstance(ack_id, bool):
+                self._wait_for_ack(ack_id)
 
     def _post(self, url: str, body: bytes) -> dict[str, Any]:
         try:
