@@ -4,8 +4,9 @@ One event-loop thread serves every connection, so an idle or slow client costs a
 thread: at most ``max_connections`` are open (at the limit, the one quiet the longest is closed to admit
 the new one), a request head must arrive whole within ``header_timeout``, and bcrypt checks run one at
 a time on one more thread, behind a per-client backoff. Every response goes out in slices, so a slow
-reader never holds more than one. TLS, client certificates, basic auth and extra headers come from the
-web config (``WebConfigWatcher``).
+reader never holds more than one. TLS runs over memory buffers of our own (``TlsSession``), so a
+handshake holds a bounded few KiB and is dropped with its connection. TLS, client certificates, basic auth
+and extra headers come from the web config (``WebConfigWatcher``).
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ from ccs_exporter.web.endpoints import (
     response_head,
     text_response,
 )
+from ccs_exporter.web.tls_session import TlsFailure, TlsSession
 
 log = structlog.get_logger(__name__)
 
@@ -56,6 +58,9 @@ class ServerLimits:
     idle_timeout: float = 75.0  # a kept-alive connection may wait this long for its next request
     handshake_timeout: float = 10.0
     write_timeout: float = 30.0  # a response that makes no progress for this long is dropped
+    # A response must be taken whole within this, however steadily it is read: a reader that takes a
+    # piece now and then would otherwise keep its cycle's exposition alive for as long as it likes.
+    response_timeout: float = 60.0
     max_head_bytes: int = 16 * 1024
     # Basic auth: bcrypt checks waiting or running at once, and the per-client backoff after failures.
     max_queued_auth_checks: int = 16
@@ -77,7 +82,8 @@ class _Connection(asyncio.Protocol):
         self._drained: asyncio.Future[None] | None = None
         self._task: asyncio.Task[None] | None = None
         self._closing = False
-        self._tls = False
+        self._response_deadline = math.inf
+        self._tls: TlsSession | None = None
         self.client = ""
         self.deadline = math.inf
         self.last_activity = self._loop.time()
@@ -99,42 +105,47 @@ class _Connection(asyncio.Protocol):
         peer = transport.get_extra_info("peername")
         self.client = str(peer[0]) if peer else ""
         self._server.admit(self)
-        if self._server.tls_enabled:
-            # Nothing is read before start_tls takes over the socket: the ClientHello must reach TLS.
-            self._transport.pause_reading()
-            self._tls = True
+        # Any queued byte pauses the writer: the rest of a response waits in the shared parts.
+        self._transport.set_write_buffer_limits(high=0)
+        state = self._server.web_state() if self._server.tls_enabled else None
+        if state is not None and state.tls is not None:
+            self._tls = TlsSession(state.tls)
             self.deadline = self._loop.time() + self._server.limits.handshake_timeout
-            self._task = self._loop.create_task(self._guarded(self._handshake()))
         else:
-            # Any queued byte pauses the writer: the rest of a response waits in the shared parts.
-            self._transport.set_write_buffer_limits(high=0)
             self._await_request(first=True)
 
-    async def _handshake(self) -> None:
-        state = self._server.web_state()
-        assert state is not None and state.tls is not None and self._transport is not None
+    def _receive_tls(self, session: TlsSession, data: bytes) -> bytes | None:
+        """The plaintext in ``data`` (None when the connection was dropped); finishes the handshake."""
+        was_established = session.established
         try:
-            transport = await self._loop.start_tls(
-                self._transport,
-                self,
-                state.tls,
-                server_side=True,
-                ssl_handshake_timeout=self._server.limits.handshake_timeout,
-            )
-        except (OSError, asyncio.TimeoutError, RuntimeError) as exc:  # ssl.SSLError is an OSError
-            log.debug("http_tls_handshake_failed", client=self.client, error=type(exc).__name__)
-            self.abort()
-            return
-        if transport is None or self._closing:
-            self.abort()
-            return
-        self._transport = transport
-        if not state.allows_client(transport.get_extra_info("peercert")):
-            log.info("http_client_certificate_refused", client=self.client, reason="no allowed SAN")
-            self.abort()
-            return
-        self._await_request(first=True)
-        self._next_request()
+            plaintext = session.receive(data, max_plaintext=self._server.limits.max_head_bytes)
+        except TlsFailure as failure:
+            if was_established:
+                log.debug("http_tls_error", client=self.client, error=failure.reason)
+                self.abort()
+            else:
+                self._handshake_failed(failure.reason)
+            return None
+        self._write_raw(session.outgoing())
+        if session.established and not was_established:
+            state = self._server.web_state()
+            if state is not None and not state.allows_client(session.peer_certificate()):
+                log.info("http_client_certificate_refused", client=self.client, reason="no allowed SAN")
+                self.abort()
+                return None
+            self._await_request(first=True)
+        if session.peer_closed and self._phase != "busy":
+            self.close()
+            return None
+        return plaintext
+
+    def _handshake_failed(self, reason: str) -> None:
+        log.debug("http_tls_handshake_failed", client=self.client, error=reason)
+        self.abort()
+
+    def _write_raw(self, data: bytes) -> None:
+        if data and self._transport is not None and not self._transport.is_closing():
+            self._transport.write(data)
 
     def _await_request(self, *, first: bool) -> None:
         limits = self._server.limits
@@ -144,6 +155,11 @@ class _Connection(asyncio.Protocol):
         self.last_activity = self._loop.time()
 
     def data_received(self, data: bytes) -> None:
+        if self._tls is not None:
+            plaintext = self._receive_tls(self._tls, data)
+            if plaintext is None:
+                return
+            data = plaintext
         self._buffer += data
         if self._phase != "reading":
             # Pipelined bytes during a response (or the handshake's end): kept, within bounds.
@@ -210,17 +226,23 @@ class _Connection(asyncio.Protocol):
             return
         self._await_request(first=False)
         self._resume_reading()
+        if self._tls is not None:  # plaintext the session still holds (decrypted a head at a time)
+            self._buffer += self._receive_tls(self._tls, b"") or b""
         self._next_request()
 
     async def _send(self, request: Request | None, answer: Response, *, head_only: bool = False) -> None:
         state = self._server.web_state()
         head = response_head(request, answer, state.headers if state is not None else ())
         views = [memoryview(part) for part in (head, *(() if head_only else answer.body)) if part]
+        answer.body = ()  # from here only ``views`` holds the parts, and lets each go once it is sent
+        self._response_deadline = self._loop.time() + self._server.limits.response_timeout
         self._progress()
-        if self._tls:
-            await self._send_tls(views)
-        else:
-            await self._send_plain(views)
+        sending = self._send_tls(self._tls, views) if self._tls is not None else self._send_plain(views)
+        del views  # the sender's list is the only one: parts it has sent are freed
+        try:
+            await sending
+        finally:
+            self._response_deadline = math.inf
         if answer.close:
             self.close()
 
@@ -248,13 +270,15 @@ class _Connection(asyncio.Protocol):
             if not await self._wait_drained():
                 return
 
-    async def _send_tls(self, views: list[memoryview]) -> None:
-        """TLS encrypts into its own buffers: hand it slices, one at a time."""
-        for view in views:
+    async def _send_tls(self, session: TlsSession, views: list[memoryview]) -> None:
+        """Encrypted a slice at a time: at most one slice's records wait in our buffers."""
+        views.reverse()
+        while views:
+            view = views.pop()  # a part sent is a part let go
             for start in range(0, len(view), _PIECE_BYTES):
                 if self._closing or self._transport is None:
                     return
-                self._transport.write(view[start : start + _PIECE_BYTES])
+                self._write_raw(session.encrypt(view[start : start + _PIECE_BYTES]))
                 if not await self._wait_drained():
                     return
 
@@ -270,7 +294,7 @@ class _Connection(asyncio.Protocol):
 
     def _progress(self) -> None:
         now = self._loop.time()
-        self.deadline = now + self._server.limits.write_timeout
+        self.deadline = min(now + self._server.limits.write_timeout, self._response_deadline)
         self.last_activity = now
 
     def pause_writing(self) -> None:
@@ -291,7 +315,7 @@ class _Connection(asyncio.Protocol):
 
     def eof_received(self) -> bool | None:
         # A client that sent its request and half-closed still gets the answer (TLS closes anyway).
-        return self._phase == "busy" and not self._tls
+        return self._phase == "busy" and self._tls is None
 
     def close(self) -> None:
         """Close once what was written has been sent; the connection counts until then (write deadline)."""
@@ -299,6 +323,8 @@ class _Connection(asyncio.Protocol):
             self._closing = True
             self._phase = "closing"
             self.deadline = self._loop.time() + self._server.limits.write_timeout
+            if self._tls is not None:
+                self._write_raw(self._tls.close_notify())
             self._transport.close()
 
     def abort(self) -> None:
@@ -310,6 +336,7 @@ class _Connection(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._closing = True
+        self._tls = None  # the OpenSSL session and its buffers go now, not at the next garbage collection
         self._server.release(self)
         if self._drained is not None and not self._drained.done():
             self._drained.set_exception(ConnectionResetError())
