@@ -34,6 +34,11 @@ _SERVER = f"ccs-exporter/{__version__}"
 # Basic auth guards everything but the health endpoints (TLS, when configured, covers all of them).
 _UNAUTHENTICATED_PATHS = frozenset({"/healthz", "/readyz"})
 _VERSION = re.compile(r"HTTP/\d\.\d")
+# RFC 9112 section 5 / RFC 9110 section 5.6.2: a field name is a token right before the colon (no space
+# between them); a value is visible characters, spaces and tabs (and obs-text), never control characters.
+_TOKEN = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+_FIELD_LINE = re.compile(rb"([!#$%&'*+\-.^_`|~0-9A-Za-z]+):[ \t]*([\x21-\x7e\x80-\xff \t]*?)[ \t]*")
+_MAX_HEADER_LINES = 100
 _TEXT = "text/plain; charset=utf-8"
 _MAX_QUERY_FIELDS = 1000
 _LANDING_PAGE = f"""<!DOCTYPE html>
@@ -79,21 +84,42 @@ class Response:
 
 
 def parse_request(head: bytes, client: str) -> Request:
-    """The request in ``head`` (request line and headers); ``HttpError`` when it is not HTTP/1.x."""
-    request_line, _, header_block = head.partition(b"\n")
-    parts = request_line.rstrip(b"\r").decode("latin-1").split(" ")
-    if len(parts) != 3 or not _VERSION.fullmatch(parts[2]):
+    """The request in ``head`` (request line and headers, up to the empty line).
+
+    ``HttpError`` (answered, then the connection closed) when it is not HTTP/1.x framed as RFC 9112
+    asks: a malformed request line or field line (a space before the colon, a line folded onto the
+    previous one, a control character), more than one ``Content-Length`` or one that is not a number,
+    any ``Transfer-Encoding``. Requests are never read past their head, so an ambiguous length is
+    refused rather than guessed.
+    """
+    lines = _head_lines(head)
+    parts = lines[0].decode("latin-1").split(" ")
+    if len(parts) != 3 or not _VERSION.fullmatch(parts[2]) or not _TOKEN.fullmatch(lines[0].split(b" ")[0]):
         raise HttpError(400, "malformed request line")
     method, target, version = parts
     if version not in ("HTTP/1.0", "HTTP/1.1"):
         raise HttpError(505, "HTTP/1.0 and HTTP/1.1 only")
-    try:
-        headers = http.client.parse_headers(io.BytesIO(header_block))
-    except http.client.HTTPException:
-        raise HttpError(431, "too many header lines") from None
+    if not target or any(ord(char) < 0x21 or ord(char) == 0x7F for char in target):
+        raise HttpError(400, "malformed request target")
+    fields = lines[1:]
+    if len(fields) > _MAX_HEADER_LINES:
+        raise HttpError(431, "too many header lines")
+    lengths = 0
+    for line in fields:
+        match = _FIELD_LINE.fullmatch(line)
+        if match is None:
+            raise HttpError(400, "malformed header line")
+        name = match.group(1).lower()
+        if name == b"transfer-encoding":
+            raise HttpError(400, "Transfer-Encoding in a request is not accepted")
+        if name == b"content-length":
+            lengths += 1
+            if lengths > 1 or not match.group(2).isdigit():
+                raise HttpError(400, "one Content-Length, a number, at most")
+    headers = http.client.parse_headers(io.BytesIO(b"\r\n".join((*fields, b"", b""))))
     tokens = {token.strip().lower() for token in headers.get("Connection", "").split(",")}
     keep_alive = "keep-alive" in tokens if version == "HTTP/1.0" else "close" not in tokens
-    if headers.get("Content-Length", "0").strip() not in ("", "0") or "Transfer-Encoding" in headers:
+    if headers.get("Content-Length", "0").lstrip("0"):
         keep_alive = False  # a body is never read: closing is the only way not to parse it as a request
     if target.startswith(("http://", "https://")):
         split = urlsplit(target)
@@ -101,6 +127,17 @@ def parse_request(head: bytes, client: str) -> Request:
     else:
         path, _, query = target.partition("?")
     return Request(method, path, version, headers, keep_alive, client, query)
+
+
+def _head_lines(head: bytes) -> list[bytes]:
+    """The request line and field lines of ``head``: CRLF or a bare LF ends a line, a bare CR is refused."""
+    lines = head.split(b"\n")
+    while lines and lines[-1] in (b"", b"\r"):
+        lines.pop()
+    lines = [line[:-1] if line.endswith(b"\r") else line for line in lines]
+    if not lines or any(b"\r" in line or b"\x00" in line for line in lines):
+        raise HttpError(400, "malformed request head")
+    return lines
 
 
 def accepts_gzip(accept_encoding: str) -> bool:
@@ -148,7 +185,7 @@ def basic_credentials(authorization: str) -> tuple[str, str] | None:
         return None
     try:
         decoded = base64.b64decode(encoded.strip(), validate=True).decode("utf-8")
-    except (binascii.Error, UnicodeDecodeError):
+    except (binascii.Error, ValueError):  # not Base64 (a non-ASCII byte among it), or not UTF-8
         return None
     user, sep, password = decoded.partition(":")
     return (user, password) if sep else None
