@@ -153,6 +153,7 @@ class ExporterProcess(ChildProcess):
         poll_interval: float = 1.0,
         extra_settings: dict[str, Any] | None = None,
         env: dict[str, str] | None = None,
+        ca_file: Path | None = None,
     ) -> None:
         jobs = len(simulator.job_ids)
         config = workdir / f"exporter-{jobs}.json"
@@ -179,7 +180,9 @@ class ExporterProcess(ChildProcess):
         )
         argv = [sys.executable, "-m", "ccs_exporter", "serve", "--config", str(config)]
         super().__init__(argv, workdir / f"exporter-{jobs}.log", env)
-        self.url = f"http://127.0.0.1:{self.port}"
+        # With TLS (a tls_server_config in the web config), ``ca_file`` verifies the exporter's certificate.
+        self.ca_file = ca_file
+        self.url = f"{'https' if ca_file else 'http'}://127.0.0.1:{self.port}"
 
     def wait_ready(self, timeout: float) -> None:
         """Wait for /readyz (the first cycle published); raise with the log's path on timeout."""
@@ -189,7 +192,8 @@ class ExporterProcess(ChildProcess):
                 if self.popen.poll() is not None:
                     break
                 try:
-                    if session.get(f"{self.url}/readyz", timeout=5).status_code == 200:
+                    verify = str(self.ca_file) if self.ca_file else True
+                    if session.get(f"{self.url}/readyz", timeout=5, verify=verify).status_code == 200:
                         return
                 except requests.RequestException:
                     pass

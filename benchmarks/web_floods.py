@@ -1,4 +1,5 @@
-"""Flood benchmarks for the exporter's HTTP server: idle and slow connections, wrong-password floods.
+"""Flood benchmarks for the exporter's HTTP server: idle and slow connections, wrong-password floods,
+TLS handshakes that never finish, and slow readers.
 
     python benchmarks/web_floods.py            # 600 and 3,000 idle connections, 10 s password floods
     python benchmarks/web_floods.py --quick    # 100 idle connections, 2 s floods: a smoke run
@@ -7,7 +8,11 @@
 protected by basic auth (one user, a bcrypt hash of cost 10, the cost htpasswd examples use). For each
 attack the script prints the exporter's thread count (from /proc), the latency of real scrapes made
 meanwhile with the right password (a new connection each, as after a Prometheus restart), and for the
-password floods the exporter's CPU (user + system, from /proc, in cores). Linux only. Every connection
+password floods the exporter's CPU (user + system, from /proc, in cores). A second table gives the
+exporter's resident memory (VmRSS) before, at most during, and after two memory attacks: rounds of
+connections that send half a TLS ClientHello and close (against a TLS exporter, and the same bytes
+against the plain one), and slow readers that each take 64 KiB of /metrics now and then while cycles
+go by (an exporter of its own with more jobs and short cycles). Linux only. Every connection
 goes to 127.0.0.1 (the password floods also come from 127.0.0.2-9: still loopback); every attack stops by
 itself after a bounded time, and each process is stopped by its PID.
 """
@@ -19,13 +24,14 @@ import http.client
 import os
 import secrets
 import socket
+import ssl
 import sys
 import tempfile
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -51,6 +57,23 @@ class Plan:
     slowloris_seconds: float
     flood_seconds: float
     scrapes: int
+    handshake_connections: int = 500
+    handshake_rounds: int = 10
+    slow_readers: int = 30
+    slow_reader_jobs: int = 2000
+    slow_reader_seconds: float = 100.0  # readers start over the first third, all stop at the end
+    slow_reader_interval: float = 10.0  # each takes 64 KiB this often
+
+
+@dataclass
+class MemoryFigures:
+    """The exporter's resident memory around one attack, in MiB."""
+
+    name: str
+    before: float = 0.0
+    peak: float = 0.0
+    after: float = 0.0
+    note: str = ""
 
 
 @dataclass
@@ -75,7 +98,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="100 idle connections, 2 s floods: a smoke run")
     args = parser.parse_args(argv)
     if args.quick:
-        plan = Plan([100], 1.0, 3.0, 2.0, 5)
+        plan = Plan([100], 1.0, 3.0, 2.0, 5, 100, 2, 5, 200, 6.0, 1.0)
     else:
         plan = Plan([int(n) for n in args.idle.split(",")], 5.0, 13.0, args.seconds, 30)
     for name in ("NO_PROXY", "no_proxy"):
@@ -92,7 +115,25 @@ def main(argv: list[str] | None = None) -> int:
             with exporter:
                 exporter.wait_ready(60)
                 figures = run_attacks(exporter, plan)
+                memory = [handshake_flood("plain HTTP", exporter, plan)]
+            ca_file, tls_config = self_signed_tls(workdir)
+            tls_web_config = workdir / "web-tls.yml"
+            tls_web_config.write_text(tls_config, encoding="utf-8")
+            tls_exporter = ExporterProcess(
+                sim, 4, workdir, 5.0, {"web_config_file": str(tls_web_config)}, ca_file=ca_file
+            )
+            with tls_exporter:
+                tls_exporter.wait_ready(60)
+                memory.insert(0, handshake_flood("TLS", tls_exporter, plan))
+        with (
+            SimulatorProcess(jobs=plan.slow_reader_jobs, latency_ms=0, workdir=workdir) as sim,
+            ExporterProcess(sim, 8, workdir, poll_interval=2.0) as exporter,
+        ):
+            exporter.wait_ready(120)
+            memory.append(slow_readers(exporter, plan))
     print(render(figures))
+    print()
+    print(render_memory(memory))
     return 0
 
 
@@ -314,6 +355,172 @@ def password_flood(name: str, exporter: ExporterProcess, plan: Plan, sources: li
     return figures
 
 
+def rss_mib(exporter: ExporterProcess) -> float:
+    return exporter.memory_kib().get("VmRSS", 0) / 1024
+
+
+def watch_memory(
+    name: str, exporter: ExporterProcess, attack: Callable[[], str], settle_seconds: float
+) -> MemoryFigures:
+    """Run ``attack`` while sampling the exporter's RSS; the figures, ``after`` once it has settled."""
+    figures = MemoryFigures(name, before=rss_mib(exporter))
+    figures.peak = figures.before
+    done = threading.Event()
+
+    def sample() -> None:
+        while not done.wait(0.2):
+            figures.peak = max(figures.peak, rss_mib(exporter))
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    try:
+        figures.note = attack()
+        time.sleep(settle_seconds)
+    finally:
+        done.set()
+        sampler.join(5)
+    figures.after = rss_mib(exporter)
+    figures.peak = max(figures.peak, figures.after)
+    return figures
+
+
+def self_signed_tls(workdir: Path) -> tuple[Path, str]:
+    """A self-signed certificate for 127.0.0.1 (its own CA) and the web config that serves it."""
+    import datetime
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
+    now = datetime.datetime.now(datetime.timezone.utc)
+    certificate = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .add_extension(
+            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), critical=False
+        )
+        .sign(key, hashes.SHA256())
+    )
+    cert_file, key_file = workdir / "tls.pem", workdir / "tls.key"
+    cert_file.write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
+    key_file.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        )
+    )
+    return cert_file, f"tls_server_config:\n  cert_file: {cert_file}\n  key_file: {key_file}\n"
+
+
+def half_client_hello() -> bytes:
+    """The first half of a real TLS ClientHello: a handshake that has started and will never finish."""
+    context = ssl.create_default_context()
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    outgoing = ssl.MemoryBIO()
+    client = context.wrap_bio(ssl.MemoryBIO(), outgoing)
+    with suppress(ssl.SSLWantReadError):
+        client.do_handshake()
+    hello = outgoing.read()
+    return hello[: len(hello) // 2]
+
+
+def handshake_flood(kind: str, exporter: ExporterProcess, plan: Plan) -> MemoryFigures:
+    """Rounds of connections that send half a ClientHello, wait half a second and close."""
+    count, rounds = plan.handshake_connections, plan.handshake_rounds
+    name = f"partial-handshake flood, {kind}: {count} connections x {rounds} rounds"
+    progress(name)
+    half = half_client_hello()
+
+    def attack() -> str:
+        opened = 0
+        for _ in range(rounds):
+            flood: list[socket.socket] = []
+            for _ in range(count):
+                try:
+                    connection = socket.create_connection(("127.0.0.1", exporter.port), timeout=5)
+                    connection.sendall(half)
+                    flood.append(connection)
+                except OSError:
+                    break
+            opened += len(flood)
+            time.sleep(0.5)
+            for connection in flood:
+                connection.close()
+            time.sleep(1.5)
+        return f"{opened} connections opened"
+
+    return watch_memory(name, exporter, attack, settle_seconds=5.0)
+
+
+def slow_readers(exporter: ExporterProcess, plan: Plan) -> MemoryFigures:
+    """Readers that each ask for /metrics and take 64 KiB of it every ``slow_reader_interval`` seconds."""
+    count, jobs = plan.slow_readers, plan.slow_reader_jobs
+    name = f"{count} slow readers (64 KiB every {plan.slow_reader_interval:g} s), {jobs:,} jobs, 2 s cycles"
+    progress(f"{name} for {plan.slow_reader_seconds:g} s")
+    end = time.monotonic() + plan.slow_reader_seconds
+    closed: list[float] = []
+    lock = threading.Lock()
+
+    def reader(start_after: float) -> None:
+        time.sleep(start_after)
+        started = time.monotonic()
+        sock = socket.socket()
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 * 1024)
+        sock.settimeout(10)
+        try:
+            sock.connect(("127.0.0.1", exporter.port))
+            sock.sendall(b"GET /metrics HTTP/1.1\r\nHost: 127.0.0.1\r\nAccept-Encoding: identity\r\n\r\n")
+            while time.monotonic() < end:
+                if not sock.recv(64 * 1024):
+                    with lock:
+                        closed.append(time.monotonic() - started)
+                    return
+                time.sleep(min(plan.slow_reader_interval, max(0.0, end - time.monotonic())))
+        except OSError:
+            with lock:
+                closed.append(time.monotonic() - started)
+        finally:
+            sock.close()
+
+    spread = plan.slow_reader_seconds / 3
+    readers = [threading.Thread(target=reader, args=(n * spread / count,), daemon=True) for n in range(count)]
+
+    def attack() -> str:
+        for thread in readers:
+            thread.start()
+        for thread in readers:
+            thread.join(plan.slow_reader_seconds + 30)
+        size = len(
+            requests.get(
+                f"{exporter.url}/metrics", timeout=30, headers={"Accept-Encoding": "identity"}
+            ).content
+        )
+        # A reader sees its connection end only once it has read what the kernel had already taken,
+        # well after the exporter closed it and let the exposition go.
+        ended = f"after {min(closed):.0f}-{max(closed):.0f} s" if closed else "none"
+        return f"exposition {size / 2**20:.1f} MiB; readers that saw their connection end: {ended}"
+
+    return watch_memory(name, exporter, attack, settle_seconds=5.0)
+
+
+def render_memory(results: list[MemoryFigures]) -> str:
+    header = ("memory attack", "RSS before MiB", "RSS max MiB", "RSS after MiB", "notes")
+    rows = [header] + [
+        (f.name, f"{f.before:.0f}", f"{f.peak:.0f}", f"{f.after:.0f}", f.note) for f in results
+    ]
+    return _table(rows)
+
+
 def _basic(user: str, password: str) -> str:
     import base64
 
@@ -336,6 +543,11 @@ def render(results: list[AttackFigures]) -> str:
         if figures.answers:
             notes = ", ".join(f"{count} x {status}" for status, count in sorted(figures.answers.items()))
         rows.append((figures.name, str(figures.threads_max), scrapes, cpu, notes))
+    return _table(rows)
+
+
+def _table(rows: Sequence[tuple[str, ...]]) -> str:
+    header = rows[0]
     widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
     lines = [
         "| " + " | ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)) + " |"

@@ -1,4 +1,5 @@
-"""The HTTP flood benchmark still runs: ``benchmarks/web_floods.py --quick`` completes and prints every row.
+"""The HTTP flood benchmark still runs: ``benchmarks/web_floods.py --quick`` completes and prints every row
+(the memory attacks' too).
 
 No timing is asserted (machines vary); the figures are benchmarks/README.md's business. The thread
 count is not a timing: 100 idle connections must not add threads to the exporter.
@@ -10,6 +11,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
+pytestmark = pytest.mark.integration
+
 SCRIPT = Path(__file__).resolve().parent.parent / "benchmarks" / "web_floods.py"
 ROWS = (
     "at rest",
@@ -17,6 +22,9 @@ ROWS = (
     "100 slowloris connections (a header byte per second)",
     "wrong-password flood, 8 clients from 127.0.0.1",
     "wrong-password flood, 8 clients from 8 addresses",
+    "partial-handshake flood, TLS: 100 connections x 2 rounds",
+    "partial-handshake flood, plain HTTP: 100 connections x 2 rounds",
+    "5 slow readers (64 KiB every 1 s), 200 jobs, 2 s cycles",
 )
 
 
@@ -39,3 +47,5 @@ class TestWebFloodsScript:
             assert row in table, f"row missing: {row}\n{result.stdout}"
         assert int(table["100 idle connections"][0]) <= int(table["at rest"][0]) + 1
         assert "cores" in table["wrong-password flood, 8 clients from 127.0.0.1"][2]
+        tls_flood = table["partial-handshake flood, TLS: 100 connections x 2 rounds"]
+        assert all(float(rss) > 0 for rss in tls_flood[:3]) and "200 connections opened" in tls_flood[3]
