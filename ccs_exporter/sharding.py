@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import hashlib
 import re
+import socket
+from collections.abc import Callable
 from dataclasses import dataclass
 
 # The shard alert sums 2^ordinal over the replicas, exact in float64 well past this; more shards than
@@ -94,3 +96,43 @@ def ordinal_from_hostname(hostname: str) -> int:
             f"host name {first_label!r} does not end in a StatefulSet pod ordinal (<name>-0, <name>-1, ...)"
         )
     return int(match.group(1))
+
+
+def resolve_shard(
+    shard: str | None, from_hostname: bool, total: int | None, env_name: Callable[[str], str]
+) -> Shard:
+    """The shard of this replica the settings describe (``env_name`` names a setting's variable).
+
+    ValueError naming the settings when they contradict each other.
+    """
+    shard_name = f"{env_name('shard')} (shard)"
+    hostname_name = f"{env_name('shard_from_hostname')} (shard_from_hostname)"
+    total_name = f"{env_name('total_shards')} (total_shards)"
+    if shard is not None:
+        if from_hostname:
+            raise ValueError(f"{shard_name} and {hostname_name} are both set: give one or the other")
+        if total is not None:
+            raise ValueError(
+                f"{total_name} goes with {hostname_name}; {shard_name} = {shard!r} already holds the total"
+            )
+        return parse_shard(shard)
+    if not from_hostname:
+        if total is not None:
+            raise ValueError(
+                f"{total_name} = {total} is read only with {env_name('shard_from_hostname')}=true "
+                f"(or set {shard_name} = INDEX/TOTAL)"
+            )
+        return UNSHARDED
+    if total is None:
+        raise ValueError(f"{hostname_name} needs {total_name}: the number of StatefulSet replicas")
+    hostname = socket.gethostname()
+    try:
+        ordinal = ordinal_from_hostname(hostname)
+    except ValueError as exc:
+        raise ValueError(f"{hostname_name}: {exc}") from None
+    if ordinal >= total:
+        raise ValueError(
+            f"{hostname_name}: the pod ordinal {ordinal} of host name {hostname!r} is not below "
+            f"{total_name} = {total} (replicas and total must match; ordinals start at 0)"
+        )
+    return Shard(ordinal, total)

@@ -10,7 +10,8 @@ from typing import Any
 import pytest
 
 from ccs_exporter.errors import ConfigError
-from ccs_exporter.settings.config import Settings, load_settings, parse_job_ids, parse_listen_address
+from ccs_exporter.settings.config import Settings, load_settings, parse_listen_address
+from ccs_exporter.settings.values import parse_job_ids
 
 JOB_A = "23c59087-f3d4-4e05-a39e-3440c58e58fb"
 JOB_B = "ff761384-4b49-40b4-97d8-0de38669075a"

@@ -28,7 +28,8 @@ from ccs_exporter.models import Job
 from ccs_exporter.polling import discovery
 from ccs_exporter.polling.discovery import Discoverer, list_search, search_label
 from ccs_exporter.polling.workers import WorkerPool
-from ccs_exporter.settings.config import MAX_JOB_SEARCHES, load_settings
+from ccs_exporter.settings.config import load_settings
+from ccs_exporter.settings.values import MAX_JOB_SEARCHES
 
 BASE = "https://ccs.example.test:12431"
 API = BASE + "/ccs/api/v1"

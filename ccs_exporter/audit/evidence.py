@@ -56,7 +56,7 @@ class PendingMutation:
 
 
 @dataclass(frozen=True)
-class Finding:
+class Conclusion:
     """The outcome CCS shows, why (one sentence), the evidence, and what it names."""
 
     outcome: str
@@ -73,7 +73,7 @@ def look_up(
     ccs: CcsReader,
     skew: timedelta,
     job_of_run: Callable[[str], JobRef | None],
-) -> Finding:
+) -> Conclusion:
     """What CCS shows about ``pending`` now; CcsError when CCS cannot be asked."""
     if pending.action == "job.create":
         return _created(pending, ccs, skew)
@@ -85,20 +85,20 @@ def look_up(
         return _ran(pending, ccs, skew)
     if pending.action == "job.abort":
         return _aborted(pending, ccs, skew, job_of_run)
-    return Finding("unknown", f"{pending.action} is not a mutation CCS can be asked about", {})
+    return Conclusion("unknown", f"{pending.action} is not a mutation CCS can be asked about", {})
 
 
-def _created(pending: PendingMutation, ccs: CcsReader, skew: timedelta) -> Finding:
+def _created(pending: PendingMutation, ccs: CcsReader, skew: timedelta) -> Conclusion:
     name = pending.job_name
     if not name:
-        return Finding("unknown", "the intent names no job to search for", {})
+        return Conclusion("unknown", "the intent names no job to search for", {})
     try:
         found = [job for job in ccs.search_job_name(name).jobs if job.JobProperties.Name == name]
     except NotFoundError as exc:
-        return Finding("unknown", "this CCS cannot search jobs by name", {"search": str(exc)})
+        return Conclusion("unknown", "this CCS cannot search jobs by name", {"search": str(exc)})
     evidence: dict[str, Any] = {"searched_name": name, "found": [_job_facts(job) for job in found]}
     if not found:
-        return Finding(
+        return Conclusion(
             "failure",
             "no job has the requested name: the create was not carried out (or the job was deleted or "
             "renamed since)",
@@ -108,26 +108,28 @@ def _created(pending: PendingMutation, ccs: CcsReader, skew: timedelta) -> Findi
     created = job.JobProperties.JobCreationTime
     facts = _named(job)
     if created is None or pending.started is None:
-        return Finding("unknown", "a job has the requested name but its creation time is unknown", evidence)
+        return Conclusion(
+            "unknown", "a job has the requested name but its creation time is unknown", evidence
+        )
     if created < pending.started - skew:
-        return Finding(
+        return Conclusion(
             "failure",
             "the job of that name was created before the intent: CCS refuses a second job of the same name",
             evidence,
             **facts,
         )
-    return Finding(
+    return Conclusion(
         "success", "a job of the requested name was created after the intent", evidence, **facts, job=job
     )
 
 
-def _updated(pending: PendingMutation, ccs: CcsReader, skew: timedelta) -> Finding:
+def _updated(pending: PendingMutation, ccs: CcsReader, skew: timedelta) -> Conclusion:
     if pending.job_id is None:
-        return Finding("unknown", "the intent names no job", {})
+        return Conclusion("unknown", "the intent names no job", {})
     try:
         job = ccs.get_job(pending.job_id)
     except NotFoundError:
-        return Finding("unknown", "the job no longer exists, so what the update did cannot be seen", {})
+        return Conclusion("unknown", "the job no longer exists, so what the update did cannot be seen", {})
     current = _definition(job)
     matched, differ, unseen = [], [], []
     for key, wanted in sorted(pending.requested.items()):
@@ -146,22 +148,22 @@ def _updated(pending: PendingMutation, ccs: CcsReader, skew: timedelta) -> Findi
     }
     facts: dict[str, Any] = {**_named(job), "job": job}
     if modified is not None and pending.started is not None and modified < pending.started - skew:
-        return Finding(
+        return Conclusion(
             "failure",
             "the job has not been modified since before the intent: the update was not carried out",
             evidence,
             **facts,
         )
     if not matched and not differ:
-        return Finding("unknown", "CCS does not show any of the requested fields", evidence, **facts)
+        return Conclusion("unknown", "CCS does not show any of the requested fields", evidence, **facts)
     if differ:
-        return Finding(
+        return Conclusion(
             "unknown",
             "the job was modified after the intent but not as requested: a later change may have followed",
             evidence,
             **facts,
         )
-    return Finding(
+    return Conclusion(
         "success",
         "the job holds every requested value it shows and was modified after the intent",
         evidence,
@@ -169,38 +171,38 @@ def _updated(pending: PendingMutation, ccs: CcsReader, skew: timedelta) -> Findi
     )
 
 
-def _deleted(pending: PendingMutation, ccs: CcsReader, skew: timedelta) -> Finding:
+def _deleted(pending: PendingMutation, ccs: CcsReader, skew: timedelta) -> Conclusion:
     if pending.job_id is None:
-        return Finding("unknown", "the intent names no job", {})
+        return Conclusion("unknown", "the intent names no job", {})
     if pending.delete_job:
         try:
             job = ccs.get_job(pending.job_id)
         except NotFoundError as exc:
-            return Finding("success", "the job no longer exists (404)", {"job": str(exc)})
-        return Finding("failure", "the job still exists", {"job": _job_facts(job)}, **_named(job), job=job)
+            return Conclusion("success", "the job no longer exists (404)", {"job": str(exc)})
+        return Conclusion("failure", "the job still exists", {"job": _job_facts(job)}, **_named(job), job=job)
     try:
         runs = ccs.get_job_runs(pending.job_id, count=0)
     except NotFoundError:
-        return Finding("unknown", "the job no longer exists, so its run history cannot be seen", {})
+        return Conclusion("unknown", "the job no longer exists, so its run history cannot be seen", {})
     older = [run for run in runs.JobStatusInfo if _started_before(run, pending.started, skew)]
     evidence = {
         "total_runs": runs.TotalJobRuns,
         "runs_from_before_the_intent": [_run_facts(r) for r in older[:5]],
     }
     if older:
-        return Finding("failure", "runs from before the intent are still in the job's history", evidence)
-    return Finding("success", "no run from before the intent is left in the job's history", evidence)
+        return Conclusion("failure", "runs from before the intent are still in the job's history", evidence)
+    return Conclusion("success", "no run from before the intent is left in the job's history", evidence)
 
 
-def _ran(pending: PendingMutation, ccs: CcsReader, skew: timedelta) -> Finding:
+def _ran(pending: PendingMutation, ccs: CcsReader, skew: timedelta) -> Conclusion:
     if pending.job_id is None:
-        return Finding("unknown", "the intent names no job", {})
+        return Conclusion("unknown", "the intent names no job", {})
     try:
         runs = ccs.get_job_runs(pending.job_id, count=RUN_WINDOW)
     except NotFoundError:
-        return Finding("unknown", "the job no longer exists, so its runs cannot be seen", {})
+        return Conclusion("unknown", "the job no longer exists, so its runs cannot be seen", {})
     if pending.started is None:
-        return Finding("unknown", "the intent has no time to compare runs with", {})
+        return Conclusion("unknown", "the intent has no time to compare runs with", {})
     low = pending.started - skew
     since = sorted(
         (run for run in runs.JobStatusInfo if run.JobStartTime is not None and run.JobStartTime >= low),
@@ -208,9 +210,9 @@ def _ran(pending: PendingMutation, ccs: CcsReader, skew: timedelta) -> Finding:
     )
     evidence: dict[str, Any] = {"runs_started_since_the_intent": [_run_facts(run) for run in since[:5]]}
     if not since:
-        return Finding("failure", "no run of the job started after the intent", evidence)
+        return Conclusion("failure", "no run of the job started after the intent", evidence)
     first = since[0]
-    return Finding(
+    return Conclusion(
         "success",
         "a run of the job started after the intent (the earliest such run is taken as ours)",
         evidence,
@@ -224,34 +226,36 @@ def _aborted(
     ccs: CcsReader,
     skew: timedelta,
     job_of_run: Callable[[str], JobRef | None],
-) -> Finding:
+) -> Conclusion:
     if pending.run_id is None:
-        return Finding("unknown", "the intent names no run", {})
+        return Conclusion("unknown", "the intent names no run", {})
     job_id = pending.job_id
     if job_id is None:
         known = job_of_run(pending.run_id)
         job_id = known.id if known is not None else None
     if job_id is None:
-        return Finding(
+        return Conclusion(
             "unknown", "the run's job is not known (CCS cannot look a job up by one of its runs)", {}
         )
     try:
         runs = ccs.get_job_runs(job_id, count=0)
     except NotFoundError:
-        return Finding("unknown", "the job no longer exists, so its runs cannot be seen", {"job_id": job_id})
+        return Conclusion(
+            "unknown", "the job no longer exists, so its runs cannot be seen", {"job_id": job_id}
+        )
     run = next((r for r in runs.JobStatusInfo if guid_or_none(r.JobRunID) == pending.run_id), None)
     if run is None:
-        return Finding("unknown", "the run is no longer in the job's history", {"job_id": job_id})
+        return Conclusion("unknown", "the run is no longer in the job's history", {"job_id": job_id})
     evidence = {"run": _run_facts(run)}
     facts: dict[str, Any] = {"job_id": job_id, "run_id": pending.run_id}
     if run.status is not None and run.status.is_running:
-        return Finding("failure", "the run is still in progress", evidence, **facts)
+        return Conclusion("failure", "the run is still in progress", evidence, **facts)
     if run.status is not JobStatus.ABORTED:
-        return Finding("failure", "the run ended without being aborted", evidence, **facts)
+        return Conclusion("failure", "the run ended without being aborted", evidence, **facts)
     ended = run.JobEndTime
     if ended is not None and pending.started is not None and ended < pending.started - skew:
-        return Finding("failure", "the run had been aborted before the intent", evidence, **facts)
-    return Finding("success", "the run was aborted after the intent", evidence, **facts)
+        return Conclusion("failure", "the run had been aborted before the intent", evidence, **facts)
+    return Conclusion("success", "the run was aborted after the intent", evidence, **facts)
 
 
 # --- helpers ---------------------------------------------------------------------------------------

@@ -21,7 +21,7 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
-from ccs_exporter.audit.evidence import CcsReader, Finding, PendingMutation, look_up
+from ccs_exporter.audit.evidence import CcsReader, Conclusion, PendingMutation, look_up
 from ccs_exporter.audit.log import AuditLog
 from ccs_exporter.audit.mutations import job_of_run
 from ccs_exporter.audit.records import (
@@ -44,7 +44,7 @@ class ReconcileStep:
     """What reconcile did (or, in a dry run, would do) for one open intent."""
 
     pending: PendingMutation
-    finding: Finding | None  # None when it was skipped or CCS could not be asked
+    finding: Conclusion | None  # None when it was skipped or CCS could not be asked
     written: bool
     problem: str | None = None  # why it stays open
 
@@ -119,7 +119,7 @@ def reconcile(
         yield ReconcileStep(pending, finding, True)
 
 
-def reconciled_result(pending: PendingMutation, finding: Finding, checked_by: str) -> AuditRecord:
+def reconciled_result(pending: PendingMutation, finding: Conclusion, checked_by: str) -> AuditRecord:
     """The result record of ``pending`` as CCS showed it: ``audit.reconciled``, the reason, the evidence."""
     record = pending.record
     user = record.get("user") if isinstance(record.get("user"), dict) else {}

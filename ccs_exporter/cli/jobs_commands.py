@@ -184,7 +184,7 @@ def _cmd_jobs_runs(args: argparse.Namespace) -> int:
 def _cmd_jobs_search(args: argparse.Namespace) -> int:
     from ccs_exporter.client import CcsClient
     from ccs_exporter.polling.discovery import MAX_SEARCH_JOBS, MAX_SEARCH_PAGES, list_search
-    from ccs_exporter.settings.config import checked_job_search
+    from ccs_exporter.settings.values import checked_job_search
 
     expression = checked_job_search(args.expression)
     settings = settings_from(args, search_page_size=args.page_size)

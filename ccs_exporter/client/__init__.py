@@ -31,13 +31,11 @@ from ccs_exporter.client.api import (
     MutationResult,
     SearchItem,
     SearchPage,
-    checked_run_id,
     search_page,
 )
 from ccs_exporter.client.tokens import LOGIN_BACKOFF_MAX_SECONDS, LOGIN_BACKOFF_SECONDS, TOKEN, TokenManager
-from ccs_exporter.client.transport import API_PREFIX, Endpoint, RequestObserver, Transport
+from ccs_exporter.client.transport import API_PREFIX, MAX_RESPONSE_BYTES, Endpoint, RequestObserver, Transport
 from ccs_exporter.models import CreateJobRequest, Job, JobDetailsUpdate, JobRuns
-from ccs_exporter.settings.config import MAX_RESPONSE_BYTES
 
 if TYPE_CHECKING:
     from ccs_exporter.settings.config import Settings
@@ -65,7 +63,6 @@ __all__ = [
     "RequestObserver",
     "SearchItem",
     "SearchPage",
-    "checked_run_id",
     "search_page",
 ]
 
@@ -128,7 +125,9 @@ class CcsClient:
             pool_size=settings.concurrency,
             observer=observer,
             password_source=settings.password_value if settings.password_file is not None else None,
-            max_response_bytes=settings.max_response_bytes,
+            max_response_bytes=(
+                MAX_RESPONSE_BYTES if settings.max_response_bytes is None else settings.max_response_bytes
+            ),
         )
 
     @property

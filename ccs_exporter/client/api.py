@@ -27,7 +27,8 @@ from ccs_exporter.models import (
     normalize_guid,
     request_body,
 )
-from ccs_exporter.settings.config import checked_job_id, describe_validation_error
+from ccs_exporter.settings.inputs import describe_validation_error
+from ccs_exporter.settings.values import checked_job_id, checked_run_id
 
 JOB = Endpoint("GET", "/jobs/{job_id}", "job")
 JOB_RUNS = Endpoint("GET", "/Jobs/{job_id}/jobruns", "jobruns")
@@ -309,11 +310,3 @@ def _item_job_id(item: Any) -> str | None:
     """The GUID a search item names, if it names one, to say which job a bad item was."""
     props = item.get("JobProperties") if isinstance(item, dict) else None
     return guid_or_none(props.get("JobID") if isinstance(props, dict) else None)
-
-
-def checked_run_id(value: str) -> str:
-    """A run id argument normalised (lower case, no braces); a ConfigError naming it if it is no GUID."""
-    try:
-        return normalize_guid(value)
-    except ValueError as exc:
-        raise ConfigError(f"run id {exc}", field="run_id") from None

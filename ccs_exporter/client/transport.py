@@ -23,7 +23,6 @@ from requests.adapters import HTTPAdapter
 
 from ccs_exporter import __version__
 from ccs_exporter.errors import BadResponseError, CcsError, CcsTimeoutError, UnavailableError
-from ccs_exporter.settings.config import MAX_RESPONSE_BYTES
 
 API_PREFIX = "/ccs/api/v1"
 
@@ -31,6 +30,9 @@ RequestObserver = Callable[[str, str, float], None]
 """Called after every HTTP attempt with (endpoint label, status code or "error"/"timeout", seconds)."""
 
 log = structlog.get_logger(__name__)
+
+# The most a CCS answer may hold (a setting can change it): a hostile or broken server cannot fill memory.
+MAX_RESPONSE_BYTES = 8 * 1024 * 1024
 
 
 @dataclass(frozen=True)

@@ -25,14 +25,13 @@ from ccs_exporter.client import (
     RUN_JOB,
     UPDATE_JOB,
     CcsClient,
-    checked_run_id,
 )
 from ccs_exporter.errors import CcsError, MutationInterrupted
 from ccs_exporter.models import CreateJobRequest, JobDetailsUpdate, guid_or_none, request_body
 from ccs_exporter.operations.interrupts import interrupts_deferred
 from ccs_exporter.operations.mutation import Mutation
-from ccs_exporter.operations.specs import checked_reason, validated
-from ccs_exporter.settings.config import checked_job_id
+from ccs_exporter.operations.specs import validated
+from ccs_exporter.settings.values import checked_job_id, checked_reason, checked_run_id
 
 log = structlog.get_logger(__name__)
 

@@ -61,15 +61,6 @@ def validated(model: type[_ModelT], data: Mapping[str, Any], prefix: str) -> _Mo
         raise ConfigError(describe_validation_error(exc, prefix), field=field) from None
 
 
-def checked_reason(reason: str | None) -> str | None:
-    """The ``--reason`` text; a ConfigError if it is not text that can be recorded (bytes not UTF-8)."""
-    if reason is not None and _has_surrogate(reason):
-        raise ConfigError(
-            "reason: holds bytes that are not UTF-8 text (a lone surrogate such as \\udcff)", field="reason"
-        )
-    return reason
-
-
 def _has_surrogate(text: str) -> bool:
     return any("\ud800" <= char <= "\udfff" for char in text)
 

@@ -10,19 +10,14 @@ from __future__ import annotations
 
 import ipaddress
 import os
-import socket
 import ssl
-import unicodedata
-from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-import yaml
 from pydantic import Field, PrivateAttr, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, PydanticBaseSettingsSource, SettingsConfigDict
 
 from ccs_exporter.errors import ConfigError
-from ccs_exporter.models import normalize_guid
 from ccs_exporter.settings.checks import (
     check_ccs_url,
     check_password_text,
@@ -35,13 +30,18 @@ from ccs_exporter.settings.inputs import (
     describe_yaml_error,
     first_validation_error,
     load_yaml_file,
-    load_yaml_text,
     read_input_file,
 )
-from ccs_exporter.sharding import MAX_TOTAL_SHARDS, UNSHARDED, Shard, ordinal_from_hostname, parse_shard
+from ccs_exporter.settings.values import (
+    checked_job_id,
+    checked_job_search,
+    parse_cursor_paths,
+    parse_job_ids,
+    parse_job_searches,
+)
+from ccs_exporter.sharding import MAX_TOTAL_SHARDS, UNSHARDED, Shard, parse_shard, resolve_shard
 
 __all__ = [  # the input helpers are shared with job specs and the web config
-    "MAX_RESPONSE_BYTES",
     "Settings",
     "checked_job_id",
     "checked_job_search",
@@ -59,130 +59,13 @@ __all__ = [  # the input helpers are shared with job specs and the web config
 ENV_PREFIX = "CCS_EXPORTER_"
 # No CCS answer we use comes near this; a bigger body is read no further and refused, so a broken or
 # hostile server cannot make the exporter buffer gigabytes (8 MiB holds thousands of run messages).
-MAX_RESPONSE_BYTES = 8 * 1024 * 1024
 _SECRET_FIELDS = frozenset({"password"})
-# Search Jobs expressions come from the operator, not from CCS, but are still bounded: each becomes a
-# ``search`` label value and one listing per cycle.
-MAX_JOB_SEARCHES = 64
-MAX_JOB_SEARCH_LENGTH = 4096
 _LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
 
 
 def env_name(field: str) -> str:
     """The environment variable of a setting: ``job_ids`` -> ``CCS_EXPORTER_JOB_IDS``."""
     return f"{ENV_PREFIX}{field.upper()}"
-
-
-def checked_job_id(value: str) -> str:
-    """A job id argument normalised (lower case, no braces); a ConfigError naming it if it is no GUID."""
-    try:
-        return normalize_guid(value)
-    except ValueError as exc:
-        raise ConfigError(f"job id {exc}", field="job_id") from None
-
-
-def _listed(value: Any, plain: Callable[[str], list[str]], unparsable: str) -> Any:
-    """A list setting as given: None or blank text is [], text starting with '[' is read as a YAML/JSON
-    list (ValueError ``unparsable`` if it is not YAML), other text is split by ``plain``; anything else is
-    returned for the caller to check."""
-    if value is None:
-        return []
-    if not isinstance(value, str):
-        return value
-    text = value.strip()
-    if not text:
-        return []
-    if not text.startswith("["):
-        return plain(text)
-    try:
-        return load_yaml_text(text)
-    except yaml.YAMLError:
-        raise ValueError(unparsable) from None
-
-
-def parse_job_ids(value: Any) -> list[str]:
-    """Job ids from a list, a YAML/JSON list string, or a comma- or space-separated string."""
-    value = _listed(
-        value,
-        lambda text: text.replace(",", " ").split(),
-        "is neither a comma-separated list nor a YAML/JSON list",
-    )
-    if not isinstance(value, list):
-        raise ValueError("must be a list of job GUIDs")
-    ids: list[str] = []
-    for item in value:
-        job_id = normalize_guid(str(item))
-        if job_id not in ids:
-            ids.append(job_id)
-    return ids
-
-
-MAX_EXPORT_CURSORS = 16
-
-
-def parse_cursor_paths(value: Any) -> list[Path]:
-    """Shipping cursor files (``audit export --cursor``) from a list or a comma-separated string."""
-    value = _listed(
-        value,
-        lambda text: [part.strip() for part in text.split(",") if part.strip()],
-        "is neither a comma-separated list of files nor a YAML/JSON list",
-    )
-    if not isinstance(value, list) or not all(isinstance(item, (str, Path)) for item in value):
-        raise ValueError("must be a list of cursor files")
-    if len(value) > MAX_EXPORT_CURSORS:
-        raise ValueError(f"has {len(value)} files; at most {MAX_EXPORT_CURSORS}")
-    paths: list[Path] = []
-    for item in value:
-        path = Path(item)
-        if path not in paths:
-            paths.append(path)
-    return paths
-
-
-def parse_job_searches(value: Any) -> list[str]:
-    """Search Jobs expressions from one expression or a YAML/JSON list; each kept verbatim, once."""
-    value = _listed(
-        value,
-        lambda text: [text],
-        "is neither one expression nor a YAML/JSON list of expressions",
-    )
-    if not isinstance(value, list):
-        raise ValueError("must be one Search Jobs expression or a list of them")
-    if len(value) > MAX_JOB_SEARCHES:
-        raise ValueError(f"has {len(value)} expressions; at most {MAX_JOB_SEARCHES}")
-    searches: list[str] = []
-    for index, item in enumerate(value, start=1):
-        if not isinstance(item, str):
-            raise ValueError(f"expression {index} is not a string")
-        try:
-            text = _job_search(item)
-        except ValueError as exc:
-            raise ValueError(f"expression {index} {exc}") from None
-        if text not in searches:
-            searches.append(text)
-    return searches
-
-
-def _job_search(expression: str) -> str:
-    """One Search Jobs expression without surrounding spaces; ValueError saying what is wrong with it."""
-    text = expression.strip()
-    if not text:
-        raise ValueError("is empty")
-    if len(text) > MAX_JOB_SEARCH_LENGTH:
-        raise ValueError(f"is longer than {MAX_JOB_SEARCH_LENGTH} characters")
-    if any(unicodedata.category(char) in ("Cc", "Zl", "Zp") for char in text):
-        raise ValueError("holds a line break or control character")
-    if any(unicodedata.category(char) == "Cs" for char in text):
-        raise ValueError("holds text that is not valid Unicode (a lone surrogate)")
-    return text
-
-
-def checked_job_search(expression: str) -> str:
-    """A Search Jobs expression argument, stripped; a ConfigError naming it if it cannot be sent."""
-    try:
-        return _job_search(expression)
-    except ValueError as exc:
-        raise ConfigError(f"search expression {exc}", field="expression") from None
 
 
 def parse_listen_address(value: str) -> tuple[str, int]:
@@ -252,7 +135,8 @@ class Settings(BaseSettings):
     poll_interval_seconds: float = Field(default=60.0, gt=0, le=86400, allow_inf_nan=False)
     concurrency: int = Field(default=8, ge=1, le=256)
     history_window: int = Field(default=10, ge=1, le=1000)
-    max_response_bytes: int = Field(default=MAX_RESPONSE_BYTES, ge=64 * 1024, le=1024 * 1024 * 1024)
+    # None: the client's own cap (``client.transport.MAX_RESPONSE_BYTES``, 8 MiB).
+    max_response_bytes: int | None = Field(default=None, ge=64 * 1024, le=1024 * 1024 * 1024)
     status_metric: Literal["full", "sparse"] = "full"
     listen_address: str = "0.0.0.0:9879"
     audit_log: Path | None = None
@@ -377,7 +261,7 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _resolve_shard(self) -> Settings:
-        self._shard = _shard_of_replica(self.shard, self.shard_from_hostname, self.total_shards)
+        self._shard = resolve_shard(self.shard, self.shard_from_hostname, self.total_shards, env_name)
         return self
 
     @classmethod
@@ -419,41 +303,6 @@ class Settings(BaseSettings):
     def shard_of_replica(self) -> Shard:
         """This replica's shard, from ``shard`` or the host name's pod ordinal; ``0/1`` when not sharded."""
         return self._shard
-
-
-def _shard_of_replica(shard: str | None, from_hostname: bool, total: int | None) -> Shard:
-    """The shard the settings describe; ValueError naming the settings when they contradict each other."""
-    shard_name = f"{env_name('shard')} (shard)"
-    hostname_name = f"{env_name('shard_from_hostname')} (shard_from_hostname)"
-    total_name = f"{env_name('total_shards')} (total_shards)"
-    if shard is not None:
-        if from_hostname:
-            raise ValueError(f"{shard_name} and {hostname_name} are both set: give one or the other")
-        if total is not None:
-            raise ValueError(
-                f"{total_name} goes with {hostname_name}; {shard_name} = {shard!r} already holds the total"
-            )
-        return parse_shard(shard)
-    if not from_hostname:
-        if total is not None:
-            raise ValueError(
-                f"{total_name} = {total} is read only with {env_name('shard_from_hostname')}=true "
-                f"(or set {shard_name} = INDEX/TOTAL)"
-            )
-        return UNSHARDED
-    if total is None:
-        raise ValueError(f"{hostname_name} needs {total_name}: the number of StatefulSet replicas")
-    hostname = socket.gethostname()
-    try:
-        ordinal = ordinal_from_hostname(hostname)
-    except ValueError as exc:
-        raise ValueError(f"{hostname_name}: {exc}") from None
-    if ordinal >= total:
-        raise ValueError(
-            f"{hostname_name}: the pod ordinal {ordinal} of host name {hostname!r} is not below "
-            f"{total_name} = {total} (replicas and total must match; ordinals start at 0)"
-        )
-    return Shard(ordinal, total)
 
 
 def load_settings(config_file: Path | None = None, overrides: dict[str, Any] | None = None) -> Settings:
