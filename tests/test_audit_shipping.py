@@ -267,7 +267,7 @@ class TestShippingMetrics:
 
     def test_setting_takes_a_comma_separated_list(self, monkeypatch: pytest.MonkeyPatch) -> None:
         """CCS_EXPORTER_AUDIT_EXPORT_CURSORS: comma-separated files, at most 16."""
-        from ccs_exporter.settings.config import parse_cursor_paths
+        from ccs_exporter.settings.values import parse_cursor_paths
 
         assert parse_cursor_paths("/a/c1, /b/c2,/a/c1") == [Path("/a/c1"), Path("/b/c2")]
         with pytest.raises(ValueError, match="at most 16"):
