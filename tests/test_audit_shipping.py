@@ -325,3 +325,40 @@ class TestServeExposesShipping:
                 follower.terminate()
                 assert follower.wait(timeout=60) == 0
         assert sequences_in(out) == [1, 2, 3, 4]
+
+
+class TestTornLine:
+    def test_a_torn_line_repaired_by_the_writer_is_shipped_through(self, tmp_path: Path) -> None:
+        """A follower that saw a torn last line ships the recovery record and what follows, no error."""
+        import threading
+
+        log = tmp_path / "audit.log"
+        append(log, 3)
+        destination = Collected()
+        settings = ShipSettings(log, format_named("ecs"), follow=True, poll_seconds=0.02)
+        shipper = Shipper(settings, destination)
+        failures: list[BaseException] = []
+
+        def run() -> None:
+            try:
+                shipper.run()
+            except BaseException as exc:
+                failures.append(exc)
+
+        thread = threading.Thread(target=run)
+        thread.start()
+        try:
+            deadline = time.monotonic() + 30
+            while len(destination.sequences) < 3 and time.monotonic() < deadline:
+                time.sleep(0.01)
+            with open(log, "ab") as handle:
+                handle.write(b'{"@timestamp":"2026-03-01T09:00:00.000000Z","audit":{"hash":"0123')  # a crash
+            time.sleep(0.3)  # the follower has looked at the torn line
+            append(log, 2, label="after")
+            while len(destination.sequences) < 6 and time.monotonic() < deadline:
+                time.sleep(0.01)
+        finally:
+            shipper.stop()
+            thread.join(timeout=30)
+        assert failures == []
+        assert destination.sequences == [1, 2, 3, 4, 5, 6]  # 4 is the recovery record

@@ -11,10 +11,12 @@ import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 from ccs_exporter.audit.export.cursor import Cursor
 from ccs_exporter.audit.verify import MAX_LINE_BYTES
+
+_CHUNK = 1024 * 1024
 
 
 class SourceError(Exception):
@@ -55,7 +57,7 @@ class LogSource:
 
     def __init__(self, path: Path) -> None:
         self._path = path
-        self._handle: IO[bytes] | None = None
+        self._fd: int | None = None
         self._identity: tuple[int, int] | None = None
         self._position = 0
         self._last = Cursor.start("")
@@ -64,19 +66,18 @@ class LogSource:
         """Open the log and check that the cursor's record is where it says; SourceError if not."""
         self.close()
         try:
-            handle = open(self._path, "rb")  # noqa: SIM115 - kept open while following
+            fd = os.open(self._path, os.O_RDONLY | os.O_CLOEXEC)
         except OSError as exc:
             raise SourceError(f"cannot read {self._path}: {exc.strerror or exc}") from None
-        info = os.fstat(handle.fileno())
-        self._handle, self._identity = handle, (info.st_dev, info.st_ino)
+        info = os.fstat(fd)
+        self._fd, self._identity = fd, (info.st_dev, info.st_ino)
         self._last = cursor
         self._position = 0
         if cursor.sequence == 0:
             return
-        handle.seek(cursor.offset)
-        line = handle.readline(MAX_LINE_BYTES + 1)
+        line = self._line_at(cursor.offset)
         try:
-            found = _parsed(line[:-1], cursor.offset, self._path) if line.endswith(b"\n") else None
+            found = _parsed(line, cursor.offset, self._path) if line is not None else None
         except SourceError:
             found = None  # no record starts there any more
         if found is None or (found.sequence, found.hash) != (cursor.sequence, cursor.hash):
@@ -87,19 +88,41 @@ class LogSource:
             )
         self._position = found.end
 
+    def _line_at(self, offset: int) -> bytes | None:
+        """The complete line starting at ``offset`` (without its newline), or None."""
+        lines = self._complete_lines(offset, 1)
+        return lines[0] if lines else None
+
+    def _complete_lines(self, offset: int, limit: int) -> list[bytes]:
+        """Up to ``limit`` newline-terminated lines from ``offset``, read with pread (never a stale
+        buffer: the writer may have cut a torn line and written a record in its place)."""
+        if self._fd is None:
+            raise SourceError("the log is not open")
+        lines: list[bytes] = []
+        pending = b""
+        position = offset
+        while len(lines) < limit:
+            chunk = os.pread(self._fd, _CHUNK, position + len(pending))
+            if not chunk:
+                break
+            pending += chunk
+            while len(lines) < limit:
+                newline = pending.find(b"\n")
+                if newline < 0:
+                    break
+                lines.append(pending[:newline])
+                position += newline + 1
+                pending = pending[newline + 1 :]
+            if len(pending) > MAX_LINE_BYTES:
+                raise SourceError(f"{self._path}: a line at byte {position} is longer than {MAX_LINE_BYTES}")
+        return lines
+
     def read(self, limit: int) -> list[SourceRecord]:
         """Up to ``limit`` complete records after the last one read; SourceError if the chain breaks."""
-        handle = self._handle
-        if handle is None:
-            raise SourceError("the log is not open")
-        handle.seek(self._position)
         records: list[SourceRecord] = []
-        while len(records) < limit:
-            line = handle.readline(MAX_LINE_BYTES + 1)
-            if not line.endswith(b"\n"):
-                break  # the end, or a record still being written
+        for line in self._complete_lines(self._position, limit):
             try:
-                record = _parsed(line[:-1], self._position, self._path)
+                record = _parsed(line, self._position, self._path)
                 self._check_follows(record)
             except SourceError:
                 if records:
@@ -129,6 +152,6 @@ class LogSource:
 
     def close(self) -> None:
         """Close the file."""
-        if self._handle is not None:
-            self._handle.close()
-            self._handle = None
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
