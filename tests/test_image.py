@@ -155,11 +155,20 @@ def _logs(engine: Engine, name: str) -> str:
     return (result.stdout + result.stderr)[-3000:]
 
 
-def _wait_until(check: Callable[[], bool], timeout: float) -> bool:
+def _wait_until(
+    check: Callable[[], bool], timeout: float, engine: Engine | None = None, name: str = ""
+) -> bool:
+    """True once ``check()`` is; False at the timeout or once container ``name`` has stopped."""
     deadline = time.monotonic() + timeout
+    next_look = time.monotonic() + 2
     while time.monotonic() < deadline:
         if check():
             return True
+        if engine is not None and time.monotonic() >= next_look:
+            next_look = time.monotonic() + 2
+            state = engine.run("inspect", "--format", "{{.State.Running}}", name, check=False)
+            if state.stdout.strip() != "true":
+                return check()
         time.sleep(0.3)
     return False
 
@@ -195,7 +204,7 @@ def demo(engine: Engine) -> Iterator[tuple[str, str]]:
         "1",
     ) as name:
         url = f"http://127.0.0.1:{port}/metrics"
-        if not _wait_until(lambda: bool(_job_ids(_families(url))), 90):
+        if not _wait_until(lambda: bool(_job_ids(_families(url))), 90, engine, name):
             pytest.fail(f"demo in the container never served jobs on {url}; its log:\n{_logs(engine, name)}")
         yield name, url
 
@@ -240,7 +249,7 @@ class TestImage:
             engine, "--network=host", IMAGE, "demo", "--listen-address", f"127.0.0.1:{port}"
         ) as name:
             url = f"http://127.0.0.1:{port}/metrics"
-            assert _wait_until(lambda: bool(_families(url)), 90), _logs(engine, name)
+            assert _wait_until(lambda: bool(_families(url)), 90, engine, name), _logs(engine, name)
             started = time.monotonic()
             engine.run("kill", "--signal", "TERM", name)
             try:
@@ -340,7 +349,7 @@ class TestChart:
             base = f"http://127.0.0.1:{port}"
             with _container(engine, "--network=host", *options, IMAGE, *container["args"]) as name:
                 assert _wait_until(
-                    lambda: _job_ids(_families(f"{base}/metrics")) == set(values["jobIds"]), 90
+                    lambda: _job_ids(_families(f"{base}/metrics")) == set(values["jobIds"]), 90, engine, name
                 ), _logs(engine, name)
                 assert requests.get(f"{base}/readyz", timeout=3).status_code == 200
                 config_path = container["args"][container["args"].index("--config") + 1]
