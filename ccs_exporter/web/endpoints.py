@@ -12,8 +12,6 @@ import base64
 import binascii
 import email.utils
 import gzip
-import http.client
-import io
 import math
 import re
 from concurrent.futures import ThreadPoolExecutor
@@ -37,8 +35,9 @@ _VERSION = re.compile(r"HTTP/\d\.\d")
 # RFC 9112 section 5 / RFC 9110 section 5.6.2: a field name is a token right before the colon (no space
 # between them); a value is visible characters, spaces and tabs (and obs-text), never control characters.
 _TOKEN = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
-_FIELD_LINE = re.compile(rb"([!#$%&'*+\-.^_`|~0-9A-Za-z]+):[ \t]*([\x21-\x7e\x80-\xff \t]*?)[ \t]*")
+_FIELD_LINE = re.compile(rb"([!#$%&'*+\-.^_`|~0-9A-Za-z]+):([\x21-\x7e\x80-\xff \t]*)")
 _MAX_HEADER_LINES = 100
+_DIGITS = re.compile(r"[0-9]+")
 _TEXT = "text/plain; charset=utf-8"
 _MAX_QUERY_FIELDS = 1000
 _LANDING_PAGE = f"""<!DOCTYPE html>
@@ -104,19 +103,18 @@ def parse_request(head: bytes, client: str) -> Request:
     fields = lines[1:]
     if len(fields) > _MAX_HEADER_LINES:
         raise HttpError(431, "too many header lines")
-    lengths = 0
+    headers = Message()
     for line in fields:
         match = _FIELD_LINE.fullmatch(line)
         if match is None:
             raise HttpError(400, "malformed header line")
-        name = match.group(1).lower()
-        if name == b"transfer-encoding":
+        name, value = match.group(1).decode("ascii"), match.group(2).strip(b" \t").decode("latin-1")
+        lowered = name.lower()
+        if lowered == "transfer-encoding":
             raise HttpError(400, "Transfer-Encoding in a request is not accepted")
-        if name == b"content-length":
-            lengths += 1
-            if lengths > 1 or not match.group(2).isdigit():
-                raise HttpError(400, "one Content-Length, a number, at most")
-    headers = http.client.parse_headers(io.BytesIO(b"\r\n".join((*fields, b"", b""))))
+        if lowered == "content-length" and ("Content-Length" in headers or not _DIGITS.fullmatch(value)):
+            raise HttpError(400, "one Content-Length, a number, at most")
+        headers[name] = value
     tokens = {token.strip().lower() for token in headers.get("Connection", "").split(",")}
     keep_alive = "keep-alive" in tokens if version == "HTTP/1.0" else "close" not in tokens
     if headers.get("Content-Length", "0").lstrip("0"):
