@@ -9,6 +9,7 @@ Everything removed becomes ``[REDACTED]``.
 from __future__ import annotations
 
 import base64
+import json
 import re
 from collections.abc import Iterable, Mapping
 from typing import Any
@@ -55,10 +56,20 @@ def secret_variants(secret: str) -> list[str]:
         return []
     raw = secret.encode("utf-8", "surrogatepass")
     encoded = base64.b64encode(raw).decode("ascii")
-    variants = [secret, encoded]
+    variants = [secret, encoded, secret.strip()]
+    # As an error message quotes it: Python's repr and JSON escape quotes, backslashes and control
+    # characters, so a password holding one would not match as typed.
+    variants += [repr(secret)[1:-1], json.dumps(secret)[1:-1], json.dumps(secret, ensure_ascii=False)[1:-1]]
     for form in (raw, encoded.encode("ascii")):
         variants += [quote_plus(form), quote(form, safe=""), quote(form), quote_plus(form, safe="/")]
     return list(dict.fromkeys(variants))
+
+
+def redact_passwords(text: str, passwords: Iterable[str]) -> str:
+    """``text`` with every form of each password and secret-looking fragments replaced."""
+    return scrub_text(
+        replace_known(text, [form for password in passwords for form in secret_variants(password)])
+    )
 
 
 def replace_known(text: str, secrets: Iterable[str | None]) -> str:

@@ -46,6 +46,27 @@ class AuditStats:
     write_errors: int = 0
 
 
+def _signer_of(settings: Settings) -> tuple[RecordSigner | None, tuple[str, ...]]:
+    """The signer of ``audit_signing_key_file`` (None when unset) and warnings about it."""
+    key_file = settings.audit_signing_key_file
+    if key_file is None:
+        return None, ()
+    try:
+        signer = RecordSigner.from_file(key_file)
+    except KeyFileError as exc:
+        raise ConfigError(
+            f"CCS_EXPORTER_AUDIT_SIGNING_KEY_FILE (audit_signing_key_file): {exc}",
+            field="audit_signing_key_file",
+        ) from None
+    warnings: tuple[str, ...] = ()
+    if key_file_open_to_others(key_file):
+        warnings = (
+            f"CCS_EXPORTER_AUDIT_SIGNING_KEY_FILE (audit_signing_key_file): {key_file} may be read by "
+            "other users (group or world bits set); chmod 600 it",
+        )
+    return signer, warnings
+
+
 def _utc_now() -> datetime:
     return datetime.now(timezone.utc)
 
@@ -101,29 +122,29 @@ class AuditLog:
     def from_settings(cls, settings: Settings) -> AuditLog:
         """The audit log of ``settings.audit_log``, as the CCS account, never writing the password.
 
-        With ``audit_signing_key_file`` set, records are signed with that key; a key that cannot be used
-        is a ``ConfigError`` naming the setting (never showing the file's content).
+        With ``audit_signing_key_file`` set, records are signed with that key. ``check_settings`` runs
+        first: what it refuses is a ``ConfigError``, what it warns about is logged.
         """
         if settings.audit_log is None:
             raise ValueError("no audit log configured")
-        signer = None
-        key_file = settings.audit_signing_key_file
-        if key_file is not None:
-            try:
-                signer = RecordSigner.from_file(key_file)
-            except KeyFileError as exc:
-                raise ConfigError(
-                    f"CCS_EXPORTER_AUDIT_SIGNING_KEY_FILE (audit_signing_key_file): {exc}",
-                    field="audit_signing_key_file",
-                ) from None
-            if key_file_open_to_others(key_file):
-                log.warning("audit_signing_key_readable_by_others", path=str(key_file))
+        signer, warnings = _signer_of(settings)
+        for warning in warnings:
+            log.warning("audit_signing_key_readable_by_others", warning=warning)
         return cls(
             settings.audit_log,
             user_name=settings.username,
             secrets=secret_variants(settings.password_value()),
             signer=signer,
         )
+
+    @staticmethod
+    def check_settings(settings: Settings) -> tuple[str, ...]:
+        """The checks ``serve``, ``jobs`` and ``check-config`` share for the audit settings.
+
+        Raises ``ConfigError`` for a signing key that cannot be used (a public key, an RSA key...); returns
+        warnings (a key file others may read). The audit log path itself is checked by ``Settings``.
+        """
+        return _signer_of(settings)[1]
 
     @property
     def path(self) -> Path:

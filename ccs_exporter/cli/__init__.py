@@ -65,19 +65,28 @@ def _run(argv: Sequence[str] | None) -> int:
     try:
         return handler(args)
     except ConfigError as exc:
-        fail(f"configuration error: {exc}")
+        fail(_without_passwords(f"configuration error: {exc}", args))
         return EXIT_USAGE
     except CcsError as exc:
-        fail(f"CCS request failed: {exc}")
+        fail(_without_passwords(f"CCS request failed: {exc}", args))
         return EXIT_CCS
     except AuditError as exc:
-        fail(f"audit error: {exc}")
+        fail(_without_passwords(f"audit error: {exc}", args))
         return EXIT_CCS
     except MutationInterrupted as exc:
-        fail(exc.message)
+        fail(_without_passwords(exc.message, args))
         return EXIT_INTERRUPTED
     except KeyboardInterrupt:
         return EXIT_INTERRUPTED
+
+
+def _without_passwords(message: str, args: argparse.Namespace) -> str:
+    """``message`` with any password the operator set removed: one pasted into a job id, a setting or a
+    key of the config file would otherwise be echoed back in the error."""
+    from ccs_exporter.redaction import redact_passwords
+    from ccs_exporter.settings.config import password_candidates
+
+    return redact_passwords(message, password_candidates(getattr(args, "config", None)))
 
 
 def build_parser() -> argparse.ArgumentParser:

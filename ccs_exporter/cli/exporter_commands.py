@@ -30,6 +30,11 @@ def cmd_check_config(args: argparse.Namespace) -> int:
     from ccs_exporter.cli.config_check import check_config
 
     settings = settings_from(args, **_serve_overrides(args))
+    if settings.audit_log is not None:  # what serve and jobs refuse at start, refused here too
+        from ccs_exporter.audit import AuditLog
+
+        for warning in AuditLog.check_settings(settings):
+            print(f"warning: {warning}", file=sys.stderr)
     steps = check_config(settings, config_file=args.config, connect=args.connect, out=sys.stdout)
     failed = [step for step in steps if not step.ok]
     if failed:
@@ -48,8 +53,15 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     def reload() -> Any:
         from ccs_exporter.polling.discovery import WatchList
+        from ccs_exporter.redaction import redact_passwords
+        from ccs_exporter.settings.config import password_candidates
 
-        return WatchList.from_settings(load_settings(config_file, flag_overrides(args, **overrides)))
+        try:
+            fresh = load_settings(config_file, flag_overrides(args, **overrides))
+        except ConfigError as exc:  # logged as reload_failed: a pasted password must not be echoed
+            message = redact_passwords(str(exc), password_candidates(config_file))
+            raise ConfigError(message, field=exc.field) from None
+        return WatchList.from_settings(fresh)
 
     return _run_exporter(settings, reload=reload, source_changed=_file_watcher(config_file))
 

@@ -99,12 +99,30 @@ def check_password_text(password: str) -> None:
 
 
 def check_writable_file(path: Path) -> None:
-    """ValueError unless ``path`` is a file this process can append to, or create (the audit log)."""
+    """ValueError unless ``path`` is a regular file this process can append to, or create (the audit log).
+
+    A device, FIFO or socket (``/dev/null``) is refused: it would swallow the records or block, and
+    nothing could be read back to continue or verify the chain. An existing file is opened as the writer
+    opens it (read and append: it reads the last record to chain onto), and its directory must take the
+    head file written beside it.
+    """
     if path.is_dir():
         raise ValueError("is a directory; give a file in it, e.g. audit.jsonl")
     if path.exists():
-        if not os.access(path, os.W_OK):
-            raise ValueError("is not writable")
+        if not path.is_file():
+            raise ValueError(
+                "is not a regular file (a device, FIFO or socket such as /dev/null cannot hold the chain)"
+            )
+        try:  # the real test: a write-only file passes os.access(W_OK) but not the writer's open
+            fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_NONBLOCK | os.O_CLOEXEC)
+        except OSError as exc:
+            raise ValueError(f"is not writable and readable ({exc.strerror or type(exc).__name__})") from None
+        os.close(fd)
+        if not os.access(path.parent, os.W_OK | os.X_OK):
+            raise ValueError(
+                f"is in a directory this process cannot write ({path.parent}): the head file "
+                f"{path.name}.head is written beside it"
+            )
         return
     parent = path.parent
     if not parent.exists():

@@ -8,6 +8,7 @@ except secrets, whose values are never shown.
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import os
 import ssl
@@ -53,6 +54,7 @@ __all__ = [  # the input helpers are shared with job specs and the web config
     "load_yaml_file",
     "parse_job_ids",
     "parse_listen_address",
+    "password_candidates",
     "read_input_file",
 ]
 
@@ -303,6 +305,33 @@ class Settings(BaseSettings):
     def shard_of_replica(self) -> Shard:
         """This replica's shard, from ``shard`` or the host name's pod ordinal; ``0/1`` when not sharded."""
         return self._shard
+
+
+def password_candidates(config_file: Path | None = None) -> list[str]:
+    """Every password the operator may have set (variable, config file, password files), best effort.
+
+    For scrubbing error text when a password was pasted into the wrong place (a job id, a setting, a
+    key of the config file), even when the settings themselves could not be built. Never raises.
+    """
+    found: list[str] = []
+    files: list[Any] = [os.environ.get(env_name("password_file"))]
+    password = os.environ.get(env_name("password"))
+    if password:
+        found.append(password)
+    if config_file is not None:
+        try:
+            loaded = load_yaml_file(config_file, "config", "config")
+        except ConfigError:
+            loaded = None
+        if isinstance(loaded, dict):
+            if isinstance(loaded.get("password"), str):
+                found.append(loaded["password"])
+            files.append(loaded.get("password_file"))
+    for path in files:
+        if isinstance(path, str) and path:
+            with contextlib.suppress(ValueError, OSError):
+                found.append(read_password_file(Path(path)))
+    return found
 
 
 def load_settings(config_file: Path | None = None, overrides: dict[str, Any] | None = None) -> Settings:
