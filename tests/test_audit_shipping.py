@@ -146,6 +146,35 @@ def cli(*args: str, **kwargs: Any) -> subprocess.Popen[bytes]:
     )
 
 
+def jobs_run(sim: Any, log: Path, job: int = 0) -> subprocess.Popen[bytes]:
+    """`ccs-exporter jobs run` against the simulator, appending its intent and result to ``log`` (a job
+    already running is refused by CCS: exit 1, and the intent and result are written all the same)."""
+    environment = {key: value for key, value in os.environ.items() if not key.startswith("CCS_EXPORTER_")}
+    environment.update(
+        CCS_EXPORTER_URL=sim.url,
+        CCS_EXPORTER_USERNAME=sim.username,
+        CCS_EXPORTER_PASSWORD=sim.password,
+        CCS_EXPORTER_AUDIT_LOG=str(log),
+        CCS_EXPORTER_LOG_LEVEL="error",
+        TZ="UTC",
+    )
+    return subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "ccs_exporter",
+            "jobs",
+            "run",
+            sim.job_ids[job % len(sim.job_ids)],
+            "--reason",
+            "CHG-24",
+        ],
+        env=environment,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+
+
 def sequences_in(path: Path) -> list[int]:
     """Every event's sequence in a stdout capture; a line torn by SIGKILL is cut to the event after it."""
     found = []
@@ -178,15 +207,18 @@ class TestFollow:
         assert code == 0
         assert sequences_in(out) == list(range(1, 26))
 
-    def test_sigkill_twenty_times_loses_nothing(self, tmp_path: Path) -> None:
-        """A follower killed with SIGKILL 20 times while writers append, then restarted: every sequence
-        arrives, none is skipped; the duplicates (at-least-once) are counted."""
+    def test_sigkill_twenty_times_loses_nothing(self, tmp_path: Path, simulator: Any) -> None:
+        """A follower killed with SIGKILL 20 times while writer processes and `ccs-exporter jobs run`
+        append, then restarted: every sequence arrives, none is skipped; duplicates are counted."""
         rng = random.Random(24)
         log, out, cursor = tmp_path / "audit.log", tmp_path / "out.jsonl", tmp_path / "cursor.json"
         seen_during = []
         with open(out, "ab") as sink:
             for round_number in range(20):
                 writer = subprocess.Popen([sys.executable, str(WRITER), str(log), "30", f"w{round_number}"])
+                job_run = None
+                if round_number % 4 == 0:  # the audited CLI appends its intent and result meanwhile
+                    job_run = jobs_run(simulator, log, job=round_number // 4)
                 follower = cli(str(log), "--format", "ecs", "--follow", "--cursor", str(cursor), stdout=sink)
                 before = seen_during[-1] if seen_during else 0
                 deadline = time.monotonic() + 120
@@ -198,16 +230,25 @@ class TestFollow:
                 follower.kill()
                 follower.wait(timeout=30)
                 assert writer.wait(timeout=120) == 0
+                assert job_run is None or job_run.wait(timeout=120) in (0, 1)
                 seen_during.append(len(sequences_in(out)))
         with open(out, "ab") as sink:
             last = cli(str(log), "--format", "ecs", "--cursor", str(cursor), stdout=sink)
             assert last.wait(timeout=120) == 0
         received = sequences_in(out)
-        assert set(received) == set(range(1, 601)), sorted(set(range(1, 601)) - set(received))[:20]
+        total = 600 + 2 * 5  # the writers' records, and an intent and a result per `jobs run`
+        assert set(received) == set(range(1, total + 1)), sorted(set(range(1, total + 1)) - set(received))[
+            :20
+        ]
         assert len(set(seen_during)) == 20  # every follower was killed after it had shipped something
-        duplicates = len(received) - 600
-        print(f"600 records, {len(received)} events received, {duplicates} duplicates")
-        assert read_cursor(cursor) is not None and read_cursor(cursor).sequence == 600  # type: ignore[union-attr]
+        actions = {
+            json.loads(line[line.rfind(EVENT_START) :])["event"]["action"]
+            for line in out.read_text().splitlines()
+            if EVENT_START in line
+        }
+        assert "job.run" in actions
+        print(f"{total} records, {len(received)} events received, {len(received) - total} duplicates")
+        assert read_cursor(cursor) is not None and read_cursor(cursor).sequence == total  # type: ignore[union-attr]
 
     def test_cursor_mismatch_is_one_line_and_exit_1(self, tmp_path: Path) -> None:
         """A log rewritten under a cursor: the command stops with exit 1 and one line, ships nothing."""
