@@ -7,6 +7,7 @@
 #   bash .ci/build-image.sh --base pinned    # the Dockerfile's own base (python:3.11-slim by digest; needs Docker Hub)
 #   bash .ci/build-image.sh --base IMAGE     # any base image with Python 3.11, venv, groupadd and useradd
 #   bash .ci/build-image.sh --index          # pip inside the build reaches a package index (no wheelhouse)
+#   bash .ci/build-image.sh --prepare-only   # only the base and the wheelhouse (CI makes them while tests run)
 #
 # Why a Debian base: where no container registry can be reached (CI), mmdebstrap makes a Debian bookworm root
 # filesystem (python3 3.11, python3-venv, passwd, ca-certificates, netbase, tzdata: what python:3.11-slim has
@@ -33,6 +34,7 @@ die_usage() { echo "build-image.sh: $*" >&2; exit 2; }
 
 base_choice="debian"
 use_index=false
+prepare_only=false
 engine=""
 while [ $# -gt 0 ]; do
     case "$1" in
@@ -40,9 +42,10 @@ while [ $# -gt 0 ]; do
             base_choice="$2"; shift 2 ;;
         --base=*) base_choice="${1#--base=}"; shift ;;
         --index) use_index=true; shift ;;
+        --prepare-only) prepare_only=true; shift ;;
         --engine) [ $# -ge 2 ] || die_usage "--engine needs a value: docker or podman"; engine="$2"; shift 2 ;;
         --engine=*) engine="${1#--engine=}"; shift ;;
-        -h | --help) sed -n '2,11p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        -h | --help) sed -n '2,12p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
         *) die_usage "unknown argument: $1 (see --help)" ;;
     esac
 done
@@ -235,6 +238,11 @@ if ! $use_index; then
     echo "wheelhouse: $wheelhouse ($(find "$wheelhouse" -name '*.whl' | wc -l) wheels)"
     build_args+=(--build-context "wheelhouse=$wheelhouse" --network=none)
     phase_done "wheelhouse"
+fi
+
+if $prepare_only; then
+    echo "prepared: base and wheelhouse ($((SECONDS - started)) s); the build is left to a later run"
+    exit 0
 fi
 
 # --- the build -----------------------------------------------------------------------------------------------
