@@ -424,19 +424,23 @@ class TestDocs:
         runnable = [block for block in blocks if not block.startswith(NOT_RUN)]
         assert len(runnable) >= 4 and len(blocks) > len(runnable), "docs/image.md's blocks moved"
         port = str(_free_port())
+        name = f"ccs-exporter-test-{uuid.uuid4().hex[:12]}"  # not the page's name: runs may overlap
         tools = REPO_ROOT / ".tools" / "bin"
         env = {**engine.env, "PATH": f"{tools}{os.pathsep}{engine.env.get('PATH', '')}"}
         for block in runnable:
-            script = block.replace("19879", port)
-            result = subprocess.run(
-                ["bash", "-euo", "pipefail", "-c", script],
-                cwd=REPO_ROOT,
-                env=env,
-                capture_output=True,
-                text=True,
-                timeout=900,
-                check=False,
-            )
+            script = block.replace("19879", port).replace("ccs-exporter-demo", name)
+            try:
+                result = subprocess.run(
+                    ["bash", "-euo", "pipefail", "-c", script],
+                    cwd=REPO_ROOT,
+                    env=env,
+                    capture_output=True,
+                    text=True,
+                    timeout=900,
+                    check=False,
+                )
+            finally:
+                engine.run("rm", "--force", name, check=False)
             assert result.returncode == 0, f"{script}\n--- exit {result.returncode}:\n{result.stderr[-3000:]}"
             if "ccs_up" in script:
                 assert "ccs_up 1.0" in result.stdout
