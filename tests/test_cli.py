@@ -364,6 +364,8 @@ SETTING_FLAGS = {
     "--request-timeout": "CCS_EXPORTER_REQUEST_TIMEOUT_SECONDS",
     "--log-level": "CCS_EXPORTER_LOG_LEVEL",
     "--log-format": "CCS_EXPORTER_LOG_FORMAT",
+    "--log.level": "CCS_EXPORTER_LOG_LEVEL",
+    "--log.format": "CCS_EXPORTER_LOG_FORMAT",
     "--job-ids": "CCS_EXPORTER_JOB_IDS",
     "--listen-address": "CCS_EXPORTER_LISTEN_ADDRESS",
     "--web.listen-address": "CCS_EXPORTER_LISTEN_ADDRESS",

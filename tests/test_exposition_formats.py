@@ -38,7 +38,21 @@ _MOVING = ("process_", "python_gc_")
     [
         ("", TEXT),
         (PROMETHEUS_2_ACCEPT, OPENMETRICS),
-        (PROMETHEUS_3_ACCEPT, OPENMETRICS),
+        (PROMETHEUS_3_ACCEPT, OPENMETRICS + "; escaping=allow-utf-8"),
+        (
+            "application/openmetrics-text;version=1.0.0;escaping=underscores",
+            OPENMETRICS + "; escaping=underscores",
+        ),
+        ("application/openmetrics-text;version=1.0.0;escaping=values", OPENMETRICS + "; escaping=values"),
+        (
+            "application/openmetrics-text;version=1.0.0;escaping=nonsense",
+            OPENMETRICS + "; escaping=underscores",
+        ),
+        (
+            "application/openmetrics-text;version=0.0.1;escaping=allow-utf-8",
+            OPENMETRICS.replace("1.0.0", "0.0.1"),
+        ),
+        ("text/plain;version=0.0.4;escaping=underscores", TEXT),
         ("application/openmetrics-text", OPENMETRICS),
         ("APPLICATION/OpenMetrics-Text ; Version=1.0.0", OPENMETRICS),
         ("application/openmetrics-text; version=0.0.1", OPENMETRICS.replace("1.0.0", "0.0.1")),
@@ -201,7 +215,7 @@ class TestOpenMetricsScrape:
 
 
 class TestNameFilter:
-    """``name[]`` parameters select whole families, as client_python's ``name[]`` does."""
+    """``name[]`` selects whole families by name, and samples by sample name, as client_python does."""
 
     @pytest.mark.parametrize("accept", ["", "application/openmetrics-text"])
     @pytest.mark.parametrize("encoding", ["identity", "gzip"])
@@ -227,6 +241,40 @@ class TestNameFilter:
             "# TYPE ccs_poll_cycles_total counter\n"
             "ccs_poll_cycles_total 4.0\n"
         )
+
+    @pytest.mark.parametrize("suffix", ["_count", "_bucket", "_sum"])
+    @pytest.mark.parametrize("accept", ["", "application/openmetrics-text"])
+    def test_a_sample_name_selects_only_those_samples(
+        self, server: MetricsServer, suffix: str, accept: str
+    ) -> None:
+        """name[]=x_count gives the histogram x with only its x_count samples, as client_python does."""
+        name = "ccs_api_request_duration_seconds"
+        body = _body(scrape(server, f"/metrics?name[]={name}{suffix}", Accept=accept))
+        lines = [line for line in body.splitlines() if line != "# EOF"]
+        assert f"# TYPE {name} histogram" in lines
+        samples = [line for line in lines if not line.startswith("#")]
+        assert {line.split("{")[0] for line in samples} == {name + suffix}
+        assert len(samples) == (28 if suffix == "_bucket" else 2)  # two endpoints, 14 buckets each
+
+    def test_a_sample_name_of_a_prerendered_family(self) -> None:
+        """The exposition rendered once per cycle filters sample names the same way, gzipped too."""
+        from prometheus_client import CollectorRegistry, Histogram
+
+        from ccs_exporter.exposition.formats import Exposition, Format, RenderedFamily
+
+        registry = CollectorRegistry()
+        histogram = Histogram("ccs_demo_seconds", "Demo.", registry=registry, buckets=(1.0,))
+        histogram.observe(0.5)
+        family = RenderedFamily.of_metric(next(iter(registry.collect())))
+        exposition = Exposition((family,))
+        plain = b"".join(exposition.body(Format.TEXT, names={"ccs_demo_seconds_count"})).decode()
+        assert plain == (
+            "# HELP ccs_demo_seconds Demo.\n# TYPE ccs_demo_seconds histogram\nccs_demo_seconds_count 1.0\n"
+        )
+        zipped = exposition.body(Format.TEXT, gzipped=True, names={"ccs_demo_seconds_count"})
+        assert gzip.decompress(b"".join(zipped)).decode() == plain
+        whole = b"".join(exposition.body(Format.TEXT, names={"ccs_demo_seconds"})).decode()
+        assert "ccs_demo_seconds_bucket" in whole and "ccs_demo_seconds_sum" in whole
 
     def test_live_families_are_filtered_too(self, server: MetricsServer) -> None:
         """Per-scrape families (CCS requests, build info) are selected by the same names."""

@@ -146,3 +146,81 @@ class TestRedaction:
             exc_info = sys.exc_info()
         structlog.get_logger().error("failed_later", exc_info=exc_info)
         assert "ValueError: bad value" in json_lines(stream)[0]["exception"]
+
+
+class TestLibraryLogging:
+    """Libraries' standard-library log lines come out as our events: one format, secrets scrubbed."""
+
+    @pytest.fixture(autouse=True)
+    def restore_root_logger(self) -> Iterator[None]:
+        import logging
+
+        root = logging.getLogger()
+        handlers, level = list(root.handlers), root.level
+        yield
+        root.handlers[:] = handlers
+        root.setLevel(level)
+        logging.captureWarnings(False)
+
+    def test_urllib3_line_is_json_and_redacted(self) -> None:
+        """A urllib3 warning is a JSON library_log event naming its logger, a password in it scrubbed."""
+        import logging
+
+        stream = io.StringIO()
+        configure_logging("info", "json", stream=stream)
+        logging.getLogger("urllib3.connectionpool").warning(
+            "Retrying after error: %s", f"POST /token password={SECRET} Authorization: Bearer {SECRET}"
+        )
+        (event,) = json_lines(stream)
+        assert event["event"] == "library_log" and event["level"] == "warning"
+        assert event["logger"] == "urllib3.connectionpool" and "Retrying after error" in event["message"]
+        assert SECRET not in stream.getvalue()
+
+    def test_library_lines_follow_the_level(self) -> None:
+        """Below the configured level a library's line is dropped, as ours are."""
+        import logging
+
+        stream = io.StringIO()
+        configure_logging("warning", "json", stream=stream)
+        logging.getLogger("urllib3").info("Starting new HTTPS connection")
+        logging.getLogger("asyncio").error("Task exception was never retrieved")
+        assert [event["logger"] for event in json_lines(stream)] == ["asyncio"]
+
+    def test_python_warnings_come_through(self) -> None:
+        """A Python warning (DeprecationWarning shown, say) is a library_log event too."""
+        import warnings
+
+        stream = io.StringIO()
+        configure_logging("info", "json", stream=stream)
+        with warnings.catch_warnings():
+            warnings.simplefilter("always")
+            warnings.warn("old API", UserWarning, stacklevel=1)
+        (event,) = json_lines(stream)
+        assert event["logger"] == "py.warnings" and "old API" in event["message"]
+
+
+class TestLogFlags:
+    """node_exporter's flag names work: --log.level and --log.format (logfmt too)."""
+
+    def test_logfmt(self) -> None:
+        stream = io.StringIO()
+        configure_logging("info", "logfmt", stream=stream)
+        structlog.get_logger().info("started", port=9879)
+        line = stream.getvalue().strip()
+        assert line.startswith("timestamp=") and "level=info event=started port=9879" in line
+
+    @pytest.mark.parametrize(
+        "command",
+        [["serve"], ["check-config"], ["audit", "export", "x.log", "--format", "ecs"]],
+    )
+    def test_dotted_aliases(self, command: list[str]) -> None:
+        """--log.level and --log.format are the same options as --log-level and --log-format."""
+        from ccs_exporter.cli import build_parser
+
+        args = build_parser().parse_args([*command, "--log.level", "DEBUG", "--log.format", "logfmt"])
+        assert args.log_level == "debug" and args.log_format == "logfmt"
+
+    def test_demo_takes_log_level(self) -> None:
+        from ccs_exporter.cli import build_parser
+
+        assert build_parser().parse_args(["demo", "--log.level", "error"]).log_level == "error"

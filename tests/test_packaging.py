@@ -96,6 +96,15 @@ class TestMetadata:
         assert lowest in versions
         assert all(Version(v) >= Version(lowest) for v in versions)
 
+    def test_python_floor_is_what_ci_tests(self) -> None:
+        """CI and the image run 3.11 only: the floor, the only classified version, ruff and mypy targets."""
+        classified = {
+            c.rsplit(" :: ", 1)[1] for c in PROJECT["classifiers"] if re.search(r"Python :: 3\.\d+$", c)
+        }
+        assert PROJECT["requires-python"] == ">=3.11" and classified == {"3.11"}
+        assert PYPROJECT["tool"]["ruff"]["target-version"] == "py311"
+        assert PYPROJECT["tool"]["mypy"]["python_version"] == "3.11"
+
     def test_typed_classifier_matches_the_package(self) -> None:
         """Typing :: Typed is claimed and the package ships py.typed."""
         assert "Typing :: Typed" in PROJECT["classifiers"]

@@ -145,7 +145,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="seconds between poll cycles (default 5)",
     )
     demo.add_argument(
-        "--log-level", type=str.lower, choices=LOG_LEVELS, help="the exporter's log level (default info)"
+        "--log-level",
+        "--log.level",
+        type=str.lower,
+        choices=LOG_LEVELS,
+        help="the exporter's log level (default info)",
     )
     demo.set_defaults(
         handler=cmd_demo,

@@ -11,7 +11,15 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
-from ccs_exporter.cli.options import EXIT_CCS, EXIT_INTERRUPTED, EXIT_OK, LOG_LEVELS, fail, seconds
+from ccs_exporter.cli.options import (
+    EXIT_CCS,
+    EXIT_INTERRUPTED,
+    EXIT_OK,
+    LOG_FORMATS,
+    LOG_LEVELS,
+    fail,
+    seconds,
+)
 from ccs_exporter.errors import ConfigError
 
 
@@ -41,10 +49,14 @@ def add_export_command(audit: Any) -> None:
     )
     export.add_argument("--timeout", type=seconds, default=30.0, help="seconds per delivery attempt (30)")
     export.add_argument(
-        "--log-level", type=str.lower, choices=LOG_LEVELS, help=f"{', '.join(LOG_LEVELS)} (default info)"
+        "--log-level",
+        "--log.level",
+        type=str.lower,
+        choices=LOG_LEVELS,
+        help=f"{', '.join(LOG_LEVELS)} (default info)",
     )
     export.add_argument(
-        "--log-format", choices=("json", "console", "auto"), help="default auto: JSON unless a terminal"
+        "--log-format", "--log.format", choices=LOG_FORMATS, help="default auto: JSON unless a terminal"
     )
     export.set_defaults(handler=_cmd_audit_export)
 

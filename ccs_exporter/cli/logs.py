@@ -1,8 +1,10 @@
-"""Logging set-up: structlog events to stderr, JSON lines unless stderr is a terminal.
+"""Logging set-up: structlog events to stderr, JSON lines unless stderr is a terminal (or logfmt).
 
 Events are snake_case names with keyword context. A processor redacts any key that names a secret
 (the shared vocabulary of ``redaction.py``: password, token, authorization...), so a careless
-``log.info(..., token=...)`` cannot leak one.
+``log.info(..., token=...)`` cannot leak one. Libraries' own ``logging`` lines (urllib3, asyncio) and
+Python warnings come through the same chain as ``library_log`` events, their text scrubbed of anything
+that looks like a secret, so every line on stderr has one format.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from typing import Any, TextIO
 
 import structlog
 
-from ccs_exporter.redaction import REDACTED, names_secret
+from ccs_exporter.redaction import REDACTED, names_secret, scrub_text
 
 _LEVELS = {
     "debug": logging.DEBUG,
@@ -60,25 +62,55 @@ class _CurrentStderr:
         return sys.stderr.isatty()
 
 
+class _LibraryLogs(logging.Handler):
+    """Hands the standard library's log records (urllib3, asyncio, warnings) to structlog."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            message = record.getMessage()
+        except Exception:  # a library's bad format string: its template is still worth a line
+            message = str(record.msg)
+        fields: dict[str, Any] = {"logger": record.name, "message": scrub_text(message)[:2000]}
+        if record.exc_info and record.exc_info[0] is not None:
+            fields["error"] = record.exc_info[0].__name__
+        structlog.get_logger(record.name).log(record.levelno, "library_log", **fields)
+
+
+def _route_library_logging(level: int) -> None:
+    root = logging.getLogger()
+    for handler in list(root.handlers):
+        if isinstance(handler, _LibraryLogs):
+            root.removeHandler(handler)
+    root.addHandler(_LibraryLogs())
+    root.setLevel(level)
+    logging.captureWarnings(True)
+
+
 def configure_logging(level: str = "info", fmt: str = "auto", stream: TextIO | None = None) -> None:
-    """Route structlog events at ``level`` or above to ``stream`` (stderr), as JSON or for a console."""
+    """Route structlog events at ``level`` or above to ``stream`` (stderr), as JSON, logfmt or for a
+    console, and the standard library's log records (libraries) through the same chain."""
     out: Any = stream if stream is not None else _CurrentStderr()
     use_json = fmt == "json" or (fmt == "auto" and not out.isatty())
-    renderer: Any = (
-        structlog.processors.JSONRenderer()
-        if use_json
-        else structlog.dev.ConsoleRenderer(colors=out.isatty())
-    )
+    renderer: Any
+    if fmt == "logfmt":
+        renderer = structlog.processors.LogfmtRenderer(key_order=["timestamp", "level", "event"])
+    elif use_json:
+        renderer = structlog.processors.JSONRenderer()
+    else:
+        renderer = structlog.dev.ConsoleRenderer(colors=out.isatty())
     structlog.configure(
         processors=[
             structlog.contextvars.merge_contextvars,
             structlog.processors.add_log_level,
             structlog.processors.TimeStamper(fmt="iso", utc=True),
             redact_secrets,
-            structlog.processors.format_exc_info if use_json else structlog.processors.StackInfoRenderer(),
+            structlog.processors.format_exc_info
+            if use_json or fmt == "logfmt"
+            else structlog.processors.StackInfoRenderer(),
             renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(_LEVELS.get(level, logging.INFO)),
         logger_factory=structlog.PrintLoggerFactory(out),
         cache_logger_on_first_use=False,
     )
+    _route_library_logging(_LEVELS.get(level, logging.INFO))

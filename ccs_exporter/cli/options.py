@@ -142,6 +142,7 @@ def add_connection_options(parser: argparse.ArgumentParser, *, before_command: b
     )
     add(
         "--log-level",
+        "--log.level",
         "log_level",
         help=_named(f"{', '.join(LOG_LEVELS)} (default info)", "log_level"),
         type=str.lower,
@@ -149,9 +150,10 @@ def add_connection_options(parser: argparse.ArgumentParser, *, before_command: b
     )
     add(
         "--log-format",
+        "--log.format",
         "log_format",
-        help=_named("default auto: JSON unless stderr is a terminal", "log_format"),
-        choices=("json", "console", "auto"),
+        help=_named("default auto: JSON unless stderr is a terminal; logfmt as node_exporter", "log_format"),
+        choices=LOG_FORMATS,
     )
     _reads_settings(parser, before_command)
 
@@ -195,6 +197,7 @@ def add_serve_options(parser: argparse.ArgumentParser, *, before_command: bool =
 
 
 LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
+LOG_FORMATS = ("json", "logfmt", "console", "auto")
 # Stored under this prefix by the top-level parser, so a value given before the command cannot be
 # overwritten by the command's own default, and a flag the command does not read is caught.
 BEFORE_COMMAND = "before_command_"

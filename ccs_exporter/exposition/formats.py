@@ -50,32 +50,40 @@ class Negotiated(NamedTuple):
 TEXT = Negotiated(Format.TEXT, TEXT_CONTENT_TYPE)
 
 
+# OpenMetrics' ``escaping`` values (how names outside the legacy character set are written); every name
+# here is in that set, so the text is the same whichever is asked for.
+ESCAPING_SCHEMES = ("allow-utf-8", "underscores", "dots", "values")
+
+
 def negotiate(accept: str) -> Negotiated:
     """The format ``Accept`` prefers: OpenMetrics when it ranks highest, else text 0.0.4.
 
     OpenMetrics is ``application/openmetrics-text`` with no version, 1.0.0 or 0.0.1; ``text/plain`` of
     any version and wildcards mean text. The highest q-value wins (q=0 refuses), ties go to the range
-    listed first; anything else, or nothing acceptable, gets text 0.0.4, as client_python does.
+    listed first; anything else, or nothing acceptable, gets text 0.0.4, as client_python does. OpenMetrics
+    1.0.0 says its ``escaping`` in the Content-Type, as client_python writes it: the one asked for, or
+    ``underscores`` when none or an unknown one was.
     """
     best: tuple[float, Negotiated] | None = None
     for media_range in accept.split(","):
         media_type, *params = (part.strip() for part in media_range.split(";"))
         options = {key.strip().lower(): value.strip() for key, _, value in (p.partition("=") for p in params)}
-        offer = _offer(media_type.lower(), options.get("version"))
+        offer = _offer(media_type.lower(), options.get("version"), options.get("escaping"))
         quality = _quality(options.get("q", "1"))
         if offer is not None and quality > 0 and (best is None or quality > best[0]):
             best = (quality, offer)
     return best[1] if best is not None else TEXT
 
 
-def _offer(media_type: str, version: str | None) -> Negotiated | None:
+def _offer(media_type: str, version: str | None, escaping: str | None) -> Negotiated | None:
     if media_type == "application/openmetrics-text":
         version = version or OPENMETRICS_VERSIONS[0]
         if version not in OPENMETRICS_VERSIONS:
             return None
-        return Negotiated(
-            Format.OPENMETRICS, f"application/openmetrics-text; version={version}; charset=utf-8"
-        )
+        content_type = f"application/openmetrics-text; version={version}; charset=utf-8"
+        if escaping is not None and version == "1.0.0":
+            content_type += f"; escaping={escaping if escaping in ESCAPING_SCHEMES else 'underscores'}"
+        return Negotiated(Format.OPENMETRICS, content_type)
     if media_type in ("text/plain", "text/*", "*/*"):
         return TEXT
     return None
@@ -87,6 +95,20 @@ def _quality(text: str) -> float:
     except ValueError:
         return 0.0
     return quality if 0.0 <= quality <= 1.0 else 0.0  # NaN fails both comparisons
+
+
+_SAMPLE_SUFFIXES = {
+    "counter": ("_total", "_created"),
+    "summary": ("", "_sum", "_count", "_created"),
+    "histogram": ("_bucket", "_sum", "_count", "_created"),
+    "gaugehistogram": ("_bucket", "_gcount", "_gsum"),
+    "info": ("_info",),
+}
+
+
+def sample_names(name: str, kind: str) -> frozenset[str]:
+    """The names a family's samples can have (``x_bucket``, ``x_count``...), as client_python lists them."""
+    return frozenset(name + suffix for suffix in _SAMPLE_SUFFIXES.get(kind, ("",)))
 
 
 def family_names(name: str, kind: str) -> frozenset[str]:
@@ -111,6 +133,7 @@ class RenderedFamily:
     openmetrics: tuple[bytes, ...]
     text_gzip: tuple[bytes, ...]
     openmetrics_gzip: tuple[bytes, ...]
+    samples: frozenset[str] = frozenset()
 
     @classmethod
     def of_samples(
@@ -135,6 +158,7 @@ class RenderedFamily:
             (openmetrics_header.encode(), *samples),
             (_header_member(text_header), *members),
             (_header_member(openmetrics_header), *members),
+            sample_names(name, kind),
         )
 
     @classmethod
@@ -148,6 +172,7 @@ class RenderedFamily:
             (openmetrics,),
             (gzip_member((text,)),),
             (gzip_member((openmetrics,)),),
+            sample_names(metric.name, metric.type),
         )
 
     def parts(self, fmt: Format, gzipped: bool) -> tuple[bytes, ...]:
@@ -155,6 +180,28 @@ class RenderedFamily:
         if fmt is Format.OPENMETRICS:
             return self.openmetrics_gzip if gzipped else self.openmetrics
         return self.text_gzip if gzipped else self.text
+
+    def selected_parts(self, fmt: Format, gzipped: bool, names: Collection[str]) -> tuple[bytes, ...]:
+        """What ``name[]`` selects of this family: all of it when ``names`` holds its name, only the
+        samples named when it holds sample names (``x_count``: client_python's meaning), else nothing."""
+        if not self.names.isdisjoint(names):
+            return self.parts(fmt, gzipped)
+        wanted = self.samples.intersection(names)
+        if not wanted:
+            return ()
+        kept = _samples_named(b"".join(self.parts(fmt, gzipped=False)), wanted, self.names | wanted)
+        return (gzip_member((kept,)),) if gzipped else (kept,)
+
+
+def _samples_named(family: bytes, names: frozenset[str], headers: frozenset[str]) -> bytes:
+    """``family``'s HELP/TYPE/UNIT lines of the ``headers`` names, and its samples named in ``names``."""
+    samples = tuple(name.encode() + end for name in names for end in (b"{", b" "))
+    comments = tuple(f"# {kind} {name} ".encode() for name in headers for kind in ("HELP", "TYPE", "UNIT"))
+    return b"".join(
+        line
+        for line in family.splitlines(keepends=True)
+        if line.startswith(samples) or line.startswith(comments)
+    )
 
 
 def _escape_help(documentation: str) -> str:
@@ -187,12 +234,9 @@ class Exposition:
         self, fmt: Format = Format.TEXT, *, gzipped: bool = False, names: Collection[str] | None = None
     ) -> tuple[bytes, ...]:
         """The families ``names`` selects (all when None) in ``fmt``, without the OpenMetrics ``# EOF``."""
-        return tuple(
-            part
-            for family in self.families
-            if names is None or not family.names.isdisjoint(names)
-            for part in family.parts(fmt, gzipped)
-        )
+        if names is None:
+            return tuple(part for family in self.families for part in family.parts(fmt, gzipped))
+        return tuple(part for family in self.families for part in family.selected_parts(fmt, gzipped, names))
 
     def text(self) -> bytes:
         """The whole text exposition, joined (tests and tools; the server never joins it)."""
@@ -215,7 +259,14 @@ def render_metrics(metrics: Iterable[Metric], fmt: Format) -> bytes:
 
 
 def selected(metrics: Iterable[Metric], names: Collection[str] | None) -> Iterator[Metric]:
-    """The families among ``metrics`` that ``names`` selects (all when None)."""
+    """The families among ``metrics`` that ``names`` selects (all when None); a family selected by sample
+    names (``x_count``) keeps only those samples, as client_python's restricted registry does."""
     for metric in metrics:
         if names is None or not family_names(metric.name, metric.type).isdisjoint(names):
             yield metric
+            continue
+        samples = [sample for sample in metric.samples if sample.name in names]
+        if samples:
+            restricted = Metric(metric.name, metric.documentation, metric.type, metric.unit)
+            restricted.samples = samples
+            yield restricted

@@ -145,7 +145,7 @@ class Settings(BaseSettings):
     audit_signing_key_file: Path | None = None
     audit_export_cursors: Annotated[list[Path], NoDecode] = Field(default_factory=list)
     web_config_file: Path | None = None
-    log_format: Literal["json", "console", "auto"] = "auto"
+    log_format: Literal["json", "logfmt", "console", "auto"] = "auto"
     log_level: str = "info"
     shard: str | None = None
     shard_from_hostname: bool = False
