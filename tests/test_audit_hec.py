@@ -43,13 +43,13 @@ def token_file(tmp_path: Path) -> Path:
     return path
 
 
-def export(*args: str) -> subprocess.CompletedProcess[str]:
+def export(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "ccs_exporter", "audit", "export", *args],
         capture_output=True,
         text=True,
         timeout=300,
-        env={**os.environ, "TZ": "UTC"},
+        env={**os.environ, "TZ": "UTC", **env},
     )
 
 
@@ -105,8 +105,18 @@ class TestStandIn:
     ) -> None:
         """One batch, `Authorization: Splunk <token>`, the format's sourcetype; what HEC holds verifies."""
         collector = Collector(TOKEN)
+        home = tmp_path / "home"
+        home.mkdir()
+        (home / ".netrc").write_text(
+            "machine 127.0.0.1 login someone password netrc-password\n", encoding="utf-8"
+        )
+        (home / ".netrc").chmod(0o600)
         with running_collector(collector, pki.server_cert, pki.server_key):
-            done = export(str(SAMPLE_LOG), "--format", "ocsf", *hec_args(collector, pki, token_file))
+            args = hec_args(collector, pki, token_file)
+            # Neither ~/.netrc nor $REQUESTS_CA_BUNDLE changes what is sent or trusted.
+            done = export(
+                str(SAMPLE_LOG), "--format", "ocsf", *args, HOME=str(home), REQUESTS_CA_BUNDLE="/nonexistent"
+            )
         assert done.returncode == 0, done.stderr
         assert received_sequences(collector) == list(range(1, 38))
         assert {r["authorization"] for r in collector.requests} == {f"Splunk {TOKEN}"}

@@ -33,10 +33,13 @@ class HecAnswer:
 class HecClient:
     """POSTs JSON bodies to one collector with ``Authorization: Splunk <token>`` and a request channel."""
 
-    def __init__(self, token: str, *, ca_bundle: Path | None, timeout: float) -> None:
+    def __init__(self, token: str, *, url: str, ca_bundle: Path | None, timeout: float) -> None:
         self._timeout = timeout
         self._session = requests.Session()
-        # Passed with each request: a session's verify loses to $REQUESTS_CA_BUNDLE in requests.
+        # As for CCS: the proxy for this URL read once; nothing else from the environment (with trust_env,
+        # $REQUESTS_CA_BUNDLE would replace the CA bundle and ~/.netrc the Authorization header).
+        self._session.proxies.update(requests.utils.get_environ_proxies(url))
+        self._session.trust_env = False
         self._verify: str | bool = str(ca_bundle) if ca_bundle is not None else True
         self._session.headers["Authorization"] = f"Splunk {token}"
         # Indexer acknowledgement needs a channel; a GUID per process, as Splunk documents.

@@ -91,7 +91,9 @@ class HecDestination:
         self._sourcetype = options.sourcetype
         self._timeout = options.timeout
         token = read_token(options.hec_token_file)
-        self._client = HecClient(token, ca_bundle=options.ca_bundle, timeout=options.timeout)
+        self._client = HecClient(
+            token, url=self._event_url, ca_bundle=options.ca_bundle, timeout=options.timeout
+        )
 
     def send(self, batch: Sequence[Shipment]) -> None:
         """POST the batch in requests of at most MAX_REQUEST_BYTES, each acknowledged before the next."""
