@@ -261,6 +261,8 @@ if ! "$engine" build "${build_args[@]}" . >"$log" 2>&1; then
     exit 1
 fi
 phase_done "build"
+# Untagged images older than a day (earlier builds, stale build cache) go; today's stay as the build cache.
+"$engine" image prune --force --filter until=24h >/dev/null 2>&1 || true
 
 image_id="$("$engine" image inspect --format '{{.Id}}' "$image")"
 size="$("$engine" image inspect --format '{{.Size}}' "$image")"
