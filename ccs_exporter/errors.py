@@ -115,9 +115,18 @@ class BadResponseError(CcsError):
 class ConfigError(Exception):
     """A setting, a command-line value or a job spec is invalid; the message names the field."""
 
-    def __init__(self, message: str, *, field: str = "") -> None:
+    def __init__(self, message: str, *, field: str = "", problems: tuple[str, ...] = ()) -> None:
         super().__init__(message)
         self.field = field
+        # Every problem found, one line each, when there were several (settings are checked whole, so
+        # one run shows all of them); the message joins them for logs.
+        self.problems = problems or (message,)
+
+    @classmethod
+    def of(cls, problems: list[tuple[str, str]]) -> ConfigError:
+        """One error for several (message, field) problems; its field is the first one's."""
+        lines = tuple(message for message, _ in problems)
+        return cls("; ".join(lines), field=problems[0][1], problems=lines)
 
 
 class AuditError(Exception):

@@ -271,25 +271,121 @@ class TestExampleFile:
             checked += 1
         assert checked >= 8
 
-    def test_check_config_accepts_it(self, tmp_path: Path) -> None:
-        """check-config loads the example (its host paths replaced by local files) and shows its values."""
+    def test_check_config_accepts_it_as_is(self) -> None:
+        """`check-config --config config.example.yaml`, the command the file suggests, passes in one run
+        on any machine: exit 0, only the missing password as a warning, every set key shown as set."""
+        result = run_check("--config", str(EXAMPLE))
+        assert result.returncode == 0, result.stderr
+        warnings = [line for line in result.stderr.splitlines() if line.startswith("warning: ")]
+        assert len(warnings) == 1 and "no password" in warnings[0], result.stderr
+        rows = summary(result.stdout)
+        example = yaml.safe_load(EXAMPLE.read_text(encoding="utf-8"))
+        for name, value in example.items():
+            shown = rows[env_name(name)]
+            assert not shown.endswith("(default)"), name
+            expected = f"{len(value)}: {', '.join(value)}" if isinstance(value, list) else str(value)
+            assert shown == expected, name
+
+    def test_check_config_accepts_its_commented_paths(self, tmp_path: Path) -> None:
+        """The example's commented host paths, given as local files, load too (--strict: no warning)."""
         password = tmp_path / "password"
         password.write_text("example-password\n", encoding="utf-8")
         ca = tmp_path / "ca.pem"
         ca.write_bytes(Path(requests.certs.where()).read_bytes())
+        text = EXAMPLE.read_text(encoding="utf-8")
+        for name in EXAMPLE_PATHS:
+            assert f"\n# {name}: /" in text, name
         env = {
             "CCS_EXPORTER_PASSWORD_FILE": str(password),
             "CCS_EXPORTER_CA_BUNDLE": str(ca),
             "CCS_EXPORTER_AUDIT_LOG": str(tmp_path / "audit.jsonl"),
         }
-        result = run_check("--config", str(EXAMPLE), env=env)
+        result = run_check("--config", str(EXAMPLE), "--strict", env=env)
+        assert result.returncode == 0, result.stderr
+        assert "warning" not in result.stderr
+
+
+class TestEveryProblemAtOnce:
+    """One run of check-config lists every problem of the file, the environment and the flags."""
+
+    def test_all_problems_one_line_each(self, tmp_path: Path) -> None:
+        """Five problems from three sources: five lines, each naming its setting; exit 2, nothing else."""
+        config = tmp_path / "config.yaml"
+        config.write_text(
+            "url: ftp://ccs.example.com\nusername: CORP\\svc\ncolour: blue\nconcurrency: 0\n",
+            encoding="utf-8",
+        )
+        result = run_check(
+            "--config",
+            str(config),
+            "--poll-interval",
+            "-5",
+            env={"CCS_EXPORTER_CA_BUNDLE": str(tmp_path / "no.pem")},
+        )
+        assert result.returncode == 2
+        assert result.stdout == ""
+        lines = result.stderr.strip().splitlines()
+        named = ["'colour'", "CCS_EXPORTER_URL", "CCS_EXPORTER_CA_BUNDLE", "CCS_EXPORTER_CONCURRENCY",
+                 "CCS_EXPORTER_POLL_INTERVAL_SECONDS"]  # fmt: skip
+        assert len(lines) == len(named), result.stderr
+        for name in named:
+            assert sum(name in line for line in lines) == 1, (name, result.stderr)
+        assert all(line.startswith("ccs-exporter: configuration error: ") for line in lines)
+
+    def test_password_missing_is_an_error_with_connect(self, tmp_path: Path) -> None:
+        """--connect needs the password: its absence is an error there, listed with the others."""
+        config = tmp_path / "config.yaml"
+        config.write_text("url: https://ccs.example.com\nusername: u\nconcurrency: 0\n", encoding="utf-8")
+        result = run_check("--config", str(config), "--connect")
+        assert result.returncode == 2
+        lines = result.stderr.strip().splitlines()
+        assert len(lines) == 2 and "no password" in lines[1] and "CONCURRENCY" in lines[0]
+
+    def test_listen_address_port_alone(self, tmp_path: Path) -> None:
+        """`listen_address: 9879` (a YAML number) asks for host:port, not "a valid string"."""
+        config = tmp_path / "config.yaml"
+        config.write_text("url: https://c.example.com\nusername: u\nlisten_address: 9879\n", encoding="utf-8")
+        result = run_check("--config", str(config))
+        assert result.returncode == 2
+        assert "CCS_EXPORTER_LISTEN_ADDRESS" in result.stderr and "host:port" in result.stderr
+        assert "0.0.0.0:9879" in result.stderr and "valid string" not in result.stderr
+
+    def test_empty_variable_unsets_a_file_setting(self, tmp_path: Path) -> None:
+        """`CCS_EXPORTER_CA_BUNDLE=` switches off the file's ca_bundle (which points nowhere here)."""
+        config = tmp_path / "config.yaml"
+        config.write_text(
+            "url: https://c.example.com\nusername: u\nca_bundle: /nonexistent/ca.pem\njob_ids: []\n"
+            "poll_interval_seconds: 30\n",
+            encoding="utf-8",
+        )
+        assert run_check("--config", str(config)).returncode == 2
+        env = {"CCS_EXPORTER_CA_BUNDLE": "", "CCS_EXPORTER_POLL_INTERVAL_SECONDS": ""}
+        result = run_check("--config", str(config), env=env)
         assert result.returncode == 0, result.stderr
         rows = summary(result.stdout)
-        example = yaml.safe_load(EXAMPLE.read_text(encoding="utf-8"))
-        assert set(EXAMPLE_PATHS) <= set(example)
-        for name, value in example.items():
-            shown = rows[env_name(name)]
-            assert not shown.endswith("(default)"), name
-            if name not in EXAMPLE_PATHS:
-                expected = f"{len(value)}: {', '.join(value)}" if isinstance(value, list) else str(value)
-                assert shown == expected, name
+        assert rows["CCS_EXPORTER_CA_BUNDLE"].startswith("unset")
+        assert rows["CCS_EXPORTER_POLL_INTERVAL_SECONDS"] == "60 (default)"
+
+
+class TestWarnings:
+    """Valid settings that will not work as meant are warnings: exit 0, or 2 with --strict."""
+
+    def test_nothing_to_watch(self, simulator: Any, config_for: Callable[..., Path]) -> None:
+        """No job ids and no search: a warning naming both settings; --strict fails on it."""
+        config = config_for(simulator, job_ids=[])
+        result = run_check("--config", str(config))
+        assert result.returncode == 0, result.stderr
+        assert result.stdout.splitlines()[0].endswith("with 1 warning(s) (on stderr)")
+        warning = result.stderr.strip()
+        assert warning.startswith("warning: nothing to watch")
+        assert "CCS_EXPORTER_JOB_IDS" in warning and "CCS_EXPORTER_JOB_SEARCH" in warning
+        strict = run_check("--config", str(config), "--strict")
+        assert strict.returncode == 2
+        assert strict.stderr.strip().splitlines()[-1] == "ccs-exporter: --strict: 1 warning(s), see above"
+
+    def test_no_warning_with_a_search(self, simulator: Any, config_for: Callable[..., Path]) -> None:
+        """A search alone is something to watch."""
+        config = config_for(simulator, job_ids=[], job_search="(JobName Contains a)")
+        result = run_check("--config", str(config), "--strict")
+        assert result.returncode == 0, result.stderr
+        assert "warning" not in result.stderr

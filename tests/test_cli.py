@@ -129,8 +129,10 @@ class TestUsageErrors:
 
 
 class TestConfigurationErrors:
-    def test_missing_url(self, capsys: pytest.CaptureFixture[str]) -> None:
+    def test_missing_url(self, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
         """Without a URL the command exits 2, naming the missing setting."""
+        monkeypatch.setenv("CCS_EXPORTER_USERNAME", "CORP\\svc-ccs")
+        monkeypatch.setenv("CCS_EXPORTER_PASSWORD", PASSWORD)
         assert cli.main(["jobs", "get", JOB_ID]) == 2
         line = stderr_line(capsys)
         assert line.startswith("ccs-exporter: configuration error:")
@@ -379,7 +381,7 @@ SETTING_FLAGS = {
 }
 FLAGS_WITHOUT_SETTING = {
     "-h", "--help", "--config", "--config.file", "--connect", "-o", "--output", "--count", "--messages",
-    "-f", "--file", "--reason", "--keep-job", "--dry-run", "--min-age",
+    "-f", "--file", "--reason", "--keep-job", "--dry-run", "--min-age", "--strict",
 }  # fmt: skip
 # `demo` brings its own settings and `simulate` has none, so their flags name no variable.
 COMMANDS_READING_SETTINGS = [

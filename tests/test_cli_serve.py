@@ -34,6 +34,17 @@ def _job_ids_in(text: str) -> set[str]:
     }
 
 
+def _cycles(text: str) -> float:
+    """The value of ccs_poll_cycles_total in an exposition."""
+    found = [
+        sample.value
+        for family in text_string_to_metric_families(text)
+        if family.name == "ccs_poll_cycles"
+        for sample in family.samples
+    ]
+    return found[0] if found else 0.0
+
+
 def _wait_for(url: str, predicate: object = None, timeout: float = 20.0) -> requests.Response:
     """Poll ``url`` until it answers 200 (and ``predicate(response)`` holds); fail after ``timeout``."""
     deadline = time.monotonic() + timeout
@@ -153,6 +164,37 @@ class TestServe:
         _, stderr = process.communicate(timeout=15)
         assert b"reload_failed" in stderr
         assert process.returncode == 0
+
+    def test_nothing_to_watch_warns_at_start_and_each_reload(self, sim: Simulator, run_serve) -> None:  # type: ignore[no-untyped-def]
+        """No job ids and no search: a nothing_to_watch warning at start and after each SIGHUP."""
+        process, base, _ = run_serve([], interval=30)
+        _wait_for(f"{base}/readyz")
+        assert "ccs_watched_jobs 0.0" in requests.get(f"{base}/metrics", timeout=5).text
+        for _ in range(2):
+            os.kill(process.pid, signal.SIGHUP)
+            time.sleep(1.0)
+        os.kill(process.pid, signal.SIGTERM)
+        _, stderr = process.communicate(timeout=15)
+        warnings = [line for line in stderr.decode().splitlines() if '"nothing_to_watch"' in line]
+        assert len(warnings) == 3, stderr.decode()
+        assert all('"level": "warning"' in line and "CCS_EXPORTER_JOB_SEARCH" in line for line in warnings)
+
+    def test_search_matching_nothing_is_logged_once(self, sim: Simulator, run_serve) -> None:  # type: ignore[no-untyped-def]
+        """A search CCS finds no job for is logged once with its expression, not every cycle."""
+        process, base, config = run_serve([], interval=0.3)
+        _wait_for(f"{base}/readyz")
+        data = yaml.safe_load(config.read_text(encoding="utf-8"))
+        data["job_search"] = ["(JobName Contains No Such Job Anywhere)"]
+        config.write_text(yaml.safe_dump(data), encoding="utf-8")
+        os.kill(process.pid, signal.SIGHUP)
+        _wait_for(f"{base}/metrics", lambda r: "No Such Job Anywhere" in r.text)
+        _wait_for(f"{base}/metrics", lambda r: _cycles(r.text) >= 5)  # several cycles with the search
+        os.kill(process.pid, signal.SIGTERM)
+        _, stderr = process.communicate(timeout=15)
+        said = [line for line in stderr.decode().splitlines() if '"search_matched_nothing"' in line]
+        assert len(said) == 1, stderr.decode()
+        assert "(JobName Contains No Such Job Anywhere)" in said[0]
+        assert "nothing_to_watch" in stderr.decode()  # at start, before the search was added
 
     def test_sigterm_stops_cleanly(self, sim: Simulator, run_serve) -> None:  # type: ignore[no-untyped-def]
         """SIGTERM ends the process with exit code 0 and an exporter_stopped log line."""

@@ -457,10 +457,10 @@ class TestPasswordCheckedAtStart:
     """A password that cannot work stops the program when the settings load, not at every login."""
 
     def test_empty_password_variable(self, monkeypatch: pytest.MonkeyPatch, required_env: None) -> None:
-        """An empty CCS_EXPORTER_PASSWORD is an error naming it."""
+        """An empty CCS_EXPORTER_PASSWORD is no password (empty variables unset): an error naming it."""
         monkeypatch.setenv("CCS_EXPORTER_PASSWORD", "")
         exc = config_error()
-        assert "CCS_EXPORTER_PASSWORD " in f"{exc} " and "empty" in str(exc)
+        assert "CCS_EXPORTER_PASSWORD " in f"{exc} " and "no password" in str(exc)
         assert exc.field == "password"
 
     @pytest.mark.parametrize("content", [b"", b"\n", b"\r\n"])

@@ -381,7 +381,7 @@ class TestConfigFile:
             "23c59087-f3d4-4e05-a39e-3440c58e58fb",
             "ff761384-4b49-40b4-97d8-0de38669075a",
         ]
-        assert config["job_search"] == ["(JobType = DATACOLLECTIONJOB)", "(JobName Contains PCI)"]
+        assert config["job_search"] == ["(JobType = COLLECTIONJOB)", "(JobName Contains PCI)"]
         assert config["search_page_size"] == 250
         assert config["url"] == "https://ccs.corp.example.com:12431"
         assert config["username"] == "CORP\\svc-ccs-exporter"

@@ -65,7 +65,8 @@ def _run(argv: Sequence[str] | None) -> int:
     try:
         return handler(args)
     except ConfigError as exc:
-        fail(_without_passwords(f"configuration error: {exc}", args))
+        for problem in exc.problems:  # every bad setting at once, one line each
+            fail(_without_passwords(f"configuration error: {problem}", args))
         return EXIT_USAGE
     except CcsError as exc:
         fail(_without_passwords(f"CCS request failed: {exc}", args))
@@ -114,6 +115,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     check.add_argument(
         "--connect", action="store_true", help="also log in to CCS and read one job, or one job search page"
+    )
+    check.add_argument(
+        "--strict",
+        action="store_true",
+        help="exit 2 on warnings too (no password, nothing to watch); without it they are printed, exit 0",
     )
     add_connection_options(check)
     add_serve_options(check)

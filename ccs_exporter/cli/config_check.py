@@ -15,9 +15,10 @@ from typing import Any, TextIO
 from ccs_exporter.cli.output import render
 from ccs_exporter.client import CcsClient
 from ccs_exporter.errors import CcsError
+from ccs_exporter.polling.loop import NOTHING_TO_WATCH
 from ccs_exporter.redaction import scrub_text
 from ccs_exporter.settings.checks import url_without_credentials
-from ccs_exporter.settings.config import Settings, env_name
+from ccs_exporter.settings.config import NO_PASSWORD, Settings, env_name
 from ccs_exporter.web.config import WebConfig, load_web_config
 
 # Settings whose value is never shown, only whether it is set.
@@ -34,15 +35,26 @@ class ProbeStep:
     detail: str
 
 
+def findings(settings: Settings) -> list[str]:
+    """What is valid but will not work as probably meant: no password, nothing to watch (warnings)."""
+    found: list[str] = []
+    if settings.password is None and settings.password_file is None:
+        found.append(f"{NO_PASSWORD}: serve, the jobs commands and --connect need one")
+    if not settings.job_ids and not settings.job_search:
+        found.append(f"nothing to watch: {NOTHING_TO_WATCH}")
+    return found
+
+
 def check_config(
-    settings: Settings, *, config_file: Path | None, connect: bool, out: TextIO
+    settings: Settings, *, config_file: Path | None, connect: bool, out: TextIO, warnings: int
 ) -> list[ProbeStep]:
     """Load the web config and print the summary to ``out``; with ``connect``, probe CCS and print that too.
 
     Raises ``ConfigError`` for a bad web config (nothing is printed then); returns the probe's steps.
     """
     web_config = load_web_config(settings.web_config_file) if settings.web_config_file else None
-    out.write(f"configuration is valid{f' ({config_file})' if config_file else ''}\n")
+    counted = f", with {warnings} warning(s) (on stderr)" if warnings else ""
+    out.write(f"configuration is valid{f' ({config_file})' if config_file else ''}{counted}\n")
     out.write(render(["SETTING", "VALUE"], settings_summary(settings, web_config)))
     if not connect:
         return []

@@ -26,20 +26,29 @@ def _serve_overrides(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def cmd_check_config(args: argparse.Namespace) -> int:
-    """``check-config``: exit 0, 1 when ``--connect`` could not reach something, 2 for bad settings."""
-    from ccs_exporter.cli.config_check import check_config
+    """``check-config``: exit 0 (warnings printed), 1 when ``--connect`` could not reach something, 2 for
+    bad settings, and for warnings with ``--strict``."""
+    from ccs_exporter.cli.config_check import check_config, findings
 
-    settings = settings_from(args, **_serve_overrides(args))
+    # Without --connect a file can be checked before its password exists: a warning, not an error.
+    settings = settings_from(args, require_password=args.connect, **_serve_overrides(args))
+    warnings = findings(settings)
     if settings.audit_log is not None:  # what serve and jobs refuse at start, refused here too
         from ccs_exporter.audit import AuditLog
 
-        for warning in AuditLog.check_settings(settings):
-            print(f"warning: {warning}", file=sys.stderr)
-    steps = check_config(settings, config_file=args.config, connect=args.connect, out=sys.stdout)
+        warnings.extend(AuditLog.check_settings(settings))
+    steps = check_config(
+        settings, config_file=args.config, connect=args.connect, out=sys.stdout, warnings=len(warnings)
+    )
+    for warning in warnings:
+        print(f"warning: {warning}", file=sys.stderr)
     failed = [step for step in steps if not step.ok]
     if failed:
         fail(f"CCS request failed: {failed[0].detail}")
         return EXIT_CCS
+    if warnings and args.strict:
+        fail(f"--strict: {len(warnings)} warning(s), see above")
+        return EXIT_USAGE
     return EXIT_OK
 
 

@@ -310,12 +310,14 @@ def settings_help(parser: argparse.ArgumentParser) -> str:
     )
 
 
-def settings_from(args: argparse.Namespace, **extra: Any) -> Any:
+def settings_from(args: argparse.Namespace, *, require_password: bool = True, **extra: Any) -> Any:
     """Build Settings once from --config, the environment and the flags, and set up logging."""
     from ccs_exporter.cli.logs import configure_logging
     from ccs_exporter.settings.config import load_settings
 
-    settings = load_settings(getattr(args, "config", None), flag_overrides(args, **extra))
+    settings = load_settings(
+        getattr(args, "config", None), flag_overrides(args, **extra), require_password=require_password
+    )
     configure_logging(settings.log_level, settings.log_format)
     return settings
 

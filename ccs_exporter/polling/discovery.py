@@ -68,6 +68,11 @@ class WatchList:
         object.__setattr__(self, "job_ids", tuple(dict.fromkeys(_job_key(job_id) for job_id in self.job_ids)))
         object.__setattr__(self, "searches", tuple(dict.fromkeys(self.searches)))
 
+    @property
+    def empty(self) -> bool:
+        """Nothing to watch: no job ids and no searches (ccs_watched_jobs stays 0)."""
+        return not self.job_ids and not self.searches
+
     @classmethod
     def from_settings(cls, settings: Settings) -> WatchList:
         """The watch list a set of settings describes."""
@@ -197,6 +202,7 @@ class _Search:
     logged_truncated: bool = False
     logged_page_ignored: bool = False
     logged_bad: int = 0
+    logged_empty: bool = False
     complete_at: float | None = None  # when its last complete listing started
 
 
@@ -341,6 +347,18 @@ class Discoverer:
             else:
                 log.info("search_bad_items_gone", search=search.label)
         search.logged_bad = bad
+        empty = listing.size == 0 and not bad
+        if empty != search.logged_empty:  # said once, not every cycle; and again after it matched
+            search.logged_empty = empty
+            if empty:
+                log.warning(
+                    "search_matched_nothing",
+                    search=search.label,
+                    hint="CCS found no job for this expression: check its attribute names and values "
+                    "(try it with `ccs-exporter jobs search EXPRESSION`)",
+                )
+            else:
+                log.info("search_matches_again", search=search.label, jobs=listing.size)
 
     def _failed(self, search: _Search, exc: Exception) -> None:
         kind, reached = _classify(exc)

@@ -25,6 +25,17 @@ from ccs_exporter.polling.snapshot import PollSnapshot
 
 log = structlog.get_logger(__name__)
 
+NOTHING_TO_WATCH = (
+    "no job ids and no job search: set CCS_EXPORTER_JOB_IDS or CCS_EXPORTER_JOB_SEARCH (job_ids, job_search "
+    "in the --config file); until then ccs_watched_jobs is 0 and no job is polled"
+)
+
+
+def warn_if_nothing_to_watch(watch: WatchList) -> None:
+    """The warning serve logs at start and at each reload when it has nothing to watch."""
+    if watch.empty:
+        log.warning("nothing_to_watch", hint=NOTHING_TO_WATCH)
+
 
 class PollLoop:
     """Runs poll cycles in a background thread every ``interval`` seconds and publishes each snapshot."""
@@ -118,6 +129,7 @@ class PollLoop:
         return tuple(self._health.errors().items())
 
     def _run(self) -> None:
+        warn_if_nothing_to_watch(self._poller.watch)
         while not self._stop.is_set():
             self._maybe_reload()
             started = time.monotonic()
@@ -194,3 +206,4 @@ class PollLoop:
             return
         self._poller.set_watch(watch)
         log.info("job_list_reloaded", jobs=len(watch.job_ids), searches=len(watch.searches))
+        warn_if_nothing_to_watch(watch)

@@ -27,11 +27,13 @@ from ccs_exporter.settings.checks import (
     url_without_credentials,
 )
 from ccs_exporter.settings.inputs import (
+    FirstError,
     describe_validation_error,
     describe_yaml_error,
     first_validation_error,
     load_yaml_file,
     read_input_file,
+    validation_errors,
 )
 from ccs_exporter.settings.values import (
     checked_job_id,
@@ -99,23 +101,31 @@ class _FileValuesSource(PydanticBaseSettingsSource):
         return dict(self._values)
 
 
-def _read_config_file(path: Path, known: set[str]) -> dict[str, Any]:
+NO_PASSWORD = f"no password: set {env_name('password')} or {env_name('password_file')}"
+
+
+def _read_config_file(path: Path, known: set[str]) -> tuple[dict[str, Any], list[tuple[str, str]]]:
+    """The file's settings, and a (message, key) problem for each key that is no setting."""
     loaded = load_yaml_file(path, "config", "config")
     if loaded is None:
-        return {}
+        return {}, []
     if not isinstance(loaded, dict):
         raise ConfigError(f"config file {path}: must be a mapping of setting names to values", field="config")
     values: dict[str, Any] = {}
+    unknown: list[tuple[str, str]] = []
     for key, value in loaded.items():
         name = str(key)
         if name not in known:
-            raise ConfigError(
-                f"config file {path}: unknown key {name!r} (keys are the setting names in lower case, "
-                f"e.g. job_ids)",
-                field=name,
+            unknown.append(
+                (
+                    f"config file {path}: unknown key {name!r} (keys are the setting names in lower case, "
+                    "e.g. job_ids)",
+                    name,
+                )
             )
+            continue
         values[name] = value
-    return values
+    return values, unknown
 
 
 class Settings(BaseSettings):
@@ -152,6 +162,15 @@ class Settings(BaseSettings):
     total_shards: int | None = None
     _shard: Shard = PrivateAttr(default=UNSHARDED)
 
+    @model_validator(mode="before")
+    @classmethod
+    def _empty_is_unset(cls, data: Any) -> Any:
+        # `CCS_EXPORTER_CA_BUNDLE=` (or `ca_bundle: ""`) switches a setting off: its default applies, even
+        # over the config file (an empty variable still overrides the file).
+        if isinstance(data, dict):
+            return {key: value for key, value in data.items() if not (isinstance(value, str) and value == "")}
+        return data
+
     @field_validator("url")
     @classmethod
     def _url_usable(cls, value: str) -> str:
@@ -187,6 +206,13 @@ class Settings(BaseSettings):
     @classmethod
     def _audit_export_cursors(cls, value: Any) -> list[Path]:
         return parse_cursor_paths(value)
+
+    @field_validator("listen_address", mode="before")
+    @classmethod
+    def _listen_address_text(cls, value: Any) -> Any:
+        if isinstance(value, int) and not isinstance(value, bool):  # `listen_address: 9879` in YAML
+            raise ValueError(f"must be host:port, not a port alone: e.g. 0.0.0.0:{value} or [::]:{value}")
+        return value
 
     @field_validator("listen_address")
     @classmethod
@@ -256,12 +282,6 @@ class Settings(BaseSettings):
         return value
 
     @model_validator(mode="after")
-    def _has_a_password(self) -> Settings:
-        if self.password is None and self.password_file is None:
-            raise ValueError(f"no password: set {env_name('password')} or {env_name('password_file')}")
-        return self
-
-    @model_validator(mode="after")
     def _resolve_shard(self) -> Settings:
         self._shard = resolve_shard(self.shard, self.shard_from_hostname, self.total_shards, env_name)
         return self
@@ -281,7 +301,8 @@ class Settings(BaseSettings):
         """The password, from ``password`` or else from ``password_file`` (a trailing newline is dropped)."""
         if self.password is not None:
             return self.password.get_secret_value()
-        assert self.password_file is not None
+        if self.password_file is None:
+            raise ConfigError(NO_PASSWORD, field="password")
         try:
             return read_password_file(self.password_file)
         except ValueError as exc:
@@ -334,10 +355,21 @@ def password_candidates(config_file: Path | None = None) -> list[str]:
     return found
 
 
-def load_settings(config_file: Path | None = None, overrides: dict[str, Any] | None = None) -> Settings:
-    """Build the settings from all sources; raise ``ConfigError`` with one line naming the bad setting."""
+def load_settings(
+    config_file: Path | None = None,
+    overrides: dict[str, Any] | None = None,
+    *,
+    require_password: bool = True,
+) -> Settings:
+    """Build the settings from all sources; raise ``ConfigError`` naming every bad setting, one line each.
+
+    ``require_password=False`` (check-config without --connect) accepts settings with no password:
+    the commands that log in refuse them then (``password_value``).
+    """
     values = {key: value for key, value in (overrides or {}).items() if value is not None}
-    file_values = _read_config_file(config_file, set(Settings.model_fields)) if config_file else {}
+    file_values, problems = (
+        _read_config_file(config_file, set(Settings.model_fields)) if config_file else ({}, [])
+    )
 
     class _SettingsWithFile(Settings):
         @classmethod
@@ -351,25 +383,45 @@ def load_settings(config_file: Path | None = None, overrides: dict[str, Any] | N
         ) -> tuple[PydanticBaseSettingsSource, ...]:
             return (init_settings, env_settings, _FileValuesSource(settings_cls, file_values))
 
+    settings: Settings | None = None
     try:
-        return _SettingsWithFile(**values)
+        settings = _SettingsWithFile(**values)
     except ValidationError as exc:
-        message, field = _describe_settings_error(exc)
-        raise ConfigError(message, field=field) from None
+        problems.extend(_describe_settings_errors(exc))
+    if require_password and not _password_given(values, file_values):
+        problems.append((NO_PASSWORD, "password"))
+    if problems or settings is None:
+        raise ConfigError.of(problems)
+    return settings
 
 
-def _describe_settings_error(exc: ValidationError) -> tuple[str, str]:
-    """The one-line message for invalid settings, and the setting it names."""
-    first = first_validation_error(exc)
-    field = str(first.loc[0]) if first.loc else ""
-    message = first.message
-    if first.type == "missing":
+def _password_given(values: dict[str, Any], file_values: dict[str, Any]) -> bool:
+    """Whether a flag, a variable or the file gives a password or a password file (empty ones do not)."""
+    names = ("password", "password_file")
+    environment = {key.upper(): value for key, value in os.environ.items()}
+    return any(
+        value not in (None, "")
+        for name in names
+        for value in (values.get(name), environment.get(env_name(name)), file_values.get(name))
+    )
+
+
+def _describe_settings_errors(exc: ValidationError) -> list[tuple[str, str]]:
+    """A one-line message for each invalid setting, with the setting it names."""
+    return [_describe_settings_error(error) for error in validation_errors(exc)]
+
+
+def _describe_settings_error(error: FirstError) -> tuple[str, str]:
+    """The one-line message for one invalid setting, and the setting it names."""
+    field = str(error.loc[0]) if error.loc else ""
+    message = error.message
+    if error.type == "missing":
         return f"missing setting {env_name(field)} ({field}): it is required", field
-    if first.type == "extra_forbidden":
+    if error.type == "extra_forbidden":
         return f"unknown setting {field!r}", field
     if not field:
         return f"invalid settings: {message}", field
-    shown_input = first.input
+    shown_input = error.input
     if field == "url" and isinstance(shown_input, str):
         shown_input = url_without_credentials(shown_input)
     shown = "" if field in _SECRET_FIELDS else f" = {_shown_value(shown_input)}"

@@ -123,22 +123,30 @@ class FirstError:
     others: int  # how many more errors there were
 
 
+def validation_errors(exc: ValidationError, prefix: str = "") -> list[FirstError]:
+    """Every error of ``exc``, each located under ``prefix`` (``others`` counts the rest)."""
+    errors = exc.errors(include_url=False)
+    found: list[FirstError] = []
+    for error in errors:
+        loc = tuple(error.get("loc", ()))
+        path = ".".join(str(part) for part in loc)
+        found.append(
+            FirstError(
+                loc=loc,
+                location=".".join(part for part in (prefix, path) if part),
+                message=str(error.get("msg", "invalid")).removeprefix("Value error, "),
+                type=str(error.get("type", "")),
+                input=error.get("input"),
+                others=len(errors) - 1,
+            )
+        )
+    return found
+
+
 def first_validation_error(exc: ValidationError, prefix: str = "") -> FirstError:
     """The first error of ``exc``, located under ``prefix`` (e.g. ``JobDetails``)."""
-    errors = exc.errors(include_url=False)
-    if not errors:
-        return FirstError((), prefix, "invalid", "", None, 0)
-    first = errors[0]
-    loc = tuple(first.get("loc", ()))
-    path = ".".join(str(part) for part in loc)
-    return FirstError(
-        loc=loc,
-        location=".".join(part for part in (prefix, path) if part),
-        message=str(first.get("msg", "invalid")).removeprefix("Value error, "),
-        type=str(first.get("type", "")),
-        input=first.get("input"),
-        others=len(errors) - 1,
-    )
+    errors = validation_errors(exc, prefix)
+    return errors[0] if errors else FirstError((), prefix, "invalid", "", None, 0)
 
 
 def describe_validation_error(exc: ValidationError, prefix: str = "") -> str:
