@@ -156,6 +156,19 @@ class AuditLog:
         """The CCS account recorded as ``user.name`` of our mutations."""
         return self._user_name
 
+    def signature_problem(self, record: Mapping[str, Any]) -> str | None:
+        """Why ``record`` is not signed by this log's key, or None (also None when records are not signed).
+
+        What we append vouches for what it chains onto; ``reconcile`` must not sign a result for an
+        intent someone without the key wrote.
+        """
+        if self._signer is None:
+            return None
+        audit = record.get("audit")
+        if not isinstance(audit, Mapping):
+            return "not an audit record"
+        return self._signer.problem(audit.get("key_id"), audit.get("signature"), str(audit.get("hash")))
+
     def redact(self, value: Any) -> Any:
         """``value`` with every secret removed, as it would be written."""
         return self._redact(value)
@@ -232,7 +245,8 @@ class AuditLog:
                 written = self._writer.append(fields, precondition)
             except AuditError as exc:
                 self._write_errors += 1
-                log.error("audit_write_failed", path=str(self._path), error=str(exc))
+                # Debug only: the caller reports it (the command's one line, audit_observe_failed).
+                log.debug("audit_write_failed", path=str(self._path), error=str(exc))
                 raise
             if written["audit"].get("phase") != "intent":
                 key = (str(written["event"].get("action")), str(written["event"].get("outcome", "")))

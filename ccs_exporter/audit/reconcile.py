@@ -1,7 +1,8 @@
 """Reconciliation: close intents a crash left without a result by asking CCS what happened.
 
 ``reconcile`` reads the log (refusing one whose chain is broken), finds every intent without a
-result, skips those whose process is still running, looks each one up in CCS (``evidence``) and
+result, skips those whose process is still running and, when records are signed, those not signed by
+the configured key (a forged intent must not get a signed result), looks each one up in CCS (``evidence``) and
 appends a result marked ``audit.reconciled`` with the reason and the evidence. The append checks,
 under the writer's lock, that no result for the intent has been written meanwhile, so a concurrent
 writer (the mutation itself finishing, a second reconcile) never gets a duplicate. A second run finds
@@ -98,6 +99,16 @@ def reconcile(
     pending_list, end = open_intents(audit_log.path)
     this_host = host_name if host_name is not None else socket.gethostname()
     for pending in pending_list:
+        forged = audit_log.signature_problem(pending.record)
+        if forged is not None:
+            yield ReconcileStep(
+                pending,
+                None,
+                False,
+                f"the intent is {forged}: not closed, since a signed result would vouch for it (check "
+                "the log with `ccs-exporter audit verify --public-key KEY.pub`)",
+            )
+            continue
         busy = _still_running(pending, this_host, now(), min_age)
         if busy is not None:
             yield ReconcileStep(pending, None, False, busy)

@@ -80,6 +80,13 @@ class RecordSigner:
         """The Base64 signature of a record hash."""
         return base64.b64encode(self._private_key.sign(signed_message(record_hash))).decode("ascii")
 
+    def problem(self, record_key_id: object, signature: object, record_hash: str) -> str | None:
+        """Why a record is not signed by this key (unsigned, another key, a bad signature), or None."""
+        if signature is None:
+            return f"unsigned (this log's records are signed with key id {self.key_id})"
+        checker = SignatureChecker({self.key_id: self._private_key.public_key()})
+        return checker.problem(record_key_id, signature, record_hash)
+
     def __repr__(self) -> str:
         return f"RecordSigner(key_id={self.key_id!r})"
 

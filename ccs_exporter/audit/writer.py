@@ -23,7 +23,7 @@ from typing import Any
 import structlog
 
 from ccs_exporter.audit.head import Head, head_path, read_head, write_head
-from ccs_exporter.audit.records import GENESIS_HASH, AuditRecord, canonical_json
+from ccs_exporter.audit.records import GENESIS_HASH, AuditRecord, canonical_json, record_hash
 from ccs_exporter.errors import AuditError
 
 log = structlog.get_logger(__name__)
@@ -44,6 +44,7 @@ class _Tail:
     size: int
     sequence: int
     hash: str
+    mtime_ns: int = -1  # of the file after our own last append: an edit in place changes it
 
 
 class ChainWriter:
@@ -95,7 +96,10 @@ class ChainWriter:
         if tail.size < info.st_size:
             self._truncate(fd, tail.size)
         self._write_all(fd, data, tail.size)
-        self._tail = _Tail(info.st_ino, info.st_dev, tail.size + len(data), tail.sequence, tail.hash)
+        mtime_ns = os.fstat(fd).st_mtime_ns
+        self._tail = _Tail(
+            info.st_ino, info.st_dev, tail.size + len(data), tail.sequence, tail.hash, mtime_ns
+        )
         self._write_head(tail.sequence, tail.hash, new_file=info.st_size == 0)
         return written
 
@@ -122,10 +126,11 @@ class ChainWriter:
     def _read_tail(self, fd: int, info: os.stat_result) -> _Tail:
         """The last complete record's sequence and hash; ``size`` is where complete records end."""
         cached = self._tail
-        if cached is not None and (cached.inode, cached.device, cached.size) == (
+        if cached is not None and (cached.inode, cached.device, cached.size, cached.mtime_ns) == (
             info.st_ino,
             info.st_dev,
             info.st_size,
+            info.st_mtime_ns,
         ):
             return cached
         end, last_line = _last_complete_line(fd, info.st_size)
@@ -142,7 +147,20 @@ class ChainWriter:
                     f"the last record of audit log {self._path} is unreadable; run `ccs-exporter audit "
                     f"verify {self._path}`"
                 ) from None
+            if record_hash(record) != last_hash:
+                # Chaining onto an edited record would vouch for the edit with a new, valid hash (and a
+                # signature): refuse, as for a torn or unreadable log.
+                raise AuditError(
+                    f"the last record of audit log {self._path} (sequence {sequence}) was edited: its "
+                    f"fields do not match its hash; refusing to write; run `ccs-exporter audit verify "
+                    f"{self._path}`"
+                )
             tail = _Tail(info.st_ino, info.st_dev, end, sequence, last_hash)
+        if head is not None and head.sequence == tail.sequence and head.hash != tail.hash:
+            raise AuditError(
+                f"the last record of audit log {self._path} (sequence {tail.sequence}) is not the one "
+                f"{self._head_path} records: it was rewritten; refusing to write"
+            )
         if head is not None and head.sequence > tail.sequence:
             raise AuditError(
                 f"audit log {self._path} ends at sequence {tail.sequence} but {self._head_path} records "

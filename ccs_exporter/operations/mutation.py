@@ -147,7 +147,8 @@ class Mutation:
                 f"and its audit result could not be written: {audit_exc}; the intent record "
                 f"(audit.id {self.intent.audit_id}) has no result"
             ) from None
-        log.warning(
+        # Debug only: the error itself reaches the user as the command's one line; the record holds it.
+        log.debug(
             "job_mutation_failed",
             action=self.intent.action,
             job_id=self.intent.job_id,
