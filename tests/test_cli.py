@@ -195,6 +195,12 @@ class TestJobIdChecked:
         line = stderr_line(capsys)
         assert "is not a GUID" in line and repr(job_id) in line
 
+    def test_a_name_gets_the_find_hint(self, ccs_env: None, capsys: pytest.CaptureFixture[str]) -> None:
+        """`jobs get 'Nightly CER'` (a name, not an id) points to `jobs find`, which takes a name."""
+        assert cli.main(["jobs", "get", "Nightly CER"]) == 2
+        line = stderr_line(capsys)
+        assert "'Nightly CER' is not a GUID" in line and "ccs-exporter jobs find NAME" in line
+
 
 class TestServeRefusesBadSettings:
     """`serve` with a bad setting exits 2 with one line naming it, before anything is sent to CCS."""

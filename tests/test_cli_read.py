@@ -120,6 +120,8 @@ class TestHumanOutput:
         assert [line.split()[0] for line in lines[2:5]] == [run["JobRunID"] for run in runs]
         assert all(" IST " in line for line in lines[2:5])
         assert all(re.search(r"\b\d+m \d\ds\b", line) for line in lines[2:5])
+        # Messages counted by category (the table asks CCS for them), not a bare number.
+        assert all(re.search(r"\b\d+ (error|warning|information)", line) for line in lines[2:4]), lines
 
     def test_get_table(self, sim: Simulator) -> None:
         """A job shows as one row with its name and its last status by name."""

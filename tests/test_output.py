@@ -136,7 +136,7 @@ class TestRunsTable:
         rows = rows_of(runs_table(runs))
         assert rows[0] == ["5 run(s) in total, 2 shown"]
         assert rows[2] == ["a", "executing", "2024-03-01 15:30:00 IST", "-", "-", "-"]
-        assert rows[3][:2] == ["b", "code 9"] and rows[3][-1] == "4"
+        assert rows[3][:2] == ["b", "code 9"] and rows[3][-1] == "4 (--messages lists them)"
 
 
 class TestJobsTable:
@@ -195,6 +195,14 @@ class TestHostileCells:
         text = jobs_table([job], datetime.now(timezone.utc))
         assert len(text.splitlines()) == 2
         assert all(char.isprintable() for char in text.replace("\n", ""))
+
+    @pytest.mark.parametrize(("name", "shown"), [("two\nlines", "two\\nlines"), ("a\tb\rc", "a\\tb\\rc")])
+    def test_line_breaks_shown_escaped(self, name: str, shown: str) -> None:
+        """A newline in a job name shows as \\n (as the docs say controls are escaped), not as a space."""
+        job = Job.model_validate(
+            {"JobProperties": {"JobID": "23c59087-f3d4-4e05-a39e-3440c58e58fb", "Name": name}}
+        )
+        assert shown in jobs_table([job], datetime.now(timezone.utc))
 
     def test_long_values_cut(self) -> None:
         """A 10,000-character job name is cut, so the other columns stay on screen."""

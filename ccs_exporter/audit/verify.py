@@ -189,7 +189,11 @@ class ChainWalk:
         elif self.head is not None:
             self._check_head(self.head, name)
         if self._signatures is not None and self.records and not self.signed:
-            self.add(None, "no record is signed, yet --public-key was given: the signatures were removed")
+            self.add(
+                None,
+                "no record is signed, yet --public-key was given: the records are unsigned (written "
+                "before a signing key was set, or their signatures were stripped; the log cannot tell which)",
+            )
 
     def _check_head(self, head: Head, name: str) -> None:
         last = self.sequence

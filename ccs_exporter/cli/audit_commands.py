@@ -121,6 +121,8 @@ def _cmd_audit_verify(args: argparse.Namespace) -> int:
     from ccs_exporter.audit import verify
     from ccs_exporter.audit.report import verify_report
 
+    if not args.file.exists():  # a mistyped name is a usage error, not a damaged log
+        raise ConfigError(f"{args.file}: no such file", field="file")
     checker = _signature_checker(args.public_keys) if args.public_keys else None
     if args.export_format is not None:
         if args.witness:

@@ -176,7 +176,9 @@ def _cmd_jobs_runs(args: argparse.Namespace) -> int:
 
     settings = settings_from(args)
     with CcsClient.from_settings(settings) as client:
-        runs = client.get_job_runs(args.job_id, count=args.count, show_messages=args.messages)
+        # The table counts each run's messages by category, so it asks for them; only --messages lists them.
+        show_messages = args.messages or args.output == "table"
+        runs = client.get_job_runs(args.job_id, count=args.count, show_messages=show_messages)
     _print_ccs_data(args, settings, runs, lambda shown: runs_table(shown, messages=args.messages))
     return EXIT_OK
 

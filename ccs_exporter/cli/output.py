@@ -153,9 +153,12 @@ def _cell(value: str, last: bool) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
+_SHORT_ESCAPES = {"\t": "\\t", "\n": "\\n", "\r": "\\r"}
+
+
 def _escaped(char: str) -> str:
-    if char in "\t\n\r":
-        return " "
+    if char in _SHORT_ESCAPES:  # seen, not turned into a space: "two\nlines" is not "two lines"
+        return _SHORT_ESCAPES[char]
     code = ord(char)
     return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
 
@@ -166,8 +169,8 @@ def _run_status(run: JobRun) -> str:
 
 
 def _message_counts(run: JobRun) -> str:
-    if not run.JobMessages:
-        return str(run.MessageCount) if run.MessageCount else NO_VALUE
+    if not run.JobMessages:  # CCS sent only the count: say where the messages are
+        return f"{run.MessageCount} (--messages lists them)" if run.MessageCount else NO_VALUE
     counts = Counter((message.Category or "other").lower() for message in run.JobMessages)
     return ", ".join(f"{count} {category}" for category, count in sorted(counts.items()))
 

@@ -28,7 +28,9 @@ def checked_job_id(value: str) -> str:
     try:
         return normalize_guid(value)
     except ValueError as exc:
-        raise ConfigError(f"job id {exc}", field="job_id") from None
+        raise ConfigError(
+            f"job id {exc}; to look a job up by its name: ccs-exporter jobs find NAME", field="job_id"
+        ) from None
 
 
 def _listed(value: Any, plain: Callable[[str], list[str]], unparsable: str) -> Any:
