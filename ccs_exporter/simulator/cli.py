@@ -81,28 +81,31 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def run(args: argparse.Namespace) -> int:
-    """Serve until SIGINT/SIGTERM; print where and how to log in; return 0."""
+def _argument_problem(args: argparse.Namespace) -> str | None:
+    """What is wrong with the options, in one line, or None."""
     if (args.tls_cert is None) != (args.tls_key is None):
-        print("ccs-exporter: --tls-cert and --tls-key go together", file=sys.stderr)
-        return 2
+        return "--tls-cert and --tls-key go together"
     if args.jobs is not None and args.jobs < 0:
-        print("ccs-exporter: --jobs must be 0 or more", file=sys.stderr)
-        return 2
+        return "--jobs must be 0 or more"
     if args.live and args.jobs is not None:
-        print("ccs-exporter: --live applies to the sample jobs, not to --jobs", file=sys.stderr)
-        return 2
+        return "--live applies to the sample jobs, not to --jobs"
     if args.search_page_size_cap < 1:
-        print("ccs-exporter: --search-page-size-cap must be 1 or more", file=sys.stderr)
-        return 2
+        return "--search-page-size-cap must be 1 or more"
     for option, path in (("--tls-cert", args.tls_cert), ("--tls-key", args.tls_key)):
         if path is not None and not Path(path).is_file():
-            print(f"ccs-exporter: {option} {path}: not a readable file", file=sys.stderr)
-            return 2
+            return f"{option} {path}: not a readable file"
     if args.job_ids_file is not None and (
         args.job_ids_file.is_dir() or not args.job_ids_file.parent.is_dir()
     ):
-        print(f"ccs-exporter: --job-ids-file {args.job_ids_file}: cannot write a file there", file=sys.stderr)
+        return f"--job-ids-file {args.job_ids_file}: cannot write a file there"
+    return None
+
+
+def run(args: argparse.Namespace) -> int:
+    """Serve until SIGINT/SIGTERM; print where and how to log in; return 0."""
+    problem = _argument_problem(args)
+    if problem is not None:
+        print(f"ccs-exporter: {problem}", file=sys.stderr)
         return 2
     try:
         simulator = Simulator(

@@ -7,20 +7,22 @@ import random
 import ssl
 import threading
 from collections.abc import Callable, Mapping
+from datetime import datetime
 from types import TracebackType
 from typing import Any
 
 from ccs_exporter.models import normalize_guid
-from ccs_exporter.simulator.api import CcsApi, json_response
+from ccs_exporter.simulator.api import CcsApi
+from ccs_exporter.simulator.control import ControlApi
 from ccs_exporter.simulator.faults import DEFAULT_SEARCH_PAGE_SIZE_CAP, Faults, RequestLog, RequestRecord
 from ccs_exporter.simulator.jobs import JobStore
 from ccs_exporter.simulator.live import move_jobs, whole_seconds
 from ccs_exporter.simulator.progression import RunProgression
 from ccs_exporter.simulator.records import utc_now
 from ccs_exporter.simulator.samples import GENERATED_EPOCH, generated_jobs, sample_captured_at, sample_jobs
-from ccs_exporter.simulator.server import HttpResponse, HttpServer
+from ccs_exporter.simulator.server import HttpServer
 from ccs_exporter.simulator.tokens import TokenStore
-from ccs_exporter.simulator.validation import ApiError
+from ccs_exporter.simulator.validation import ApiError, guid
 
 DEFAULT_USERNAME = "CCS\\demo"
 DEFAULT_PASSWORD = "demo-password"
@@ -72,17 +74,7 @@ class Simulator:
         self._log = RequestLog()
         self._tokens = TokenStore(access_token_seconds, refresh_token_seconds)
         self._store = JobStore(username, random.Random(seed))
-        if jobs is None:
-            samples = sample_jobs(username)
-            self.captured_at = sample_captured_at()
-            if live:
-                now = utc_now()
-                move_jobs(samples, self.captured_at, now)
-                self.captured_at += whole_seconds(now, self.captured_at)
-            self._store.add_many(samples)
-        else:
-            self.captured_at = GENERATED_EPOCH
-            self._store.add_many(generated_jobs(jobs, username, random.Random(seed)))
+        self.captured_at = self._add_initial_jobs(jobs, seed, live)
         self._progression: RunProgression | None = None
         if run_interval or live:
             self._progression = RunProgression(
@@ -98,7 +90,7 @@ class Simulator:
             log=self._log,
             stopping=self._stopping,
             seed=seed,
-            control=self._control,
+            control=ControlApi(self._store, self.faults, self._log, self._tokens).handle,
         )
         self._ssl_context: ssl.SSLContext | None = None
         if tls_cert is not None and tls_key is not None:
@@ -106,6 +98,23 @@ class Simulator:
             self._ssl_context.load_cert_chain(tls_cert, tls_key)
         self._requested_port = port
         self._server: HttpServer | None = None
+
+    def _add_initial_jobs(self, jobs: int | None, seed: int, live: bool) -> datetime:
+        """Fill the store with the samples (moved to now when ``live``) or ``jobs`` generated ones.
+
+        Returns the instant the jobs stand as of.
+        """
+        if jobs is not None:
+            self._store.add_many(generated_jobs(jobs, self.username, random.Random(seed)))
+            return GENERATED_EPOCH
+        samples = sample_jobs(self.username)
+        captured_at = sample_captured_at()
+        if live:
+            now = utc_now()
+            move_jobs(samples, captured_at, now)
+            captured_at += whole_seconds(now, captured_at)
+        self._store.add_many(samples)
+        return captured_at
 
     # --- lifecycle ---------------------------------------------------------------------------------
 
@@ -216,7 +225,7 @@ class Simulator:
 
     def start_run(self, job_id: str) -> None:
         """Start a run in status 2 (executing) with no end time; ValueError if one is in progress."""
-        self._scenario(lambda: self._store.start_run(_guid(job_id)))
+        self._scenario(lambda: self._store.start_run(guid(job_id)))
 
     def finish_run(self, job_id: str, status: int, messages: Mapping[str, int] | None = None) -> None:
         """Finish the run in progress, or append one that started 5 s ago and ended now.
@@ -224,24 +233,24 @@ class Simulator:
         ``status``: 4 completed, 5 faulted, 7 aborted...; ``messages`` like ``{"Error": 2, "Warning": 1}``.
         LastRunDate (the run's start) and LastRunStatus follow.
         """
-        self._scenario(lambda: self._store.finish_run(_guid(job_id), status, messages))
+        self._scenario(lambda: self._store.finish_run(guid(job_id), status, messages))
 
     def set_job_name(self, job_id: str, name: str) -> None:
         """Rename a job as in the console (JobModifiedTime becomes now)."""
-        self._scenario(lambda: self._store.edit(_guid(job_id), {"JobName": name}))
+        self._scenario(lambda: self._store.edit(guid(job_id), {"JobName": name}))
 
     def edit_job(self, job_id: str, details: Mapping[str, Any]) -> None:
         """Change a job as in the console: ``details`` are JobDetails fields, checked as Update Job does."""
-        self._scenario(lambda: self._store.edit(_guid(job_id), details))
+        self._scenario(lambda: self._store.edit(guid(job_id), details))
 
     def remove_job(self, job_id: str) -> None:
         """Delete a job as in the console (any owner, system jobs too)."""
-        self._scenario(lambda: self._store.remove(_guid(job_id)))
+        self._scenario(lambda: self._store.remove(guid(job_id)))
 
     def job_snapshot(self, job_id: str) -> dict[str, Any]:
         """The job as search-by-id returns it (a copy); KeyError when unknown."""
         try:
-            payload = self._store.job_payload(_guid(job_id))
+            payload = self._store.job_payload(guid(job_id))
         except ApiError:
             raise KeyError(job_id) from None
         return _deep_copy(payload)
@@ -249,22 +258,10 @@ class Simulator:
     def job_runs_snapshot(self, job_id: str, count: int = 0, show_messages: bool = True) -> dict[str, Any]:
         """The job's runs as the jobruns endpoint returns them (a copy); KeyError when unknown."""
         try:
-            payload = self._store.runs_payload(_guid(job_id), count, show_messages)
+            payload = self._store.runs_payload(guid(job_id), count, show_messages)
         except ApiError:
             raise KeyError(job_id) from None
         return _deep_copy(payload)
-
-    def _console_create(self, body: dict[str, Any]) -> dict[str, Any]:
-        fields = _console_fields(body)
-        job_id = self._store.add_job(
-            fields["name"],
-            job_type=fields.get("jobtype") or "CHAINED_EVALUATIONJOB",
-            owner=fields.get("owner"),
-            is_system=fields.get("issystemjob", False),
-            job_id=None if fields.get("jobid") is None else _guid(fields["jobid"]),
-            description=fields.get("description") or "",
-        )
-        return self._store.job_payload(job_id)
 
     @staticmethod
     def _scenario(action: Callable[[], object]) -> None:
@@ -274,98 +271,6 @@ class Simulator:
             if exc.status == 404:
                 raise KeyError(exc.message) from None
             raise ValueError(exc.message) from None
-
-    # --- the HTTP control API ----------------------------------------------------------------------
-
-    def _control(self, method: str, path: str, segments: list[str], body: Any) -> HttpResponse:
-        lower = [segment.lower() for segment in segments]
-        if not isinstance(body, dict):
-            raise ApiError(400, "the body must be a JSON object")
-        if method == "GET" and lower == ["stats"]:
-            return json_response(200, self.stats())
-        if method == "POST" and lower == ["reset-stats"]:
-            self.reset_requests()
-            return json_response(200, {"reset": True})
-        if method == "GET" and lower == ["jobs"]:
-            return json_response(200, {"job_ids": self.job_ids})
-        if method == "POST" and lower == ["jobs"]:
-            return json_response(200, self._console_create(body))
-        if method == "DELETE" and len(lower) == 2 and lower[0] == "jobs":
-            job_id = _guid(segments[1])
-            self._store.remove(job_id)
-            return json_response(200, {"deleted": job_id})
-        if lower == ["faults"] and method in ("GET", "POST"):
-            if method == "POST":
-                try:
-                    self.faults.update(body)
-                except ValueError as exc:
-                    raise ApiError(400, str(exc)) from None
-            return json_response(200, self.faults.as_dict())
-        if method == "POST" and lower == ["revoke-tokens"]:
-            self.revoke_tokens()
-            return json_response(200, {"revoked": True})
-        if method == "POST" and lower == ["finish-runs"]:
-            status, messages = _finish_body(body)
-            running_only = body.get("RunningOnly", body.get("running_only", False))
-            if not isinstance(running_only, bool):
-                raise ApiError(400, "RunningOnly must be true or false")
-            finished = 0
-            for job_id in self._store.ids():
-                job = self._store.get(job_id)
-                if running_only and job.running_run is None:
-                    continue
-                self._store.finish_run(job_id, status, messages)
-                finished += 1
-            return json_response(200, {"finished": finished})
-        if (
-            method == "POST"
-            and len(lower) == 3
-            and lower[0] == "jobs"
-            and lower[2] in ("finish-run", "start-run")
-        ):
-            job_id = _guid(segments[1])
-            if lower[2] == "start-run":
-                self._store.start_run(job_id)
-            else:
-                status, messages = _finish_body(body)
-                self._store.finish_run(job_id, status, messages)
-            return json_response(200, self._store.runs_payload(job_id, 1, True))
-        raise ApiError(404, f"no control endpoint {method} {path}")
-
-
-def _finish_body(body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
-    """The final status and message counts of a finish-run control request; ApiError 400 when bad."""
-    status = body.get("Status", body.get("status"))
-    messages = body.get("Messages", body.get("messages")) or {}
-    if isinstance(status, bool) or not isinstance(status, int) or not isinstance(messages, dict):
-        raise ApiError(400, 'expected {"Status": 4|5|7..., "Messages": {"Error": 1, ...}}')
-    return status, messages
-
-
-_CONSOLE_FIELDS = {"name", "jobtype", "owner", "issystemjob", "jobid", "description"}
-
-
-def _console_fields(body: dict[str, Any]) -> dict[str, Any]:
-    """The fields of a control-API job creation, keys folded; ApiError 400 naming a bad one."""
-    fields = {str(key).lower(): value for key, value in body.items()}
-    unknown = sorted(set(fields) - _CONSOLE_FIELDS)
-    if unknown:
-        raise ApiError(400, f"unknown field(s): {', '.join(unknown)}")
-    for key in ("name", "jobtype", "owner", "jobid", "description"):
-        if fields.get(key) is not None and not isinstance(fields[key], str):
-            raise ApiError(400, f"{key} must be a string")
-    if not fields.get("name"):
-        raise ApiError(400, 'expected {"Name": "...", "JobType": "COLLECTIONJOB", "Owner": ..., ...}')
-    if not isinstance(fields.get("issystemjob", False), bool):
-        raise ApiError(400, "IsSystemJob must be true or false")
-    return fields
-
-
-def _guid(job_id: str) -> str:
-    try:
-        return normalize_guid(job_id)
-    except ValueError:
-        raise ApiError(400, f"{job_id!r} is not a GUID") from None
 
 
 def _deep_copy(payload: dict[str, Any]) -> dict[str, Any]:

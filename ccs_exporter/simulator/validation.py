@@ -260,6 +260,14 @@ def _ranged(value: Any, name: str, low: int, high: int) -> int:
     return number
 
 
+def guid(job_id: str) -> str:
+    """A job id given to the control API or a scenario method, normalised; ApiError 400 naming it."""
+    try:
+        return normalize_guid(job_id)
+    except ValueError:
+        raise ApiError(400, f"{job_id!r} is not a GUID") from None
+
+
 def _guid(value: Any) -> str:
     try:
         return normalize_guid(_string(value))
