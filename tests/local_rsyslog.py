@@ -26,7 +26,8 @@ global(
   defaultNetstreamDriverCertFile="{cert}"
   defaultNetstreamDriverKeyFile="{key}"
 )
-module(load="imtcp" streamDriver.name="ossl" streamDriver.mode="1" streamDriver.authMode="anon")
+module(load="imtcp" streamDriver.name="ossl" streamDriver.mode="1" streamDriver.authMode="{auth_mode}"
+       {peers})
 input(type="imtcp" address="127.0.0.1" port="{port}")
 template(name="received" type="string" string="%APP-NAME% %PROCID% %MSGID% %STRUCTURED-DATA% %MSG%\\n")
 action(type="omfile" file="{out}" template="received")
@@ -65,16 +66,36 @@ def free_port() -> int:
 
 @contextlib.contextmanager
 def running_rsyslog(
-    rsyslogd: str, directory: Path, cert: Path, key: Path, ca: Path, port: int | None = None
+    rsyslogd: str,
+    directory: Path,
+    cert: Path,
+    key: Path,
+    ca: Path,
+    port: int | None = None,
+    auth_mode: str = "anon",
+    permitted_peer: str | None = None,
 ) -> Iterator[Rsyslog]:
-    """Start rsyslogd in ``directory`` (on ``port``, or a free one); stop it (by its PID) afterwards."""
+    """Start rsyslogd in ``directory`` (on ``port``, or a free one); stop it (by its PID) afterwards.
+
+    ``auth_mode`` ``x509/name`` with ``permitted_peer`` makes it require a client certificate signed by a CA
+    in ``ca`` and naming that peer."""
     work = directory / "work"
     work.mkdir()
     port = port if port is not None else free_port()
     received = directory / "received.log"
     config = directory / "rsyslog.conf"
     config.write_text(
-        CONFIG.format(work=work, ca=ca, cert=cert, key=key, port=port, out=received), encoding="utf-8"
+        CONFIG.format(
+            work=work,
+            ca=ca,
+            cert=cert,
+            key=key,
+            port=port,
+            out=received,
+            auth_mode=auth_mode,
+            peers=f'permittedPeer=["{permitted_peer}"]' if permitted_peer else "",
+        ),
+        encoding="utf-8",
     )
     check = subprocess.run([rsyslogd, "-N1", "-f", str(config)], capture_output=True, text=True, timeout=60)
     if check.returncode != 0:

@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 from local_rsyslog import Rsyslog, find_rsyslogd, running_rsyslog
-from web_helpers import Pki, make_pki
+from web_helpers import CLIENT_DNS, Pki, make_pki
 
 from ccs_exporter.audit.export import format_named
 from ccs_exporter.audit.export.destinations import Shipment
@@ -167,3 +167,44 @@ class TestRealRsyslog:
                 follower.wait(timeout=60)
         sequences = {json.loads(line.split("] ", 1)[1])["event"]["sequence"] for line in received}
         assert sequences == set(range(1, 41))
+
+
+@pytest.mark.integration
+def test_mutual_tls_with_a_client_certificate(require_tool: Any, pki: Pki, tmp_path: Path) -> None:
+    """An rsyslog that requires client certificates gets every record from --destination-cert/-key, and
+    nothing without them."""
+    binary = find_rsyslogd(require_tool)
+    directory = tmp_path / "mtls"
+    directory.mkdir()
+    trusted = directory / "trusted.pem"
+    trusted.write_bytes(pki.client_ca.read_bytes() + pki.ca.read_bytes())
+    with running_rsyslog(
+        binary,
+        directory,
+        pki.server_cert,
+        pki.server_key,
+        trusted,
+        auth_mode="x509/name",
+        permitted_peer=CLIENT_DNS,
+    ) as server:
+        base = [
+            str(SAMPLE_LOG), "--format", "ecs", "--timeout", "5",
+            "--destination", f"syslog+tls://127.0.0.1:{server.port}", "--destination-ca-bundle", str(pki.ca),
+        ]  # fmt: skip
+        refused = export(*base)
+        assert refused.returncode == 1
+        done = export(
+            *base, "--destination-cert", str(pki.client_cert), "--destination-key", str(pki.client_key)
+        )
+        assert done.returncode == 0, done.stderr
+        assert len(wait_for(server, 37)) == 37
+
+
+def test_a_client_key_that_is_not_a_key_is_exit_2(pki: Pki, tmp_path: Path) -> None:
+    """A certificate given without a usable key: one line naming the flags, exit 2, nothing sent."""
+    done = export(
+        str(SAMPLE_LOG), "--format", "ecs", "--destination", "syslog+tls://127.0.0.1:9",
+        "--destination-cert", str(pki.client_cert), "--destination-key", str(pki.ca),
+    )  # fmt: skip
+    assert done.returncode == 2 and "--destination-cert" in done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1

@@ -1087,6 +1087,8 @@ SHIPPING_SETTINGS = (
     "auditShipping.destinationKey=destination",
     "auditShipping.hecTokenKey=hec-token",
     "auditShipping.caBundleKey=ca.pem",
+    "auditShipping.clientCertKey=client.pem",
+    "auditShipping.clientKeyKey=client.key",
 )
 
 
@@ -1117,6 +1119,8 @@ class TestAuditShipping:
         volume = next(v for v in pod["volumes"] if v["name"] == "audit-shipping")
         assert volume["secret"] == {"secretName": "siem-shipping", "defaultMode": 0o440}
         assert sidecar["securityContext"] == exporter["securityContext"]
+        for flag, key in (("--destination-cert", "client.pem"), ("--destination-key", "client.key")):
+            assert args[args.index(flag) + 1] == f"{mounts['audit-shipping']['mountPath']}/{key}"
         assert _config(manifests)["audit_export_cursors"] == [cursor]
 
     def test_sidecar_manifests_are_valid_kubernetes(self, render: Render, tmp_path: Path) -> None:
@@ -1155,6 +1159,15 @@ class TestAuditShipping:
                 "existingSecret",
             ),
             (("auditLog.enabled=true", "auditShipping.enabled=true", "auditShipping.format=cef"), "format"),
+            (
+                (
+                    "auditLog.enabled=true",
+                    "auditShipping.enabled=true",
+                    "auditShipping.existingSecret=s",
+                    "auditShipping.clientCertKey=c",
+                ),
+                "clientKeyKey",
+            ),
             (
                 (
                     "auditLog.enabled=true",

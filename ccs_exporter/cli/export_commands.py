@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import signal
+import ssl
 from pathlib import Path
 from types import FrameType
 from typing import Any
@@ -44,6 +45,10 @@ def add_export_command(audit: Any) -> None:
         "--destination-ca-bundle", type=Path, metavar="PEM", help="CA of the destination's cert"
     )
     export.add_argument("--hec-token-file", type=Path, metavar="FILE", help="file holding the HEC token")
+    export.add_argument(
+        "--destination-cert", type=Path, metavar="PEM", help="client certificate (mutual TLS)"
+    )
+    export.add_argument("--destination-key", type=Path, metavar="PEM", help="its private key")
     export.add_argument(
         "--poll-interval", type=seconds, default=0.2, help="seconds between looks at the log (0.2)"
     )
@@ -106,9 +111,17 @@ def _options(args: argparse.Namespace, fmt: Any) -> Any:
     for flag, path in (
         ("--destination-ca-bundle", args.destination_ca_bundle),
         ("--hec-token-file", args.hec_token_file),
+        ("--destination-cert", args.destination_cert),
+        ("--destination-key", args.destination_key),
     ):
         if path is not None and not path.is_file():
             raise ConfigError(f"{flag} {path} is not a file", field=flag.lstrip("-"))
+    if (args.destination_cert is None) != (args.destination_key is None):
+        raise ConfigError("--destination-cert and --destination-key go together", field="destination_cert")
+    if args.destination_cert is not None and args.destination in ("", "-"):
+        raise ConfigError("--destination-cert is for a TLS destination, not stdout", field="destination_cert")
+    if args.destination_cert is not None:
+        _check_client_certificate(args.destination_cert, args.destination_key)
     is_hec = args.destination.startswith("https://")
     if is_hec and args.hec_token_file is None:
         raise ConfigError("--hec-token-file is needed for an https:// (Splunk HEC) destination", field="hec")
@@ -118,10 +131,24 @@ def _options(args: argparse.Namespace, fmt: Any) -> Any:
         raise ConfigError(f"--cursor {args.cursor}: its directory does not exist", field="cursor")
     return DestinationOptions(
         ca_bundle=args.destination_ca_bundle,
+        client_cert=args.destination_cert,
+        client_key=args.destination_key,
         hec_token_file=args.hec_token_file,
         sourcetype=fmt.sourcetype,
         timeout=args.timeout,
     )
+
+
+def _check_client_certificate(cert: Path, key: Path) -> None:
+    """ConfigError unless ``cert`` and ``key`` are a PEM certificate and its unencrypted private key."""
+    try:
+        # A password callback, so an encrypted key fails here instead of prompting on a terminal.
+        ssl.create_default_context().load_cert_chain(cert, key, password=lambda: b"")
+    except (ssl.SSLError, OSError):
+        raise ConfigError(
+            "--destination-cert/--destination-key: not a PEM certificate with its unencrypted private key",
+            field="destination_cert",
+        ) from None
 
 
 def _cmd_audit_export(args: argparse.Namespace) -> int:

@@ -33,7 +33,15 @@ class HecAnswer:
 class HecClient:
     """POSTs JSON bodies to one collector with ``Authorization: Splunk <token>`` and a request channel."""
 
-    def __init__(self, token: str, *, url: str, ca_bundle: Path | None, timeout: float) -> None:
+    def __init__(
+        self,
+        token: str,
+        *,
+        url: str,
+        ca_bundle: Path | None,
+        timeout: float,
+        client_cert: tuple[Path, Path] | None = None,
+    ) -> None:
         self._timeout = timeout
         self._session = requests.Session()
         # As for CCS: the proxy for this URL read once; nothing else from the environment (with trust_env,
@@ -41,6 +49,8 @@ class HecClient:
         self._session.proxies.update(requests.utils.get_environ_proxies(url))
         self._session.trust_env = False
         self._verify: str | bool = str(ca_bundle) if ca_bundle is not None else True
+        if client_cert is not None:
+            self._session.cert = (str(client_cert[0]), str(client_cert[1]))
         self._session.headers["Authorization"] = f"Splunk {token}"
         # Indexer acknowledgement needs a channel; a GUID per process, as Splunk documents.
         self._session.headers["X-Splunk-Request-Channel"] = str(uuid.uuid4())

@@ -167,6 +167,12 @@ are unset here are left out, so the exporter's own defaults apply.
     - --destination-ca-bundle
     - /etc/ccs-exporter/shipping/{{ $shipping.caBundleKey }}
     {{- end }}
+    {{- if $shipping.clientCertKey }}
+    - --destination-cert
+    - /etc/ccs-exporter/shipping/{{ $shipping.clientCertKey }}
+    - --destination-key
+    - /etc/ccs-exporter/shipping/{{ $shipping.clientKeyKey }}
+    {{- end }}
     - --log-format
     - json
   {{- if $shipping.destinationKey }}
@@ -219,8 +225,11 @@ are unset here are left out, so the exporter's own defaults apply.
 {{- if and .Values.auditShipping.enabled (not .Values.auditLog.enabled) }}
 {{- fail "auditShipping.enabled: the sidecar ships the audit log; set auditLog.enabled too" }}
 {{- end }}
-{{- if and .Values.auditShipping.enabled (not .Values.auditShipping.existingSecret) (or .Values.auditShipping.destinationKey .Values.auditShipping.hecTokenKey .Values.auditShipping.caBundleKey) }}
-{{- fail "auditShipping.existingSecret: destinationKey, hecTokenKey and caBundleKey name keys of this Secret; set it" }}
+{{- if and .Values.auditShipping.enabled (not .Values.auditShipping.existingSecret) (or .Values.auditShipping.destinationKey .Values.auditShipping.hecTokenKey .Values.auditShipping.caBundleKey .Values.auditShipping.clientCertKey) }}
+{{- fail "auditShipping.existingSecret: destinationKey, hecTokenKey, caBundleKey and clientCertKey name keys of this Secret; set it" }}
+{{- end }}
+{{- if and .Values.auditShipping.enabled (ne (empty .Values.auditShipping.clientCertKey) (empty .Values.auditShipping.clientKeyKey)) }}
+{{- fail "auditShipping.clientKeyKey: set clientCertKey and clientKeyKey together" }}
 {{- end }}
 {{- if and .Values.auditShipping.enabled (not (has .Values.auditShipping.format (list "ocsf" "ecs" "jsonl"))) }}
 {{- fail "auditShipping.format: choose ocsf, ecs or jsonl" }}

@@ -53,6 +53,8 @@ class DestinationOptions:
     """What a destination needs besides its address."""
 
     ca_bundle: Path | None = None
+    client_cert: Path | None = None  # with client_key: a client certificate (mutual TLS)
+    client_key: Path | None = None
     hec_token_file: Path | None = None
     sourcetype: str = "ccs:audit"
     timeout: float = 30.0

@@ -91,8 +91,15 @@ class HecDestination:
         self._sourcetype = options.sourcetype
         self._timeout = options.timeout
         token = read_token(options.hec_token_file)
+        client_cert = None
+        if options.client_cert is not None and options.client_key is not None:
+            client_cert = (options.client_cert, options.client_key)
         self._client = HecClient(
-            token, url=self._event_url, ca_bundle=options.ca_bundle, timeout=options.timeout
+            token,
+            url=self._event_url,
+            ca_bundle=options.ca_bundle,
+            timeout=options.timeout,
+            client_cert=client_cert,
         )
 
     def send(self, batch: Sequence[Shipment]) -> None:

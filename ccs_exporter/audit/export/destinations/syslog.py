@@ -24,6 +24,7 @@ from ccs_exporter.audit.export.destinations import DeliveryError, DestinationOpt
 FACILITY_LOG_AUDIT = 13
 SEVERITY_INFORMATIONAL = 6
 APP_NAME = "ccs-exporter"
+NEW_CONNECTION_GRACE_SECONDS = 0.3
 _NILVALUE = "-"
 
 
@@ -67,30 +68,39 @@ class SyslogTlsDestination:
         self._context = ssl.create_default_context(
             cafile=str(options.ca_bundle) if options.ca_bundle is not None else None
         )
+        if options.client_cert is not None:
+            self._context.load_cert_chain(options.client_cert, options.client_key, password=lambda: b"")
         self._socket: ssl.SSLSocket | None = None
 
     def send(self, batch: Sequence[Shipment]) -> None:
         """Send the batch and wait until the receiver's TCP stack has acknowledged all of it."""
         data = b"".join(octet_counted(syslog_message(item)) for item in batch)
         try:
-            connection = self._connection()
+            connection, new = self._connection()
             connection.sendall(data)
             self._wait_acknowledged(connection)
+            # TCP acknowledges bytes a receiver then throws away: with TLS 1.3 a refused client
+            # certificate is only reported after the handshake. A close that has arrived (waiting a
+            # moment on a new connection) means the batch was not taken.
+            if _closed_by_peer(connection, wait=NEW_CONNECTION_GRACE_SECONDS if new else 0.0):
+                raise OSError("the receiver closed the connection (a refused client certificate?)")
         except (OSError, ssl.SSLError) as exc:
             self.close()
             raise DeliveryError(f"{self.name}: {_reason(exc)}") from None
 
-    def _connection(self) -> ssl.SSLSocket:
+    def _connection(self) -> tuple[ssl.SSLSocket, bool]:
+        """The open connection, or a new one; whether it is new."""
         if self._socket is not None and _closed_by_peer(self._socket):
             self.close()
-        if self._socket is None:
-            raw = socket.create_connection(self._address, timeout=self._timeout)
-            try:
-                self._socket = self._context.wrap_socket(raw, server_hostname=self._address[0])
-            except BaseException:
-                raw.close()
-                raise
-        return self._socket
+        if self._socket is not None:
+            return self._socket, False
+        raw = socket.create_connection(self._address, timeout=self._timeout)
+        try:
+            self._socket = self._context.wrap_socket(raw, server_hostname=self._address[0])
+        except BaseException:
+            raw.close()
+            raise
+        return self._socket, True
 
     def _wait_acknowledged(self, connection: ssl.SSLSocket) -> None:
         deadline = time.monotonic() + self._timeout
@@ -115,14 +125,14 @@ def _unacknowledged_bytes(connection: socket.socket) -> int:
     return int(struct.unpack("i", packed)[0])
 
 
-def _closed_by_peer(connection: ssl.SSLSocket) -> bool:
+def _closed_by_peer(connection: ssl.SSLSocket, wait: float = 0.0) -> bool:
     """True when the receiver closed the connection or reset it (syslog receivers never send data).
 
     What is readable may be a TLS record without data (a TLS 1.3 session ticket): read without blocking.
     """
     timeout = connection.gettimeout()
     try:
-        readable, _, _ = select.select([connection], [], [], 0)
+        readable, _, _ = select.select([connection], [], [], wait)
         if not readable:
             return False
         connection.setblocking(False)
