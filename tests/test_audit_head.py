@@ -19,12 +19,15 @@ from prometheus_client import CollectorRegistry
 
 from ccs_exporter.audit import AuditLog
 from ccs_exporter.audit.auditor import ChangeAuditor
+from ccs_exporter.audit.export.cursor import read_cursor
 from ccs_exporter.audit.head import Head, HeadReader, head_path
 from ccs_exporter.errors import AuditError
 from ccs_exporter.exporter import Exporter
 from ccs_exporter.exposition.live import LiveMetrics, RequestStats
+from ccs_exporter.settings.checks import read_password_file
 from ccs_exporter.settings.config import load_settings
 from ccs_exporter.simulator import Simulator
+from ccs_exporter.web.config import load_web_config
 
 TESTS_DIR = Path(__file__).parent
 head_module = importlib.import_module("ccs_exporter.audit.head")
@@ -271,3 +274,21 @@ class TestHeadIsNotARegularFile:
         assert metrics.status_code == 200 and health.status_code == 200
         samples = [line.split()[0] for line in metrics.text.splitlines() if not line.startswith("#")]
         assert "ccs_up" in samples and "ccs_audit_head_sequence" not in samples
+
+
+class TestOtherFilesReadWhileServing:
+    """Files read while serving, not only the head: a FIFO in their place is refused at once."""
+
+    def test_cursor_password_and_web_config_fifos_are_refused(self, tmp_path: Path) -> None:
+        """The export cursor (each scrape), the password file (each login) and the web config (each
+        reload) each give their one-line error for a FIFO, and none of them waits on it."""
+        fifo = tmp_path / "fifo"
+        os.mkfifo(fifo)
+        readers: list[Callable[[], object]] = [
+            lambda: read_cursor(fifo),
+            lambda: read_password_file(fifo),
+            lambda: load_web_config(fifo),
+        ]
+        for read in readers:
+            error = _outcome_within(5, fifo, read)
+            assert error is not None and "not a regular file" in str(error), repr(error)

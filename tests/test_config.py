@@ -335,7 +335,7 @@ class TestErrors:
         """`--config /dev/zero` (an endless file) is a one-line error, not memory until the OOM killer."""
         with pytest.raises(ConfigError) as caught:
             load_settings(config_file=Path("/dev/zero"))
-        assert str(caught.value) == "config file /dev/zero: larger than 8 MiB"
+        assert str(caught.value) == "config file /dev/zero: cannot read it (not a regular file)"
 
     def test_missing_config_file(self, required_env: None, tmp_path: Path) -> None:
         """A config file that does not exist is an error naming it."""

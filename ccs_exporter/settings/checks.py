@@ -12,6 +12,11 @@ import re
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from ccs_exporter.settings.inputs import read_regular_file
+
+# A password file holds one password; the cap keeps /dev/zero in its place from eating memory.
+MAX_PASSWORD_FILE_BYTES = 64 * 1024
+
 # The client appends this to the base URL; a URL that already ends in it would be doubled.
 _API_PATH = "/ccs/api/v1"
 _USERINFO_RE = re.compile(r"^((?:[A-Za-z][A-Za-z0-9+.-]*:)?//)?[^/?#]*@")
@@ -74,9 +79,13 @@ def read_password_file(path: Path) -> str:
     message never holds the file's content.
     """
     try:
-        text = path.read_bytes().decode("utf-8-sig")
+        data = read_regular_file(path, MAX_PASSWORD_FILE_BYTES)
     except OSError as exc:
         raise ValueError(f"cannot be read ({exc.strerror})") from None
+    if len(data) > MAX_PASSWORD_FILE_BYTES:
+        raise ValueError(f"is larger than {MAX_PASSWORD_FILE_BYTES // 1024} KiB: not a password file")
+    try:
+        text = data.decode("utf-8-sig")
     except UnicodeDecodeError:
         raise ValueError("is not UTF-8 text (save it as UTF-8)") from None
     password = text.rstrip("\r\n")

@@ -7,6 +7,9 @@ content (a secret may be in it). ``config.py`` re-exports them.
 
 from __future__ import annotations
 
+import errno
+import os
+import stat
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NoReturn
@@ -88,11 +91,31 @@ def describe_yaml_error(exc: yaml.YAMLError) -> str:
 MAX_INPUT_FILE_BYTES = 8 * 1024 * 1024
 
 
+def read_regular_file(path: Path, limit: int) -> bytes:
+    """At most ``limit`` + 1 bytes of the regular file at ``path`` (one more than allowed says "too big").
+
+    Opened with ``O_NONBLOCK`` and checked on the open descriptor: a FIFO, socket or device in place of
+    the file raises OSError ("not a regular file") at once. Files read while serving (the web config on
+    a reload, cursors at each scrape, the password before each login) must never wait for a writer.
+    """
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC | getattr(os, "O_NOCTTY", 0))
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise OSError(errno.EINVAL, "not a regular file", str(path))
+        chunks: list[bytes] = []
+        remaining = limit + 1
+        while remaining > 0 and (chunk := os.read(fd, remaining)):
+            chunks.append(chunk)
+            remaining -= len(chunk)
+        return b"".join(chunks)
+    finally:
+        os.close(fd)
+
+
 def read_input_file(path: Path, what: str, field: str) -> str:
     """The text of an input file (``what``: "config", "spec"...); a one-line ConfigError if unreadable."""
     try:
-        with path.open("rb") as stream:
-            data = stream.read(MAX_INPUT_FILE_BYTES + 1)
+        data = read_regular_file(path, MAX_INPUT_FILE_BYTES)
         if len(data) > MAX_INPUT_FILE_BYTES:
             limit = MAX_INPUT_FILE_BYTES // (1024 * 1024)
             raise ConfigError(f"{what} file {path}: larger than {limit} MiB", field=field)

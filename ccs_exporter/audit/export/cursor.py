@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ccs_exporter.audit.records import GENESIS_HASH
+from ccs_exporter.settings.inputs import read_regular_file
 
 CURSOR_VERSION = 1
 MAX_CURSOR_BYTES = 4096
@@ -44,8 +45,7 @@ class Cursor:
 def read_cursor(path: Path) -> Cursor | None:
     """The cursor in ``path``; None when the file does not exist; CursorError when it is not a cursor."""
     try:
-        with open(path, "rb") as handle:
-            data = handle.read(MAX_CURSOR_BYTES + 1)
+        data = read_regular_file(path, MAX_CURSOR_BYTES)  # read at each scrape: a FIFO must not block
     except FileNotFoundError:
         return None
     except OSError as exc:
