@@ -37,8 +37,13 @@ CRD_KINDS = frozenset({"ServiceMonitor", "PrometheusRule"})
 # The oldest Kubernetes the chart supports (Chart.yaml kubeVersion) and the newest kubernetes-validate knows.
 KUBERNETES_VERSIONS = ("1.25.0", "1.37.0")
 FULL_PASSWORD = yaml.safe_load(FULL_VALUES.read_text(encoding="utf-8"))["ccs"]["password"]
-# The least a user must set: where the password is (the chart refuses to render an empty one).
-MINIMAL_SETTINGS = ("ccs.existingSecret=ccs-credentials",)
+# The least a user must set: CCS's URL, the account and where the password is (the chart refuses to render
+# without them; the username's backslash doubled for --set, which drops one).
+MINIMAL_SETTINGS = (
+    "ccs.url=https://ccs.corp.example:12431",
+    "ccs.username=CORP\\\\svc-ccs-exporter",
+    "ccs.existingSecret=ccs-credentials",
+)
 # helm/ci-values-full.yaml turns TLS on (webConfig.tls); the others leave it off.
 PROBE_SCHEMES = {"default": "HTTP", "full": "HTTPS", "sharding": "HTTP"}
 WORKLOAD_KINDS = ("Deployment", "StatefulSet")
@@ -179,7 +184,11 @@ class TestLint:
 
     @pytest.mark.parametrize(
         "args",
-        [["--set", MINIMAL_SETTINGS[0]], ["-f", str(FULL_VALUES)], ["-f", str(SHARDING_VALUES)]],
+        [
+            [arg for setting in MINIMAL_SETTINGS for arg in ("--set", setting)],
+            ["-f", str(FULL_VALUES)],
+            ["-f", str(SHARDING_VALUES)],
+        ],
         ids=["default", "full", "sharding"],
     )
     def test_lint_strict(self, helm: str, args: list[str]) -> None:
@@ -202,12 +211,12 @@ class TestLint:
     )
     def test_schema_rejects_bad_values(self, refused: Callable[..., str], setting: str) -> None:
         """The schema refuses bad levels, modes, counts and ports, and a password passed through extraEnv."""
-        stderr = refused(MINIMAL_SETTINGS[0], setting)
+        stderr = refused(*MINIMAL_SETTINGS, setting)
         assert "values don't meet the specifications of the schema" in stderr or "at '/" in stderr
 
     def test_old_extra_env_location_is_refused(self, refused: Callable[..., str]) -> None:
         """exporter.extraEnv (moved to extraEnv) is an unknown key, not silently ignored."""
-        stderr = refused(MINIMAL_SETTINGS[0], "exporter.extraEnv[0].name=TZ")
+        stderr = refused(*MINIMAL_SETTINGS, "exporter.extraEnv[0].name=TZ")
         assert "extraEnv" in stderr
 
 
@@ -215,10 +224,20 @@ class TestPasswordIsRequired:
     """The default install never renders an empty password Secret."""
 
     def test_bare_default_install_fails_saying_what_to_set(self, refused: Callable[..., str]) -> None:
-        """Without ccs.existingSecret or ccs.password the render fails with one message naming both."""
+        """A bare install fails with one message naming all it needs: the URL, the account, the password
+        (no example.com placeholder renders a release that can never log in)."""
         stderr = refused()
+        assert "required values not set" in stderr
+        assert "ccs.url" in stderr and "ccs.username" in stderr
         assert "ccs.existingSecret" in stderr and "ccs.password" in stderr
         assert "kubectl create secret generic" in stderr
+
+    @pytest.mark.parametrize("missing", ["ccs.url", "ccs.username"])
+    def test_url_and_username_have_no_default(self, refused: Callable[..., str], missing: str) -> None:
+        """With the password set, leaving out the URL or the account still fails, naming it alone."""
+        stderr = refused(*[setting for setting in MINIMAL_SETTINGS if not setting.startswith(missing)])
+        assert f"required values not set: {missing}:" in stderr
+        assert "ccs.existingSecret" not in stderr
 
     def test_existing_secret_is_used_as_is(self, render: Render) -> None:
         """With ccs.existingSecret the chart creates no Secret and mounts the named one's key."""
@@ -425,7 +444,7 @@ class TestConfigFile:
         self, refused: Callable[..., str], settings: tuple[str, ...], message: str
     ) -> None:
         """extraConfig may not hold the password nor keys the chart sets; the error names the key."""
-        assert message in refused(MINIMAL_SETTINGS[0], *settings)
+        assert message in refused(*MINIMAL_SETTINGS, *settings)
 
     def test_pod_template_carries_no_config_checksum(self, full_manifests: Manifests) -> None:
         """A changed job list does not roll the pods: no pod template annotation depends on the config."""
@@ -597,7 +616,7 @@ class TestSettingsFromValues:
     def test_two_ca_sources_are_refused(self, refused: Callable[..., str]) -> None:
         """A CA bundle from both a ConfigMap and a Secret is an error naming the setting."""
         assert "ccs.caBundle" in refused(
-            MINIMAL_SETTINGS[0], "ccs.caBundle.configMap=a", "ccs.caBundle.secret=b"
+            *MINIMAL_SETTINGS, "ccs.caBundle.configMap=a", "ccs.caBundle.secret=b"
         )
 
     def test_audit_log_lives_on_the_claim(self, full_manifests: Manifests) -> None:
@@ -771,7 +790,7 @@ class TestSharding:
         self, refused: Callable[..., str], settings: tuple[str, ...], message: str
     ) -> None:
         """A claim shared by every shard and a non-headless Service type are errors naming the value."""
-        assert message in refused(MINIMAL_SETTINGS[0], "sharding.enabled=true", *settings)
+        assert message in refused(*MINIMAL_SETTINGS, "sharding.enabled=true", *settings)
 
     def test_deployment_stays_the_default(self, default_manifests: Manifests) -> None:
         """Without sharding there is a Deployment, a normal ClusterIP Service and no StatefulSet or PDB."""
@@ -838,7 +857,7 @@ class TestPrometheusRule:
     def test_malformed_selector_is_refused(self, refused: Callable[..., str]) -> None:
         """A selector that is not label matchers fails the render, naming the value."""
         stderr = refused(
-            MINIMAL_SETTINGS[0], "prometheusRule.enabled=true", "prometheusRule.scrapeJobSelector=ccs"
+            *MINIMAL_SETTINGS, "prometheusRule.enabled=true", "prometheusRule.scrapeJobSelector=ccs"
         )
         assert "scrapeJobSelector" in stderr
 
@@ -954,7 +973,7 @@ class TestWebConfig:
         self, refused: Callable[..., str], settings: tuple[str, ...], message: str
     ) -> None:
         """Settings that cannot work, bad Secret names and unknown keys are errors naming the setting."""
-        assert message in refused(MINIMAL_SETTINGS[0], *settings)
+        assert message in refused(*MINIMAL_SETTINGS, *settings)
 
     @pytest.mark.parametrize("version", KUBERNETES_VERSIONS)
     def test_secret_volume_is_valid(self, render: Render, version: str, tmp_path: Path) -> None:

@@ -402,6 +402,7 @@ class TestChart:
             [f"image.repository={repository}"],
         ):
             args = [helm, "template", "ccs", str(CHART_DIR), "--set", "ccs.existingSecret=ccs-credentials"]
+            args += ["--set", "ccs.url=https://ccs.corp.example:12431", "--set", "ccs.username=CORP\\\\svc"]
             for setting in settings:
                 args += ["--set", setting]
             rendered = subprocess.run(args, capture_output=True, text=True, check=True).stdout

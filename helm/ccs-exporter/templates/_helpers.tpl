@@ -210,8 +210,19 @@ are unset here are left out, so the exporter's own defaults apply.
 
 {{/* Refuses values that cannot work together, with a message naming the value to change. */}}
 {{- define "ccs-exporter.checkValues" -}}
+{{- /* The values with no usable default, all named in one message so one render shows them all. */}}
+{{- $missing := list }}
+{{- if not .Values.ccs.url }}
+{{- $missing = append $missing "ccs.url: the CCS base URL, e.g. https://ccs.corp.example:12431" }}
+{{- end }}
+{{- if not .Values.ccs.username }}
+{{- $missing = append $missing "ccs.username: the CCS account, DOMAIN\\user (in a values file; with --set-string write the backslash twice)" }}
+{{- end }}
 {{- if and (not .Values.ccs.existingSecret) (not .Values.ccs.password) }}
-{{- fail "ccs.existingSecret: no CCS password. Create a Secret holding it (kubectl create secret generic ccs-exporter-credentials --from-file=password=./ccs-password) and set ccs.existingSecret to its name (or set ccs.password)" }}
+{{- $missing = append $missing "ccs.existingSecret: no CCS password. Create a Secret holding it (kubectl create secret generic ccs-exporter-credentials --from-file=password=./ccs-password) and set ccs.existingSecret to its name (or set ccs.password)" }}
+{{- end }}
+{{- if $missing }}
+{{- fail (printf "required values not set: %s" (join "; " $missing)) }}
 {{- end }}
 {{- if and .Values.ccs.caBundle.configMap .Values.ccs.caBundle.secret }}
 {{- fail "ccs.caBundle: set configMap or secret, not both" }}
