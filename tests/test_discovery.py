@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import copy
 import threading
+import time
+import weakref
 from collections.abc import Callable, Iterator
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
@@ -636,3 +638,22 @@ class TestPollerWithDiscovery:
         before = ccs.requests_sent
         assert poller.poll_cycle().runs_fetched == 1
         assert ccs.requests_sent - before == 3  # two pages and job 1's runs
+
+
+class TestWorkerPoolMemory:
+    """What the worker threads keep between cycles."""
+
+    def test_a_listing_is_not_kept_after_its_cycle(self, pool: WorkerPool) -> None:
+        """Once map has returned and its results are dropped, no worker keeps them alive (a search's
+        whole listing would otherwise stay in memory while the thread waits, cycle after cycle)."""
+
+        class Listing:
+            pass
+
+        results = pool.map(lambda _: Listing(), [None, None])
+        refs = [weakref.ref(result) for result in results if result is not None]
+        del results
+        deadline = time.monotonic() + 5
+        while any(ref() is not None for ref in refs) and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert all(ref() is None for ref in refs)

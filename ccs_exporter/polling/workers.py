@@ -62,6 +62,9 @@ class WorkerPool:
                 task()
             except Exception as exc:  # task() catches the function's errors; this is the last guard
                 self._failed(exc)
+            # The task's batch holds every result of its map (a search's whole listing, 12 MB at 10,000
+            # jobs): not kept while this thread waits for its next task, possibly for many cycles.
+            del task
 
     def _failed(self, exc: BaseException) -> None:
         with self._errors_lock:
