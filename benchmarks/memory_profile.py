@@ -49,8 +49,8 @@ def rss_mib() -> float:
 
 def holder(trace: tracemalloc.Trace | tracemalloc.StatisticDiff | tracemalloc.Statistic) -> str:
     """The innermost frame in the package (or the benchmark), as module:function-ish file:line."""
-    frames = list(trace.traceback)
-    for frame in frames:  # most recent first
+    frames = list(reversed(trace.traceback))  # most recent first
+    for frame in frames:
         if "/ccs_exporter/" in frame.filename:
             return f"{frame.filename.split('/ccs_exporter/')[1]}:{frame.lineno}"
     first = frames[0]

@@ -193,6 +193,13 @@ class Bench:
                 )
             return self.cycles[first : first + count]
 
+    def first_cycle(self, timeout: float) -> Cycle:
+        """The first published cycle (its log line comes just after /readyz turns ready)."""
+        with self._changed:
+            if not self._changed.wait_for(lambda: bool(self.cycles), timeout):
+                raise RuntimeError(f"no cycle was logged; see {self.exporter.log_path}")
+            return self.cycles[0]
+
     # --- memory -------------------------------------------------------------------------------------
 
     def _sample_memory(self) -> None:
@@ -281,7 +288,7 @@ def measure(plan: Plan, workdir: Path) -> Result:
                 result.discovery_seconds = time.monotonic() - launched
                 bench.phase = "cold start"
                 result.rss_at_ready_kib = exporter.memory_kib()["VmRSS"]
-                result.first_cycle = bench.wait_cycles(1, 30)[0] if not bench.cycles else bench.cycles[0]
+                result.first_cycle = bench.first_cycle(slow)
                 progress("cold start: scraped back to back for two more cycles")
                 bench.stress.set()
                 bench.wait_cycles(2, slow)

@@ -8,7 +8,6 @@ good values; after a 404 its values go, and a job the poller knew is handed on a
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Callable
 
 import structlog
@@ -153,10 +152,8 @@ class JobReader:
         if fetch_runs:
             answer = self._client.get_job_runs(job_id, count=self._window, show_messages=True)
             runs = summarize_runs(answer, old.runs.last_success_seconds if old.runs is not None else None)
-        snapshot = dataclasses.replace(old, runs=runs, read_at=self._clock())
-        return Outcome(
-            job_id, dataclasses.replace(previous, snapshot=snapshot), None, runs_fetched=fetch_runs
-        )
+        memory = previous.with_snapshot(old.reread(runs, self._clock()))
+        return Outcome(job_id, memory, None, runs_fetched=fetch_runs)
 
     def _runs_needed(self, job: Job, previous: JobMemory | None) -> bool:
         """True when the job's runs must be read: new to us, changed since, or a run still in progress."""

@@ -59,6 +59,22 @@ class JobSnapshot:
     schedule: Schedule | None = None
     run_time_limit_seconds: float | None = None
 
+    def reread(self, runs: RunSummary | None, read_at: float) -> JobSnapshot:
+        """This reading with ``runs``, read at ``read_at`` (the same job definition, read again)."""
+        return JobSnapshot(
+            self.job_id,
+            self.name,
+            self.job_type,
+            self.owner,
+            self.is_system,
+            self.last_run_status,
+            self.modified_seconds,
+            runs,
+            read_at,
+            self.schedule,
+            self.run_time_limit_seconds,
+        )
+
 
 @dataclass(frozen=True, slots=True)
 class JobState:

@@ -74,6 +74,10 @@ class JobMemory:
     error: str | None = None
     digest: bytes | None = None  # of the search item this reading came from
 
+    def with_snapshot(self, snapshot: JobSnapshot) -> JobMemory:
+        """This memory with another reading (``dataclasses.replace`` costs several times more, per job)."""
+        return JobMemory(snapshot, self.job, self.runs_key, self.schedule, self.error, self.digest)
+
 
 @dataclass(frozen=True, slots=True)
 class Outcome:
