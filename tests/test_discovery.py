@@ -167,6 +167,25 @@ class TestListSearch:
         assert server.asked == [0, 1, 2, 3, 4, 5]
         assert not listing.truncated and not listing.page_ignored
 
+    def test_items_read_before_are_kept_without_their_text(
+        self, make_page: Callable[..., SearchPage]
+    ) -> None:
+        """An item whose digest the caller already read from keeps its id and digest but not its JSON;
+        a changed or new item keeps its JSON, to be parsed."""
+        pages = [make_page(1, 2, 3), make_page()]
+        first = list_search(lambda page: pages[page])
+        assert first is not None
+        read = {guid(1): first.jobs[guid(1)].digest, guid(2): b"another item"}
+        listing = list_search(
+            lambda page: pages[page], known=lambda job_id, digest: read.get(job_id) == digest
+        )
+        assert listing is not None and list(listing.jobs) == [guid(1), guid(2), guid(3)]
+        assert (
+            listing.jobs[guid(1)].text == b"" and listing.jobs[guid(1)].digest == first.jobs[guid(1)].digest
+        )
+        assert listing.jobs[guid(2)].text == first.jobs[guid(2)].text != b""
+        assert listing.jobs[guid(3)].text == first.jobs[guid(3)].text != b""
+
     def test_a_server_ignoring_page_is_read_once(self, make_page: Callable[..., SearchPage]) -> None:
         """When page 1 repeats page 0's jobs, the listing ends there instead of looping."""
         server = PagedServer(make_page, total=30, cap=7, ignore_page=True)

@@ -128,8 +128,12 @@ class Poller:
         stopping = stop is not None and stop.is_set()
         discovery = None
         if watch.searches and login_error is None and not stopping:
+            # Items of jobs whose reading came from the very same item are kept without their text: the
+            # plan reuses those readings (the book does not change while the searches are listed).
             try:
-                discovery = self._discoverer.discover(self._pool, listing_started, stop)
+                discovery = self._discoverer.discover(
+                    self._pool, listing_started, stop, known=self._book.holds_reading
+                )
             except Exception as exc:  # a bug in listing: the jobs found before stay, as for a stop
                 self.health.error("discovery", exc)
         plan = self._plan(watch, discovery)

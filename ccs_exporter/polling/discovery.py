@@ -107,10 +107,18 @@ class Listing:
         return len(self.jobs) + len(self.bad)
 
 
-def list_search(fetch: Callable[[int], SearchPage], stop: threading.Event | None = None) -> Listing | None:
+KnownItem = Callable[[str, bytes], bool]
+"""Says whether the reading of a job (by id) came from a search item with this digest."""
+
+
+def list_search(
+    fetch: Callable[[int], SearchPage], stop: threading.Event | None = None, known: KnownItem | None = None
+) -> Listing | None:
     """Page through one search with ``fetch(page)``; None when ``stop`` was set before the end.
 
-    Errors from ``fetch`` propagate: a listing is complete or it is not used.
+    Errors from ``fetch`` propagate: a listing is complete or it is not used. An item ``known`` says was
+    read before is kept without its text (id and digest): nobody parses it again, and at rest a listing
+    of 10,000 jobs then holds a few hundred kilobytes instead of 12 MB while the cycle runs.
     """
     listing = Listing()
     for page in range(MAX_SEARCH_PAGES):
@@ -127,6 +135,8 @@ def list_search(fetch: Callable[[int], SearchPage], stop: threading.Event | None
             if item.job_id not in listing.jobs and item.job_id not in listing.bad:
                 new += 1
             listing.bad.pop(item.job_id, None)
+            if known is not None and known(item.job_id, item.digest):
+                item = SearchItem(item.job_id, item.digest, b"")
             listing.jobs[item.job_id] = item  # the later copy of a job listed twice is the fresher one
         for bad in answer.bad_items:
             if bad.job_id is None:
@@ -240,10 +250,17 @@ class Discoverer:
             self._forgotten.clear()  # no listing will follow to hand these on; the poller drops them
         self._searches = kept
 
-    def discover(self, pool: WorkerPool, started: float, stop: threading.Event | None = None) -> Discovery:
+    def discover(
+        self,
+        pool: WorkerPool,
+        started: float,
+        stop: threading.Event | None = None,
+        known: KnownItem | None = None,
+    ) -> Discovery:
         """List every search once (searches in parallel on ``pool``, the pages of one in order).
 
-        ``started`` is the wall-clock time the listing began, remembered for complete listings.
+        ``started`` is the wall-clock time the listing began, remembered for complete listings. Items
+        ``known`` says were read before come without their text (see ``list_search``).
         """
         searches = list(self._searches.values())
         size = self._page_size
@@ -251,7 +268,7 @@ class Discoverer:
         def attempt(search: _Search) -> _Attempt:
             try:
                 fetch = lambda page: self._client.search_jobs(search.expression, page, size)  # noqa: E731
-                return _Attempt(list_search(fetch, stop))
+                return _Attempt(list_search(fetch, stop, known))
             except Exception as exc:  # classified on the loop thread, where the state is kept
                 return _Attempt(None, exc)
 
