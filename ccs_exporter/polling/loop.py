@@ -21,6 +21,7 @@ from ccs_exporter.errors import ConfigError
 from ccs_exporter.polling.cycle import Poller
 from ccs_exporter.polling.discovery import WatchList
 from ccs_exporter.polling.health import PollHealth
+from ccs_exporter.polling.heap import release_free_memory
 from ccs_exporter.polling.snapshot import PollSnapshot
 
 log = structlog.get_logger(__name__)
@@ -178,6 +179,7 @@ class PollLoop:
                     up=snapshot.up,
                     duration_seconds=round(snapshot.cycle_seconds, 3),
                 )
+                release_free_memory()  # what the cycle and the last exposition held
             # Keep the cadence; after a slow cycle wait for the next tick rather than stack cycles.
             next_start = started + self._interval * max(1, math.ceil(elapsed / self._interval))
             self._wake.wait(max(0.0, next_start - time.monotonic()))
