@@ -107,12 +107,15 @@ class _Connection(asyncio.Protocol):
         self._server.admit(self)
         # Any queued byte pauses the writer: the rest of a response waits in the shared parts.
         self._transport.set_write_buffer_limits(high=0)
-        state = self._server.web_state() if self._server.tls_enabled else None
-        if state is not None and state.tls is not None:
-            self._tls = TlsSession(state.tls)
-            self.deadline = self._loop.time() + self._server.limits.handshake_timeout
-        else:
+        if not self._server.tls_enabled:
             self._await_request(first=True)
+            return
+        state = self._server.web_state()
+        if state is None or state.tls is None:  # never plain HTTP on a TLS port (a reload cannot do that)
+            self.abort()
+            return
+        self._tls = TlsSession(state.tls)
+        self.deadline = self._loop.time() + self._server.limits.handshake_timeout
 
     def _receive_tls(self, session: TlsSession, data: bytes) -> bytes | None:
         """The plaintext in ``data`` (None when the connection was dropped); finishes the handshake."""
