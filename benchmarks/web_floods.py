@@ -63,6 +63,7 @@ class Plan:
     slow_reader_jobs: int = 2000
     slow_reader_seconds: float = 100.0  # readers start over the first third, all stop at the end
     slow_reader_interval: float = 10.0  # each takes 64 KiB this often
+    memory_settle_seconds: float = 5.0  # after a memory attack, before the "after" figure
 
 
 @dataclass
@@ -98,7 +99,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="100 idle connections, 2 s floods: a smoke run")
     args = parser.parse_args(argv)
     if args.quick:
-        plan = Plan([100], 1.0, 3.0, 2.0, 5, 100, 2, 5, 200, 6.0, 1.0)
+        plan = Plan([100], 1.0, 3.0, 2.0, 5, 100, 2, 5, 200, 6.0, 1.0, 1.0)
     else:
         plan = Plan([int(n) for n in args.idle.split(",")], 5.0, 13.0, args.seconds, 30)
     for name in ("NO_PROXY", "no_proxy"):
@@ -459,7 +460,7 @@ def handshake_flood(kind: str, exporter: ExporterProcess, plan: Plan) -> MemoryF
             time.sleep(1.5)
         return f"{opened} connections opened"
 
-    return watch_memory(name, exporter, attack, settle_seconds=5.0)
+    return watch_memory(name, exporter, attack, settle_seconds=plan.memory_settle_seconds)
 
 
 def slow_readers(exporter: ExporterProcess, plan: Plan) -> MemoryFigures:
@@ -510,7 +511,7 @@ def slow_readers(exporter: ExporterProcess, plan: Plan) -> MemoryFigures:
         ended = f"after {min(closed):.0f}-{max(closed):.0f} s" if closed else "none"
         return f"exposition {size / 2**20:.1f} MiB; readers that saw their connection end: {ended}"
 
-    return watch_memory(name, exporter, attack, settle_seconds=5.0)
+    return watch_memory(name, exporter, attack, settle_seconds=plan.memory_settle_seconds)
 
 
 def render_memory(results: list[MemoryFigures]) -> str:
