@@ -110,6 +110,7 @@ def _run_exporter(
     import threading
 
     from ccs_exporter.exporter import Exporter
+    from ccs_exporter.polling.heap import pace_cycle_collector
 
     audit_log = None
     if settings.audit_log is not None:
@@ -129,6 +130,7 @@ def _run_exporter(
     signal.signal(signal.SIGINT, lambda *_: stop.set())
     if hasattr(signal, "SIGHUP"):
         signal.signal(signal.SIGHUP, lambda *_: exporter.request_reload())
+    pace_cycle_collector()
     exporter.start()
     if banner is not None:
         banner(exporter.url)
