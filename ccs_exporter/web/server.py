@@ -281,7 +281,12 @@ class _Connection(asyncio.Protocol):
             for start in range(0, len(view), _PIECE_BYTES):
                 if self._closing or self._transport is None:
                     return
-                self._write_raw(session.encrypt(view[start : start + _PIECE_BYTES]))
+                try:
+                    self._write_raw(session.encrypt(view[start : start + _PIECE_BYTES]))
+                except TlsFailure as failure:
+                    log.debug("http_tls_error", client=self.client, error=failure.reason)
+                    self.abort()
+                    return
                 if not await self._wait_drained():
                     return
 

@@ -83,10 +83,13 @@ class TlsSession:
         return self._outgoing.read()
 
     def encrypt(self, data: memoryview) -> bytes:
-        """``data`` as TLS records to send."""
+        """``data`` as TLS records to send; ``TlsFailure`` when the session can no longer send."""
         if self._ssl is None:
             return b""
-        self._ssl.write(data)
+        try:
+            self._ssl.write(data)
+        except ssl.SSLError as exc:  # the session failed meanwhile (an alert from the client)
+            raise TlsFailure(_reason(exc)) from None
         return self._outgoing.read()
 
     def peer_certificate(self) -> dict[str, Any] | None:
