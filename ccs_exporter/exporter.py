@@ -24,6 +24,7 @@ from ccs_exporter.polling.loop import PollLoop
 from ccs_exporter.polling.snapshot import PollSnapshot
 from ccs_exporter.settings.config import Settings
 from ccs_exporter.web.config import WebConfigWatcher
+from ccs_exporter.web.metrics import WebStats
 from ccs_exporter.web.server import MetricsServer
 
 log = structlog.get_logger(__name__)
@@ -68,8 +69,10 @@ class Exporter:
         extra = [self.auditor.collector()] if self.auditor is not None else []
         if settings.audit_export_cursors:
             extra.append(ShippingCollector(settings.audit_export_cursors))
+        web_stats = WebStats(settings_reload=self.loop.reloads)
+        extra.append(web_stats)
         live = LiveMetrics(self.requests, extra, shard=self.shard)
-        self.server = MetricsServer(settings.listen, self.store, live, web_config)
+        self.server = MetricsServer(settings.listen, self.store, live, web_config, stats=web_stats)
         self.last_snapshot: PollSnapshot | None = None
 
     def _publish(self, snapshot: PollSnapshot) -> None:

@@ -152,14 +152,23 @@ class TestServe:
         assert _job_ids_in(reloaded.text) == set(sim.job_ids[:2])
 
     def test_bad_reload_keeps_the_old_list(self, sim: Simulator, run_serve) -> None:  # type: ignore[no-untyped-def]
-        """A config file made invalid while running is reported and the old job list stays."""
+        """A config file made invalid while running is reported (log line and
+        ccs_exporter_config_last_reload_successful 0) and the old job list stays; fixed, it goes back to 1."""
         process, base, config = run_serve(sim.job_ids[:2])
         _wait_for(f"{base}/readyz")
-        config.write_text(config.read_text(encoding="utf-8") + "job_ids: [not-a-guid]\n", encoding="utf-8")
+        good = config.read_text(encoding="utf-8")
+        first = _reload_state(requests.get(f"{base}/metrics", timeout=5).text)
+        assert first[0] == 1.0
+        config.write_text(good + "job_ids: [not-a-guid]\n", encoding="utf-8")
         os.kill(process.pid, signal.SIGHUP)
-        time.sleep(1.5)
-        response = requests.get(f"{base}/metrics", timeout=5)
-        assert _job_ids_in(response.text) == set(sim.job_ids[:2])
+        failed = _wait_for(f"{base}/metrics", lambda r: _reload_state(r.text)[0] == 0.0, 10)
+        assert _job_ids_in(failed.text) == set(sim.job_ids[:2])
+        assert _reload_state(failed.text)[1] == first[1]  # the last success is still the start
+        time.sleep(1.1)  # a later second for the success timestamp
+        config.write_text(good, encoding="utf-8")
+        os.kill(process.pid, signal.SIGHUP)
+        fixed = _wait_for(f"{base}/metrics", lambda r: _reload_state(r.text)[0] == 1.0, 10)
+        assert _reload_state(fixed.text)[1] > first[1]
         os.kill(process.pid, signal.SIGTERM)
         _, stderr = process.communicate(timeout=15)
         assert b"reload_failed" in stderr
@@ -303,3 +312,16 @@ class TestSimulateInput:
         assert result.returncode == 2, result.stderr
         assert named in result.stderr
         assert "Traceback" not in result.stderr
+
+
+def _reload_state(text: str) -> tuple[float, float]:
+    """(ccs_exporter_config_last_reload_successful, ..._success_timestamp_seconds) in an exposition."""
+    values = {
+        line.split(" ")[0]: float(line.split(" ")[1])
+        for line in text.splitlines()
+        if line.startswith("ccs_exporter_config_last_reload_")
+    }
+    return (
+        values["ccs_exporter_config_last_reload_successful"],
+        values["ccs_exporter_config_last_reload_success_timestamp_seconds"],
+    )

@@ -23,6 +23,7 @@ from ccs_exporter.polling.discovery import WatchList
 from ccs_exporter.polling.health import PollHealth
 from ccs_exporter.polling.heap import release_free_memory
 from ccs_exporter.polling.snapshot import PollSnapshot
+from ccs_exporter.settings.reloads import ReloadRecord
 
 log = structlog.get_logger(__name__)
 
@@ -50,8 +51,10 @@ class PollLoop:
         reload: Callable[[], WatchList] | None = None,
         source_changed: Callable[[], bool] | None = None,
         on_stall: Callable[[PollSnapshot], None] | None = None,
+        reloads: ReloadRecord | None = None,
     ) -> None:
         self._poller = poller
+        self.reloads = reloads or ReloadRecord()
         self._health: PollHealth = poller.health
         # Where the watchdog publishes the stalled snapshot: not ``publish``, which may be what hangs
         # (and would hand on the last cycle's changes a second time).
@@ -201,11 +204,14 @@ class PollLoop:
             watch = self._reload()
         except ConfigError as exc:
             log.error("reload_failed", error=str(exc), kept_jobs=len(self._poller.job_ids))
+            self.reloads.failed()
             return
         except Exception as exc:  # not a bad file but a bug: counted, and the old list stays
+            self.reloads.failed()
             self._health.error("reload", exc)
             log.error("reload_failed", error=type(exc).__name__, kept_jobs=len(self._poller.job_ids))
             return
         self._poller.set_watch(watch)
+        self.reloads.succeeded()
         log.info("job_list_reloaded", jobs=len(watch.job_ids), searches=len(watch.searches))
         warn_if_nothing_to_watch(watch)

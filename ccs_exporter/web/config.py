@@ -49,6 +49,7 @@ from ccs_exporter.settings.inputs import (
     load_yaml_text,
     read_input_file,
 )
+from ccs_exporter.settings.reloads import ReloadRecord
 from ccs_exporter.web.auth import SLOW_BCRYPT_COST, BasicAuthChecker, bcrypt_cost, check_bcrypt_hash
 from ccs_exporter.web.tls import TlsServerConfig
 
@@ -372,6 +373,7 @@ class WebConfigWatcher:
         self._clock = clock
         self._lock = threading.Lock()
         self._reported: set[str] = set()
+        self.reloads = ReloadRecord()
         self._state = self._build(load_web_config(path), None)
         self._stamp = self._files_stamp(self._state.config)
         self._checked_at = clock()
@@ -403,10 +405,13 @@ class WebConfigWatcher:
             state = self._build(config, self._state)
         except ConfigError as exc:  # the message names the file and the key, never a secret
             log.warning("web_config_reload_failed", error=str(exc), kept="previous web config")
+            self.reloads.failed()
             return
         if (state.tls is None) != (self._state.tls is None):
             log.warning("web_config_reload_failed", error="switching TLS on or off needs a restart")
+            self.reloads.failed()
             return
+        self.reloads.succeeded()
         self._stamp = self._files_stamp(config)
         if state.basic_auth is not self._state.basic_auth:
             log.info("basic_auth_users_reloaded", users=len(config.basic_auth_users or {}))

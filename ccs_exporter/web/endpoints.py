@@ -27,6 +27,7 @@ from ccs_exporter.exposition.formats import EOF, EOF_GZIP, MAX_SELECTED_NAMES, F
 from ccs_exporter.exposition.live import LiveMetrics
 from ccs_exporter.web.auth import BasicAuthChecker, FailureBackoff
 from ccs_exporter.web.config import TokenBucket, WebState
+from ccs_exporter.web.metrics import WebStats
 
 _SERVER = f"ccs-exporter/{__version__}"
 # Basic auth guards everything but the health endpoints (TLS, when configured, covers all of them).
@@ -204,7 +205,9 @@ class Endpoints:
         *,
         backoff: FailureBackoff,
         max_queued_auth_checks: int,
+        stats: WebStats | None = None,
     ) -> None:
+        self._stats = stats or WebStats()
         self._store = store
         self._live = live
         self._backoff = backoff
@@ -229,6 +232,7 @@ class Endpoints:
         bucket = state.rate_limit if state is not None else None
         if bucket is not None and request.path not in _UNAUTHENTICATED_PATHS and not bucket.allow():
             # The toolkit's rate_limit: one bucket for the server; the probes stay open (see docs).
+            self._stats.rate_limited()
             return text_response(429, "Too Many Requests", headers=[("Retry-After", _retry_after(bucket))])
         checker = state.basic_auth if state is not None else None
         if checker is not None and request.path not in _UNAUTHENTICATED_PATHS:
@@ -258,6 +262,7 @@ class Endpoints:
             joining = checker.credential_key(*credentials) in self._checks_running
             if wait > 0 or (not joining and self._queued_checks >= self._max_queued_checks):
                 # Answered slowly and without bcrypt: a flood from one client costs neither CPU nor threads.
+                self._stats.backoff_refused()
                 await asyncio.sleep(min(max(wait, 0.5), 1.0))
                 retry = str(max(1, math.ceil(wait)))
                 return text_response(
@@ -270,6 +275,7 @@ class Endpoints:
                 self._backoff.failed(request.client)
         if verdict:
             return None
+        self._stats.authentication_failed(credentials_sent=credentials is not None)
         challenge = ("WWW-Authenticate", 'Basic realm="ccs-exporter", charset="UTF-8"')
         return text_response(401, "Unauthorized", headers=[challenge])
 

@@ -37,6 +37,7 @@ from ccs_exporter.web.endpoints import (
     response_head,
     text_response,
 )
+from ccs_exporter.web.metrics import WebStats
 from ccs_exporter.web.tls_session import TlsFailure, TlsSession
 
 log = structlog.get_logger(__name__)
@@ -134,6 +135,7 @@ class _Connection(asyncio.Protocol):
             state = self._server.web_state()
             if state is not None and not state.allows_client(session.peer_certificate()):
                 log.info("http_client_certificate_refused", client=self.client, reason="no allowed SAN")
+                self._server.stats.certificate_refused()
                 self.abort()
                 return None
             self._await_request(first=True)
@@ -144,6 +146,7 @@ class _Connection(asyncio.Protocol):
 
     def _handshake_failed(self, reason: str) -> None:
         log.debug("http_tls_handshake_failed", client=self.client, error=reason)
+        self._server.stats.handshake_failed(reason)
         self.abort()
 
     def _write_raw(self, data: bytes) -> None:
@@ -211,6 +214,7 @@ class _Connection(asyncio.Protocol):
             self.abort()
 
     async def _refuse(self, error: HttpError) -> None:
+        self._server.stats.request(None, error.status)
         await self._send(None, text_response(error.status, error.message, close=True))
 
     async def _handle(self, head: bytes) -> None:
@@ -220,6 +224,7 @@ class _Connection(asyncio.Protocol):
             await self._refuse(error)
             return
         answer = await self._server.endpoints.respond(request, self._server.web_state())
+        self._server.stats.request(request.path, answer.status)
         answer.close = answer.close or not request.keep_alive
         if request.method == "HEAD":
             await self._send(request, answer, head_only=True)
@@ -364,8 +369,10 @@ class MetricsServer:
         web: WebConfigWatcher | None = None,
         *,
         limits: ServerLimits | None = None,
+        stats: WebStats | None = None,
     ) -> None:
         self.web = web
+        self.stats = stats or WebStats()
         self.limits = _within_descriptor_limit(limits or ServerLimits())
         self.tls_enabled = web is not None and web.tls_enabled
         self.scheme = "https" if self.tls_enabled else "http"
@@ -384,8 +391,11 @@ class MetricsServer:
                 max_wait=self.limits.failed_login_max_wait,
             ),
             max_queued_auth_checks=self.limits.max_queued_auth_checks,
+            stats=self.stats,
         )
         self._connections: set[_Connection] = set()
+        self.stats.watch_connections(lambda: len(self._connections), self.limits.max_connections)
+        self.stats.web_config_reload = web.reloads if web is not None else None
         self._stopping: asyncio.Future[None] | None = None
         self._started = threading.Event()
         self._failure: BaseException | None = None
@@ -430,6 +440,7 @@ class MetricsServer:
         if len(self._connections) >= self.limits.max_connections:
             quietest = min(self._connections, key=lambda open_one: open_one.last_activity)
             quietest.abort()
+            self.stats.dropped_at_limit()
         self._connections.add(connection)
 
     def release(self, connection: _Connection) -> None:
