@@ -8,6 +8,7 @@ rules file, the ServiceMonitor against the Service it must select.
 from __future__ import annotations
 
 import base64
+import json
 import os
 import shutil
 import signal
@@ -33,7 +34,7 @@ FULL_VALUES = REPO_ROOT / "helm" / "ci-values-full.yaml"
 SHARDING_VALUES = REPO_ROOT / "helm" / "ci-values-sharding.yaml"
 RULES_FILE = REPO_ROOT / "prometheus" / "ccs-exporter.rules.yml"
 NAMESPACE = "monitoring"
-CRD_KINDS = frozenset({"ServiceMonitor", "PrometheusRule"})
+CRD_KINDS = frozenset({"ServiceMonitor", "PodMonitor", "PrometheusRule"})
 # The oldest Kubernetes the chart supports (Chart.yaml kubeVersion) and the newest kubernetes-validate knows.
 KUBERNETES_VERSIONS = ("1.25.0", "1.37.0")
 FULL_PASSWORD = yaml.safe_load(FULL_VALUES.read_text(encoding="utf-8"))["ccs"]["password"]
@@ -1202,3 +1203,147 @@ class TestAuditShipping:
     ) -> None:
         """Values that cannot work are refused, naming the value."""
         assert named in refused(*MINIMAL_SETTINGS, *settings)
+
+
+ECOSYSTEM_SETTINGS = (
+    "dashboards.enabled=true",
+    "dashboards.folder=Compliance",
+    "dashboards.sidecarLabel=grafana_dashboard_ccs",
+    "dashboards.sidecarLabelValue=yes",
+    "image.registry=registry.example.com/",
+    "prometheusRule.enabled=true",
+    "prometheusRule.disabled.CcsJobRunAborted=true",
+    "prometheusRule.additionalAlertLabels.team=compliance",
+    "prometheusRule.additionalAlertAnnotations.dashboard=https://grafana.example.com/d/ccs",
+    "prometheusRule.alerts.CcsJobRunFaulted.labels.severity=critical",
+    "prometheusRule.alerts.CcsJobRunFaulted.labels.team=audit",
+    "podMonitor.enabled=true",
+    "podMonitor.labels.release=kps",
+    "initContainers[0].name=wait",
+    "initContainers[0].image=busybox:1.36",
+    "initContainers[0].command[0]=sleep",
+    "extraContainers[0].name=proxy",
+    "extraContainers[0].image=nginx:1.27",
+    "extraManifests[0]=apiVersion: v1\nkind: ConfigMap\n"
+    "metadata:\n  name: '{{ .Release.Name }}-extra'\ndata: {a: b}",
+)
+
+
+@pytest.fixture(scope="module")
+def ecosystem_manifests(render: Render) -> Manifests:
+    """The chart with dashboards, a PodMonitor, tuned alerts, a registry, init and extra containers."""
+    return render(settings=ECOSYSTEM_SETTINGS)
+
+
+class TestEcosystemOptions:
+    """What other charts of the ecosystem offer: Grafana sidecar dashboards, alert tuning, PodMonitor, ..."""
+
+    def test_dashboard_configmap_for_the_sidecar(self, ecosystem_manifests: Manifests) -> None:
+        """The dashboard ships as a ConfigMap with the sidecar's label and folder annotation, JSON intact."""
+        dashboards = next(
+            doc
+            for doc in ecosystem_manifests
+            if doc["kind"] == "ConfigMap" and doc["metadata"]["name"].endswith("-dashboards")
+        )
+        assert dashboards["metadata"]["labels"]["grafana_dashboard_ccs"] == "yes"
+        assert dashboards["metadata"]["annotations"] == {"grafana_folder": "Compliance"}
+        shipped = json.loads((REPO_ROOT / "grafana" / "ccs-exporter.json").read_text(encoding="utf-8"))
+        assert json.loads(dashboards["data"]["ccs-exporter.json"]) == shipped
+
+    def test_chart_dashboard_is_a_copy_of_grafana_json(self) -> None:
+        """helm/ccs-exporter/files/ccs-exporter.json is byte for byte grafana/ccs-exporter.json
+        (after editing the dashboard: cp grafana/ccs-exporter.json helm/ccs-exporter/files/)."""
+        copy = CHART_DIR / "files" / "ccs-exporter.json"
+        assert copy.read_bytes() == (REPO_ROOT / "grafana" / "ccs-exporter.json").read_bytes()
+
+    def test_no_dashboard_by_default(self, default_manifests: Manifests) -> None:
+        assert not [doc for doc in default_manifests if doc["metadata"]["name"].endswith("-dashboards")]
+
+    def test_alerts_disabled_and_labelled(self, ecosystem_manifests: Manifests) -> None:
+        """A disabled alert is gone; extra labels and annotations reach every alert; its own entry wins."""
+        rules = [
+            rule
+            for group in _one(ecosystem_manifests, "PrometheusRule")["spec"]["groups"]
+            for rule in group["rules"]
+        ]
+        alerts = {rule["alert"]: rule for rule in rules if "alert" in rule}
+        shipped = yaml.safe_load(RULES_FILE.read_text(encoding="utf-8"))
+        shipped_alerts = {
+            rule["alert"] for group in shipped["groups"] for rule in group["rules"] if "alert" in rule
+        }
+        assert set(alerts) == shipped_alerts - {"CcsJobRunAborted"}
+        assert all(rule["labels"]["team"] in ("compliance", "audit") for rule in alerts.values())
+        assert all(
+            rule["annotations"]["dashboard"] == "https://grafana.example.com/d/ccs"
+            for rule in alerts.values()
+        )
+        assert alerts["CcsJobRunFaulted"]["labels"]["severity"] == "critical"
+        assert alerts["CcsJobRunFaulted"]["labels"]["team"] == "audit"
+        assert alerts["CcsExporterDown"]["labels"] == {"severity": "critical", "team": "compliance"}
+        recorded = [rule for rule in rules if "record" in rule]
+        assert recorded and all("team" not in rule.get("labels", {}) for rule in recorded)
+
+    def test_rendered_rules_pass_promtool(
+        self, ecosystem_manifests: Manifests, require_tool: Callable[[str], str], tmp_path: Path
+    ) -> None:
+        """The tuned rules are still valid rules."""
+        rules_file = tmp_path / "tuned.rules.yml"
+        rules_file.write_text(
+            yaml.safe_dump({"groups": _one(ecosystem_manifests, "PrometheusRule")["spec"]["groups"]})
+        )
+        result = subprocess.run(
+            [require_tool("promtool"), "check", "rules", str(rules_file)],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        assert result.returncode == 0, result.stdout + result.stderr
+
+    @pytest.mark.parametrize(
+        ("settings", "image"),
+        [
+            ((), "ccs-exporter:"),
+            (("image.registry=registry.example.com",), "registry.example.com/ccs-exporter:"),
+            (
+                ("image.registry=a.example", "global.imageRegistry=mirror.example/"),
+                "mirror.example/ccs-exporter:",
+            ),
+            (
+                ("global.imageRegistry=mirror.example", "image.digest=sha256:" + "a" * 64),
+                "mirror.example/ccs-exporter@sha256:",
+            ),
+        ],
+    )
+    def test_image_registry(self, render: Render, settings: tuple[str, ...], image: str) -> None:
+        """global.imageRegistry, else image.registry, goes before the repository, as in Bitnami's charts."""
+        pod = _pod(render(settings=(*settings, "auditLog.enabled=true", "auditShipping.enabled=true")))
+        images = {container["name"]: container["image"] for container in pod["containers"]}
+        assert images["ccs-exporter"].startswith(image)
+        assert len(set(images.values())) == 1  # the shipping sidecar runs the same image
+
+    def test_init_and_extra_containers_and_manifests(self, ecosystem_manifests: Manifests) -> None:
+        pod = _pod(ecosystem_manifests)
+        assert [c["name"] for c in pod["initContainers"]] == ["wait"]
+        assert [c["name"] for c in pod["containers"]] == ["ccs-exporter", "proxy"]
+        extra = next(doc for doc in ecosystem_manifests if doc["metadata"]["name"] == "ccs-extra")
+        assert extra["data"] == {"a": "b"}
+
+    def test_pod_monitor(self, ecosystem_manifests: Manifests) -> None:
+        """The PodMonitor scrapes the container's port with serviceMonitor's settings; no ServiceMonitor."""
+        monitor = _one(ecosystem_manifests, "PodMonitor")
+        assert monitor["metadata"]["labels"]["release"] == "kps"
+        (endpoint,) = monitor["spec"]["podMetricsEndpoints"]
+        assert endpoint["port"] == "http-metrics" and endpoint["path"] == "/metrics"
+        assert not [doc for doc in ecosystem_manifests if doc["kind"] == "ServiceMonitor"]
+
+    def test_pod_and_service_monitor_together_are_refused(self, refused: Callable[..., str]) -> None:
+        error = refused(*MINIMAL_SETTINGS, "podMonitor.enabled=true", "serviceMonitor.enabled=true")
+        assert "choose one" in error
+
+    @pytest.mark.parametrize("version", KUBERNETES_VERSIONS)
+    def test_kubernetes_validate_strict(
+        self, ecosystem_manifests: Manifests, version: str, tmp_path: Path
+    ) -> None:
+        core = [doc for doc in ecosystem_manifests if doc["kind"] not in CRD_KINDS]
+        result = _kubernetes_validate(core, version, tmp_path)
+        assert result.returncode == 0, result.stdout + result.stderr

@@ -51,11 +51,15 @@ app.kubernetes.io/part-of: ccs-exporter
 {{- default (include "ccs-exporter.fullname" .) .Values.ccs.existingSecret }}
 {{- end }}
 
+{{/* The image reference: global.imageRegistry, else image.registry, before the repository (as Bitnami's
+charts do), then the digest or the tag. */}}
 {{- define "ccs-exporter.image" -}}
+{{- $registry := default .Values.image.registry (.Values.global).imageRegistry | trimSuffix "/" }}
+{{- $repository := ternary (printf "%s/%s" $registry .Values.image.repository) .Values.image.repository (ne $registry "") }}
 {{- if .Values.image.digest }}
-{{- printf "%s@%s" .Values.image.repository .Values.image.digest }}
+{{- printf "%s@%s" $repository .Values.image.digest }}
 {{- else }}
-{{- printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag) }}
+{{- printf "%s:%s" $repository (default .Chart.AppVersion .Values.image.tag) }}
 {{- end }}
 {{- end }}
 
@@ -283,6 +287,10 @@ spec:
   {{- end }}
   securityContext:
     {{- toYaml .Values.podSecurityContext | nindent 4 }}
+  {{- with .Values.initContainers }}
+  initContainers:
+    {{- tpl (toYaml .) $ | nindent 4 }}
+  {{- end }}
   containers:
     - name: ccs-exporter
       image: {{ include "ccs-exporter.image" . | quote }}
@@ -457,4 +465,61 @@ spec:
   topologySpreadConstraints:
     {{- toYaml $constraints | nindent 4 }}
   {{- end }}
+{{- end }}
+
+{{/* What Prometheus needs to scrape the exporter (a ServiceMonitor endpoint or a PodMonitor one): path,
+interval, relabelings, TLS and basic auth, from serviceMonitor's settings. */}}
+{{- define "ccs-exporter.scrapeEndpoint" -}}
+path: /metrics
+interval: {{ .Values.serviceMonitor.interval }}
+scrapeTimeout: {{ .Values.serviceMonitor.scrapeTimeout }}
+{{- with .Values.serviceMonitor.relabelings }}
+relabelings:
+  {{- toYaml . | nindent 8 }}
+{{- end }}
+{{- with .Values.serviceMonitor.metricRelabelings }}
+metricRelabelings:
+  {{- toYaml . | nindent 8 }}
+{{- end }}
+{{- if .Values.webConfig.tls }}
+{{- with .Values.serviceMonitor.tlsConfig }}
+scheme: https
+tlsConfig:
+  serverName: {{ default (printf "%s.%s.svc" (include "ccs-exporter.fullname" $) $.Release.Namespace) .serverName | quote }}
+  insecureSkipVerify: {{ .insecureSkipVerify }}
+  {{- if .ca.secret }}
+  ca:
+    secret:
+      name: {{ .ca.secret }}
+      key: {{ .ca.key }}
+  {{- else if .ca.configMap }}
+  ca:
+    configMap:
+      name: {{ .ca.configMap }}
+      key: {{ .ca.key }}
+  {{- end }}
+  {{- with .clientCertSecret }}
+  cert:
+    secret:
+      name: {{ . }}
+      key: tls.crt
+  keySecret:
+    name: {{ . }}
+    key: tls.key
+  {{- end }}
+{{- end }}
+{{- else }}
+scheme: http
+{{- end }}
+{{- with .Values.serviceMonitor.basicAuth }}
+{{- if .secretName }}
+basicAuth:
+  username:
+    name: {{ .secretName }}
+    key: {{ .usernameKey }}
+  password:
+    name: {{ .secretName }}
+    key: {{ .passwordKey }}
+{{- end }}
+{{- end }}
 {{- end }}
