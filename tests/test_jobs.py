@@ -607,11 +607,12 @@ class TestJobsCommand:
         assert "CCS_EXPORTER_AUDIT_LOG" in done.stderr
         assert sim.request_count() == 0
 
-    def test_disk_full_exits_1_with_zero_requests(self, sim: Simulator) -> None:
-        """An audit log on a full disk refuses the delete: exit 1, an audit error line, no request."""
+    def test_device_as_audit_log_exits_2_with_zero_requests(self, sim: Simulator) -> None:
+        """/dev/full as the audit log (no record could ever be kept) refuses the delete at start: exit 2,
+        one line naming the setting, no request."""
         done = run_cli(["jobs", "delete", sim.job_ids[0]], sim, "/dev/full")
-        assert done.returncode == 1
-        assert "audit error" in done.stderr and "No space left on device" in done.stderr
+        assert done.returncode == 2
+        assert "CCS_EXPORTER_AUDIT_LOG" in done.stderr and "not a regular file" in done.stderr
         assert sim.request_count() == 0
 
     def test_refused_delete_exits_1(self, sim: Simulator, log_path: Path) -> None:

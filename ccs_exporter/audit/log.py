@@ -105,7 +105,9 @@ class AuditLog:
         self._path = Path(path)
         self._signer = signer
         self._user_name = user_name
-        self._redact = Redactor(secrets)
+        self._secrets = list(secrets)
+        self._redact = Redactor(self._secrets)
+        self._more_secrets: Callable[[], Iterable[str]] | None = None
         self._stamp = Stamp(
             host_name if host_name is not None else socket.gethostname(),
             os_user if os_user is not None else _os_user(),
@@ -155,6 +157,10 @@ class AuditLog:
     def user_name(self) -> str:
         """The CCS account recorded as ``user.name`` of our mutations."""
         return self._user_name
+
+    def also_redact(self, secrets: Callable[[], Iterable[str]]) -> None:
+        """Redact what ``secrets()`` gives too, asked at each append (the client's tokens change)."""
+        self._more_secrets = secrets
 
     def signature_problem(self, record: Mapping[str, Any]) -> str | None:
         """Why ``record`` is not signed by this log's key, or None (also None when records are not signed).
@@ -254,7 +260,10 @@ class AuditLog:
             return written
 
     def _stamped(self, fields: Mapping[str, Any], sequence: int, prev_hash: str) -> dict[str, Any]:
-        record: dict[str, Any] = self._redact(fields)
+        redact = self._redact
+        if self._more_secrets is not None:
+            redact = Redactor([*self._secrets, *self._more_secrets()])
+        record: dict[str, Any] = redact(fields)
         if self._signer is not None:
             record["audit"]["key_id"] = self._signer.key_id
         record = self._stamp.apply(record, moment=self._clock(), sequence=sequence, prev_hash=prev_hash)

@@ -218,6 +218,7 @@ def _cmd_audit_reconcile(args: argparse.Namespace) -> int:
     audit_log = AuditLog.from_settings(settings)
     closed, still_open = 0, 0
     with CcsClient.from_settings(settings) as client:
+        audit_log.also_redact(client.secrets)  # the evidence is CCS's text, which may echo our tokens
         steps = reconcile(
             audit_log,
             client,

@@ -147,12 +147,13 @@ def _print_json(payload: Any) -> None:
     print(json_text(payload))
 
 
-def _print_ccs_data(args: argparse.Namespace, settings: Any, model: Any, table: Callable[[Any], str]) -> None:
-    """``model`` scrubbed of secrets, as JSON or as the table ``-o table`` asks for."""
+def _print_ccs_data(
+    args: argparse.Namespace, secrets: list[str], model: Any, table: Callable[[Any], str]
+) -> None:
+    """``model`` scrubbed of ``secrets`` (the client's: password forms and tokens), as JSON or a table."""
     from ccs_exporter.cli.output import scrubbed
-    from ccs_exporter.redaction import secret_variants
 
-    clean = scrubbed(model, secret_variants(settings.password_value()))
+    clean = scrubbed(model, secrets)
     if args.output == "table":
         sys.stdout.write(table(clean))
     else:
@@ -166,7 +167,8 @@ def _cmd_jobs_get(args: argparse.Namespace) -> int:
     settings = settings_from(args)
     with CcsClient.from_settings(settings) as client:
         job = client.get_job(args.job_id)
-    _print_ccs_data(args, settings, job, lambda one: jobs_table([one], datetime.now(timezone.utc)))
+        secrets = client.secrets()
+    _print_ccs_data(args, secrets, job, lambda one: jobs_table([one], datetime.now(timezone.utc)))
     return EXIT_OK
 
 
@@ -179,7 +181,8 @@ def _cmd_jobs_runs(args: argparse.Namespace) -> int:
         # The table counts each run's messages by category, so it asks for them; only --messages lists them.
         show_messages = args.messages or args.output == "table"
         runs = client.get_job_runs(args.job_id, count=args.count, show_messages=show_messages)
-    _print_ccs_data(args, settings, runs, lambda shown: runs_table(shown, messages=args.messages))
+        secrets = client.secrets()
+    _print_ccs_data(args, secrets, runs, lambda shown: runs_table(shown, messages=args.messages))
     return EXIT_OK
 
 
@@ -202,7 +205,8 @@ def _cmd_jobs_search(args: argparse.Namespace) -> int:
                 jobs.append(client.search_item_job(item))
             except CcsError as exc:
                 bad[item.job_id] = exc.message
-    _print_jobs(args, settings, jobs)
+        secrets = client.secrets()
+    _print_jobs(args, secrets, jobs)
     problems = _unread_items(bad, listing.unreadable)
     if listing.page_ignored:
         fail(
@@ -225,23 +229,22 @@ def _cmd_jobs_find(args: argparse.Namespace) -> int:
     settings = settings_from(args)
     with CcsClient.from_settings(settings) as client:
         page = client.search_job_name(args.name)
+        secrets = client.secrets()
     bad = {item.job_id or f"item {index}": item.message for index, item in enumerate(page.bad_items)}
     if not page.jobs and not bad:
         fail(f"no job is named {args.name!r} (search by name matches the exact name)")
         return EXIT_CCS
-    _print_jobs(args, settings, list(page.jobs))
+    _print_jobs(args, secrets, list(page.jobs))
     problems = _unread_items(bad, 0)
     for problem in problems:
         fail(problem)
     return EXIT_CCS if problems else EXIT_OK
 
 
-def _print_jobs(args: argparse.Namespace, settings: Any, jobs: list[Any]) -> None:
-    """Jobs from a search, scrubbed of secrets: one JSON array, or one table row per job."""
+def _print_jobs(args: argparse.Namespace, secrets: list[str], jobs: list[Any]) -> None:
+    """Jobs from a search, scrubbed of ``secrets``: one JSON array, or one table row per job."""
     from ccs_exporter.cli.output import jobs_table, scrubbed
-    from ccs_exporter.redaction import secret_variants
 
-    secrets = secret_variants(settings.password_value())
     clean = [scrubbed(job, secrets) for job in jobs]
     if args.output == "table":
         sys.stdout.write(jobs_table(clean, datetime.now(timezone.utc)))
@@ -263,6 +266,7 @@ def _job_service(args: argparse.Namespace) -> Any:
     """The audited job service; refuses to start without an audit log (mutations fail closed)."""
     from ccs_exporter.audit import AuditLog
     from ccs_exporter.client import CcsClient
+    from ccs_exporter.operations.interrupts import terminate_as_interrupt
     from ccs_exporter.operations.service import JobService
 
     settings = settings_from(args, audit_log=args.audit_log)
@@ -271,6 +275,7 @@ def _job_service(args: argparse.Namespace) -> Any:
             "job changes are audited: set CCS_EXPORTER_AUDIT_LOG or --audit-log", field="audit_log"
         )
     client = CcsClient.from_settings(settings)
+    terminate_as_interrupt()  # SIGTERM closes the intent as Ctrl-C does, or says it is open
     return JobService(client, AuditLog.from_settings(settings))
 
 
@@ -301,25 +306,29 @@ def _cmd_jobs_delete(args: argparse.Namespace) -> int:
 
 def _cmd_jobs_run(args: argparse.Namespace) -> int:
     service = _job_service(args)
-    _print_operation(service.run(args.job_id, reason=args.reason))
+    _print_operation(service.run(args.job_id, reason=args.reason), service.secrets())
     return EXIT_OK
 
 
 def _cmd_jobs_abort(args: argparse.Namespace) -> int:
     service = _job_service(args)
-    _print_operation(service.abort(args.run_id, reason=args.reason))
+    _print_operation(service.abort(args.run_id, reason=args.reason), service.secrets())
     return EXIT_OK
 
 
-def _print_operation(done: Any) -> None:
-    """What CCS answered a run or an abort with, and what it concerned, as one JSON object."""
+def _print_operation(done: Any, secrets: list[str]) -> None:
+    """What CCS answered a run or an abort with, and what it concerned, as one JSON object (scrubbed)."""
+    from ccs_exporter.redaction import Redactor
+
     _print_json(
-        {
-            "JobID": done.job_id,
-            "JobName": done.job_name,
-            "JobRunID": done.run_id,
-            "StatusCode": done.status_code,
-            "Message": done.message,
-            "AuditID": done.audit_id,
-        }
+        Redactor(secrets)(
+            {
+                "JobID": done.job_id,
+                "JobName": done.job_name,
+                "JobRunID": done.run_id,
+                "StatusCode": done.status_code,
+                "Message": done.message,
+                "AuditID": done.audit_id,
+            }
+        )
     )

@@ -150,6 +150,11 @@ class CcsClient:
         """How many HTTP requests this client has attempted, token requests and retries included."""
         return self._transport.requests_sent
 
+    def secrets(self) -> list[str]:
+        """The password's forms and every token issued to this client: what must not be shown or kept
+        when CCS echoes it back."""
+        return self._tokens.secrets()
+
     def authenticate(self) -> None:
         """Make sure a valid access token is held: refresh or log in now if needed (raises AuthError)."""
         self._tokens.access_token()

@@ -9,6 +9,7 @@ it also scrubs them from text the server echoes back.
 from __future__ import annotations
 
 import base64
+import collections
 import math
 import threading
 import time
@@ -39,6 +40,7 @@ LOGIN_BACKOFF_MAX_SECONDS = 300.0
 MAX_TOKEN_SECONDS = 86400.0
 # A bearer token goes into an HTTP header: it must be short printable ASCII, or every request fails.
 MAX_TOKEN_LENGTH = 16 * 1024
+MAX_REMEMBERED_TOKENS = 64
 
 log = structlog.get_logger(__name__)
 
@@ -75,6 +77,8 @@ class TokenManager:
         self._password_encoding = password_encoding
         self._clock = clock
         self._token: _Token | None = None
+        # Every token this process was given (bounded): CCS may echo an old one into job text too.
+        self._issued: collections.deque[str] = collections.deque(maxlen=MAX_REMEMBERED_TOKENS)
         self._lock = threading.Lock()
         self._logins = 0
         self._refreshes = 0
@@ -117,6 +121,11 @@ class TokenManager:
         with self._lock:
             if self._token is not None and self._token.access == access:
                 self._token = None
+
+    def secrets(self) -> list[str]:
+        """The password in every form it travels in and every token issued to this process, for
+        redacting what CCS sends back (job text may echo them)."""
+        return [*secret_variants(self._password.get_secret_value()), *self._issued]
 
     def redact(self, text: str, *also: str | None) -> str:
         """``text`` with the password (in every form it is sent in) and the tokens replaced: servers echo."""
@@ -223,6 +232,7 @@ class TokenManager:
         )
         margin = min(REFRESH_MARGIN_SECONDS, lifetime / 10)
         log.debug("token_granted", grant=kind, expires_in=lifetime)
+        self._issued.extend(token for token in (access, refresh) if isinstance(token, str) and token)
         return _Token(
             access=access,
             refresh=refresh if isinstance(refresh, str) and refresh else None,

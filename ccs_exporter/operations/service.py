@@ -54,6 +54,11 @@ class JobService:
     def __init__(self, client: CcsClient, audit_log: AuditLog) -> None:
         self._client = client
         self._audit = audit_log
+        audit_log.also_redact(client.secrets)  # CCS may echo our own tokens into job text
+
+    def secrets(self) -> list[str]:
+        """What must not be shown of CCS's answers: the password's forms and the client's tokens."""
+        return self._client.secrets()
 
     def create(self, spec: Mapping[str, Any], reason: str | None = None) -> str:
         """Create a job from a Create Job body (``{"JobType", "JobDetails"}``); return its new JobID."""
