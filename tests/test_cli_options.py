@@ -61,6 +61,11 @@ class TestOptionsBeforeTheCommand:
         assert result.returncode == 0, result.stderr
         assert json.loads(result.stdout)["JobID"] == sim.job_ids[0]
 
+    def test_between_jobs_and_its_command(self, sim: Simulator, config: Path) -> None:
+        """`jobs --config FILE runs JOB_ID` works as well."""
+        result = run("jobs", "--config", str(config), "runs", sim.job_ids[0])
+        assert result.returncode == 0, result.stderr
+
     def test_after_the_command_too(self, sim: Simulator, config: Path) -> None:
         """The same flag after the command works as before."""
         result = run("jobs", "get", sim.job_ids[0], "--config", str(config))

@@ -31,9 +31,9 @@ EXIT_WITNESS = 3  # audit verify --witness: Prometheus could not be asked (and t
 
 def add_audit_commands(commands: Any) -> None:
     """``audit verify|reconcile|keygen|export``."""
-    audit = commands.add_parser("audit", help="work with the audit log").add_subparsers(
-        title="audit commands", metavar="AUDIT_COMMAND"
-    )
+    group = commands.add_parser("audit", help="work with the audit log")
+    add_connection_options(group, before_command=True)  # `audit --config FILE reconcile LOG` works too
+    audit = group.add_subparsers(title="audit commands", metavar="AUDIT_COMMAND")
     verify = audit.add_parser("verify", help="check an audit log's hash chain, head and witness")
     verify.add_argument("file", type=Path, metavar="FILE", help="the audit log (JSON lines) to check")
     verify.add_argument(

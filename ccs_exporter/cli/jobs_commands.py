@@ -24,9 +24,9 @@ JOB_ID_HELP = "the job's GUID (JobID); `jobs find NAME` or `jobs search EXPRESSI
 
 def add_jobs_commands(commands: Any) -> None:
     """``jobs get|runs|create|update|delete``."""
-    jobs = commands.add_parser("jobs", help="read and change CCS jobs").add_subparsers(
-        title="jobs commands", metavar="JOBS_COMMAND"
-    )
+    group = commands.add_parser("jobs", help="read and change CCS jobs")
+    add_connection_options(group, before_command=True)  # `jobs --config FILE runs JOB_ID` works too
+    jobs = group.add_subparsers(title="jobs commands", metavar="JOBS_COMMAND")
     get = jobs.add_parser("get", help="print a job (search job by id)")
     get.add_argument("job_id", metavar="JOB_ID", help=JOB_ID_HELP)
     _add_output_option(get)
