@@ -67,6 +67,13 @@ def _signer_of(settings: Settings) -> tuple[RecordSigner | None, tuple[str, ...]
     return signer, warnings
 
 
+def _recreated(before: Job, after: Job) -> bool:
+    """True when ``after`` is another job than ``before`` under the same id: its creation time moved."""
+    created_before = before.JobProperties.JobCreationTime
+    created_after = after.JobProperties.JobCreationTime
+    return created_before is not None and created_after is not None and created_before != created_after
+
+
 def _utc_now() -> datetime:
     return datetime.now(timezone.utc)
 
@@ -225,6 +232,12 @@ class AuditLog:
 
     def _observe(self, job_id: str, before: Job | None, after: Job | None) -> None:
         if before is None and after is None:
+            return
+        if before is not None and after is not None and _recreated(before, after):
+            # Deleted and created again under the same id between two readings: two records, not a
+            # change (the one that was deleted and the one that is new have nothing to diff).
+            self._observe(job_id, before, None)
+            self._observe(job_id, None, after)
             return
         with self._own_lock:
             ours = self._own.match(job_id, before, after)

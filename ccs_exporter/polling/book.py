@@ -7,6 +7,7 @@ failing and succeeding is logged once, not on every cycle.
 from __future__ import annotations
 
 import threading
+from collections import OrderedDict
 from collections.abc import Sequence
 
 import structlog
@@ -19,6 +20,9 @@ log = structlog.get_logger(__name__)
 # Per-job failure lines logged in one cycle before the rest are summed up in one line (a CCS outage
 # would otherwise log one line per job).
 MAX_JOB_LOG_LINES_PER_CYCLE = 10
+# Last readings of jobs that left every search (renamed out, say) but still exist, kept so a job that
+# comes back is compared with how it left: changes made while it was away are then seen. Bounded.
+MAX_DEPARTED_JOBS = 10_000
 
 
 class JobBook:
@@ -27,6 +31,7 @@ class JobBook:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._memory: dict[str, JobMemory] = {}
+        self._departed: OrderedDict[str, JobMemory] = OrderedDict()
         self.watched: tuple[str, ...] = ()  # the jobs of the last complete cycle, in order
         self.discovered: frozenset[str] = frozenset()  # the jobs the searches found then
 
@@ -34,8 +39,15 @@ class JobBook:
         return job_id in self._memory
 
     def memory(self, job_id: str) -> JobMemory | None:
-        """The job's memory, if it has one."""
-        return self._memory.get(job_id)
+        """The job's memory, if it has one; for a job coming back to a search, how it left."""
+        memory = self._memory.get(job_id)
+        return memory if memory is not None else self._departed.get(job_id)
+
+    @property
+    def departed(self) -> frozenset[str]:
+        """Jobs that left every search while they still existed (so they were not created when back)."""
+        with self._lock:
+            return frozenset(self._departed)
 
     def reading(self, job_id: str) -> JobSnapshot | None:
         """The job's last good reading, if any."""
@@ -56,7 +68,8 @@ class JobBook:
             for item, outcome in zip(plan.items, outcomes, strict=True):
                 if isinstance(item, LookUpLeaving):
                     if outcome is not None:  # skipped when stopping: looked up next cycle
-                        self._memory.pop(item.job_id, None)
+                        gone = self._memory.pop(item.job_id, None)
+                        self._depart(item.job_id, gone, outcome)
                         left.append(outcome)
                     continue
                 state = self._take(item.job_id, outcome, changes)
@@ -79,6 +92,7 @@ class JobBook:
             return JobState(job_id, previous.snapshot, previous.error is None, previous.error)
         if outcome.error is None and outcome.memory is not None:
             memory = outcome.memory
+            self._departed.pop(job_id, None)  # back: compared with how it left, now watched again
         elif outcome.error == "not_found":
             memory = JobMemory()  # the job is gone: so are its values
         else:
@@ -89,6 +103,17 @@ class JobBook:
         if outcome.error != old_error:
             changes.append((job_id, old_error, outcome))
         return JobState(job_id, memory.snapshot, outcome.error is None, outcome.error)
+
+    def _depart(self, job_id: str, gone: JobMemory | None, outcome: Outcome) -> None:
+        """Remember how a job that left the searches was, unless it is gone (a 404 by id)."""
+        if outcome.error == "not_found" or gone is None or gone.snapshot is None:
+            self._departed.pop(job_id, None)
+            return
+        if outcome.error is None:
+            self._departed[job_id] = gone
+            self._departed.move_to_end(job_id)
+            while len(self._departed) > MAX_DEPARTED_JOBS:
+                self._departed.popitem(last=False)
 
     def _end_cycle(self, plan: Plan) -> None:
         self.watched = plan.watched

@@ -194,7 +194,8 @@ class Poller:
         plan = plan_cycle(watch, discovery, self._book, self._owned)
         if discovery is None or not self._track_changes:
             return plan
-        created = created_jobs(self._client, discovery, plan.watched, self._book.watched)
+        known = [*self._book.watched, *self._book.departed]  # a job back from elsewhere is no new job
+        created = created_jobs(self._client, discovery, plan.watched, known)
         return dataclasses.replace(plan, created=tuple(created))
 
     def _outcomes(
