@@ -17,5 +17,7 @@ command -v npm >/dev/null || { echo "install-ecs-schema.sh: npm is needed" >&2; 
 
 mkdir -p "$install_dir"
 cp .ci/ecs-schema/package.json .ci/ecs-schema/package-lock.json "$install_dir/"
-npm ci --prefix "$install_dir" --ignore-scripts --no-audit --no-fund --loglevel=error
+# From inside the directory: with --prefix, npm 11 reads a different project root for some paths and
+# reports the lock file out of sync.
+(cd "$install_dir" && npm ci --ignore-scripts --no-audit --no-fund --loglevel=error)
 echo "installed @elastic/ecs $pinned in $install_dir"
