@@ -110,3 +110,20 @@ class TestRecreatedUnderTheSameId:
         AuditLog(log_path, user_name="CCS\\demo", fsync=False).observe("x", before, after)
         actions = [json.loads(line)["event"]["action"] for line in log_path.read_text().splitlines()]
         assert actions == ["job.changed"]
+
+
+@pytest.mark.integration
+def test_a_flapping_search_writes_no_fiction(watched: tuple[Simulator, Poller]) -> None:
+    """A search answering 404 every other cycle (12 cycles): no job.deleted, job.created or changes;
+    the jobs stay watched from their last good listing."""
+    sim, poller = watched
+    ids = [sim.add_job(f"Zebra {number}") for number in range(3)]
+    poller.poll_cycle()
+    seen: list[str] = []
+    for cycle in range(12):
+        sim.faults.search_unsupported = cycle % 2 == 0
+        snapshot = poller.poll_cycle()
+        seen += [change.kind for change in snapshot.changes]
+        assert sorted(job.job_id for job in snapshot.jobs) == sorted(ids)
+    sim.faults.search_unsupported = False
+    assert seen == []
