@@ -139,8 +139,10 @@ class TestClosedPipe:
     )
     def test_head_one(self, sim: Simulator, config: Path, command: str) -> None:
         line = command.format(config=config, job=sim.job_ids[0])
-        # The reader closes before the command writes: what `head -1` does to a long listing.
-        result = run(shell=f"set -o pipefail; {sys.executable} -m ccs_exporter {line} | (exec 0<&-; true)")
+        # The reader closes before the command writes (the writer starts a second later): what `head -1`
+        # does to a long listing.
+        writer = f"{{ sleep 1; exec {sys.executable} -m ccs_exporter {line}; }}"
+        result = run(shell=f"set -o pipefail; {writer} | (exec 0<&-; true)")
         assert "Traceback" not in result.stderr and "Error" not in result.stderr, result.stderr
         assert result.stderr == ""
         assert result.returncode == 141
