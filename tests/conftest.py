@@ -5,6 +5,9 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
+import socket
+import subprocess
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -13,6 +16,9 @@ import pytest
 import responses
 
 FIXTURES_DIR = Path(__file__).parent / "fixtures"
+# Set CCS_TEST_RECORD_INTEGRATION=FILE to list, instead of failing, the unmarked tests that start a process
+# or a server (one node id a line): how the integration markers were first placed.
+_RECORD_INTEGRATION = os.environ.get("CCS_TEST_RECORD_INTEGRATION")
 REPO_ROOT = Path(__file__).resolve().parent.parent
 LOCAL_TOOLS_DIR = REPO_ROOT / ".tools" / "bin"
 _TOOL_HINTS = {
@@ -109,3 +115,90 @@ def pytest_terminal_summary(terminalreporter: Any) -> None:
             f"documented commands: {ran} run, {parsed} parsed only (cannot run here: CANNOT_RUN in "
             "tests/test_docs_commands.py)"
         )
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now (the one network helper of the tests)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def child_signals() -> None:
+    """``preexec_fn`` for a child a test signals: SIGINT and SIGTERM at their defaults, not as inherited.
+
+    A parent started under ``nohup`` or as a background job ignores SIGINT, and children inherit that.
+    """
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _default_signal_dispositions() -> None:
+    """The test process itself handles SIGINT as Python does by default, even when started under ``nohup``."""
+    if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+    if signal.getsignal(signal.SIGTERM) is signal.SIG_IGN:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+
+class _Unmarked(RuntimeError):
+    """A test without the integration marker started a process or a server."""
+
+
+def _guarded(item: pytest.Item) -> Iterator[None]:
+    """Hold a test without ``@pytest.mark.integration`` to what ``-m "not integration"`` promises.
+
+    Starting a process or listening on a socket fails the test (or is recorded, see
+    ``CCS_TEST_RECORD_INTEGRATION``), so the marker cannot drift from what the tests do.
+    """
+    if item.get_closest_marker("integration") is not None:
+        yield
+        return
+    popen_init, listen = subprocess.Popen.__init__, socket.socket.listen
+
+    def refuse(what: str) -> None:
+        if _RECORD_INTEGRATION:
+            with open(_RECORD_INTEGRATION, "a", encoding="utf-8") as record:
+                record.write(f"{item.nodeid}\t{what}\n")
+            return
+        raise _Unmarked(f"{item.nodeid} {what}: mark it @pytest.mark.integration")
+
+    def guarded_popen(self: Any, *args: Any, **kwargs: Any) -> None:
+        refuse("starts a process")
+        popen_init(self, *args, **kwargs)
+
+    def guarded_listen(self: Any, *args: Any) -> None:
+        refuse("starts a server")
+        listen(self, *args)
+
+    subprocess.Popen.__init__ = guarded_popen  # type: ignore[method-assign]
+    socket.socket.listen = guarded_listen  # type: ignore[method-assign]
+    try:
+        yield
+    finally:
+        subprocess.Popen.__init__ = popen_init  # type: ignore[method-assign]
+        socket.socket.listen = listen  # type: ignore[method-assign]
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_setup(item: pytest.Item) -> Iterator[None]:
+    """Fixtures of a test without the integration marker start no process or server either."""
+    guard = _guarded(item)
+    next(guard)
+    try:
+        return (yield)
+    finally:
+        guard.close()
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_call(item: pytest.Item) -> Iterator[None]:
+    """A test without the integration marker starts no process or server."""
+    guard = _guarded(item)
+    next(guard)
+    try:
+        return (yield)
+    finally:
+        guard.close()

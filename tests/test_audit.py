@@ -291,6 +291,7 @@ class TestAppend:
         assert snapshot.records == {}
 
 
+@pytest.mark.integration
 class TestConcurrentWriters:
     def test_threads_and_a_second_process_give_one_gap_free_chain(self, log_path: Path) -> None:
         """16 threads and another process appending at once produce a verifiable chain with every record."""

@@ -89,6 +89,7 @@ class TestGoldenEvents:
                 assert event["actor"]["user"]["name"] == "CCS\\auditor"
                 assert event["src_endpoint"]["hostname"] == "ccs-exporter-0"
 
+    @pytest.mark.integration
     def test_every_ecs_event_is_valid_against_the_official_field_definitions(self, require_tool: Any) -> None:
         """Every ECS event uses ECS fields with their types and allowed values; our own under ``ccs``."""
         ecs_flat_or_skip(require_tool)
@@ -207,6 +208,7 @@ class TestVerifyExport:
         assert any("sequence 4 again" in f.problem for f in result.findings)
 
 
+@pytest.mark.integration
 class TestCli:
     def test_export_and_verify_round_trip(self, tmp_path: Path) -> None:
         """`audit export` writes one event per line to stdout; `audit verify --format` calls it intact."""

@@ -77,6 +77,7 @@ class TestHeadReader:
         log_path.write_bytes(b"")
         assert HeadReader(log_path).current() == Head(0, "0" * 64)
 
+    @pytest.mark.integration
     def test_head_follows_appends_of_another_process(self, log_path: Path) -> None:
         """Records another process appends show in the next read."""
         reader = HeadReader(log_path)
@@ -150,6 +151,7 @@ class TestHeadMetrics:
         head_path(log_path).unlink()
         assert head_values(audit_log) == (None, None)
 
+    @pytest.mark.integration
     def test_exposition_with_the_head_passes_promtool(
         self, log_path: Path, require_tool: Callable[[str], str]
     ) -> None:
@@ -163,6 +165,7 @@ class TestHeadMetrics:
         assert result.returncode == 0, result.stdout.decode() + result.stderr.decode()
         assert result.stdout.strip() == b"" and result.stderr.strip() == b""
 
+    @pytest.mark.integration
     def test_serve_shows_records_the_cli_appended(self, tmp_path: Path) -> None:
         """serve's /metrics follows the head as another process appends, without a poll cycle."""
         path = tmp_path / "audit.log"

@@ -80,6 +80,7 @@ class TestDestination:
                 read_token(path)
             assert str(path) in str(caught.value) and "a b" not in str(caught.value)
 
+    @pytest.mark.integration
     def test_bad_data_is_not_retried_and_503_is(self, pki: Pki, token_file: Path) -> None:
         """503 raises DeliveryError (retry); a 400 for the data raises DestinationError (never retried)."""
         collector = Collector(TOKEN, faults=["503"])

@@ -82,6 +82,7 @@ def signed_log(path: Path, key: Path, count: int = 4) -> AuditLog:
     return audit_log
 
 
+@pytest.mark.integration
 class TestKeygen:
     def test_writes_a_private_key_0600_and_its_public_half(self, tmp_path: Path) -> None:
         """keygen writes KEYFILE (0600) and KEYFILE.pub and prints the key id, not the key."""
@@ -237,6 +238,7 @@ def mutation_env(sim: Simulator, log_path: Path, key: Path) -> dict[str, str]:
     }
 
 
+@pytest.mark.integration
 class TestSigningFromSettings:
     def test_cli_mutation_is_signed_and_verifies(
         self, sim: Simulator, keys: dict[str, Path], log_path: Path, tmp_path: Path

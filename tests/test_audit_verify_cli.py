@@ -7,6 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from ccs_exporter.audit import AuditLog
 from ccs_exporter.audit.signing import generate_key_files
 
@@ -23,6 +25,7 @@ def verify_cli(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
     )
 
 
+@pytest.mark.integration
 def test_missing_file_exits_2(tmp_path: Path) -> None:
     """A mistyped log name is a usage error (2) on one line, not a damaged log (1)."""
     result = verify_cli("missing.jsonl", cwd=tmp_path)
@@ -31,6 +34,7 @@ def test_missing_file_exits_2(tmp_path: Path) -> None:
     assert result.stdout == ""
 
 
+@pytest.mark.integration
 def test_log_from_before_any_key_is_called_unsigned(tmp_path: Path) -> None:
     """--public-key on a log written without a signing key: the records are unsigned; no claim that
     signatures were removed, which the log cannot show."""

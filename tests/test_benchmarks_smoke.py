@@ -10,6 +10,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
+pytestmark = pytest.mark.integration
+
 SCRIPT = Path(__file__).resolve().parent.parent / "benchmarks" / "run.py"
 ROWS = (
     "cold poll, naive: sequential, new connection each",

@@ -65,6 +65,7 @@ def config_for(tmp_path: Path) -> Callable[..., Path]:
     return write
 
 
+@pytest.mark.integration
 class TestWithoutConnect:
     """Checking the configuration never talks to CCS."""
 
@@ -167,6 +168,7 @@ class TestWithoutConnect:
         assert "Check-Canary-91" not in result.stdout + result.stderr
 
 
+@pytest.mark.integration
 class TestConnect:
     """`--connect` logs in and reads one page, and says what it reached."""
 
@@ -271,6 +273,7 @@ class TestExampleFile:
             checked += 1
         assert checked >= 8
 
+    @pytest.mark.integration
     def test_check_config_accepts_it_as_is(self) -> None:
         """`check-config --config config.example.yaml`, the command the file suggests, passes in one run
         on any machine: exit 0, only the missing password as a warning, every set key shown as set."""
@@ -286,6 +289,7 @@ class TestExampleFile:
             expected = f"{len(value)}: {', '.join(value)}" if isinstance(value, list) else str(value)
             assert shown == expected, name
 
+    @pytest.mark.integration
     def test_check_config_accepts_its_commented_paths(self, tmp_path: Path) -> None:
         """The example's commented host paths, given as local files, load too (--strict: no warning)."""
         password = tmp_path / "password"
@@ -305,6 +309,7 @@ class TestExampleFile:
         assert "warning" not in result.stderr
 
 
+@pytest.mark.integration
 class TestEveryProblemAtOnce:
     """One run of check-config lists every problem of the file, the environment and the flags."""
 
@@ -367,6 +372,7 @@ class TestEveryProblemAtOnce:
         assert rows["CCS_EXPORTER_POLL_INTERVAL_SECONDS"] == "60 (default)"
 
 
+@pytest.mark.integration
 class TestWarnings:
     """Valid settings that will not work as meant are warnings: exit 0, or 2 with --strict."""
 

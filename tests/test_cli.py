@@ -66,6 +66,7 @@ def stderr_line(capsys: pytest.CaptureFixture[str]) -> str:
     return lines[0]
 
 
+@pytest.mark.integration
 class TestProcess:
     def test_no_arguments_is_usage_error(self) -> None:
         """`python -m ccs_exporter` without a command prints usage and exits 2."""
@@ -202,6 +203,7 @@ class TestJobIdChecked:
         assert "'Nightly CER' is not a GUID" in line and "ccs-exporter jobs find NAME" in line
 
 
+@pytest.mark.integration
 class TestServeRefusesBadSettings:
     """`serve` with a bad setting exits 2 with one line naming it, before anything is sent to CCS."""
 
@@ -290,6 +292,7 @@ class TestServeRefusesBadSettings:
         assert simulator.request_count() == 0
 
 
+@pytest.mark.integration
 class TestJobsCommandsRefuseBadSecrets:
     """Every command that talks to CCS checks the password before anything is sent or written."""
 
@@ -339,6 +342,7 @@ class TestJobsCommandsRefuseBadSecrets:
         assert not (tmp_path / "audit.jsonl").exists()
 
 
+@pytest.mark.integration
 class TestUrlCredentials:
     """A URL with credentials in it is refused, and its password is never echoed."""
 
@@ -428,6 +432,7 @@ def option_help(help_text: str) -> dict[str, str]:
 
 
 class TestHelpNamesVariables:
+    @pytest.mark.integration
     @pytest.mark.parametrize("command", COMMANDS_READING_SETTINGS, ids=" ".join)
     def test_every_setting_flag_names_its_variable(self, command: list[str]) -> None:
         """In --help, each flag that sets a setting names its CCS_EXPORTER_ variable; none is unaccounted."""
@@ -441,6 +446,7 @@ class TestHelpNamesVariables:
             else:
                 assert flag in FLAGS_WITHOUT_SETTING, f"{' '.join(command)}: {flag} is not accounted for"
 
+    @pytest.mark.integration
     def test_every_setting_flag_is_offered(self) -> None:
         """Each flag of the table exists in some command's help (the table is not stale)."""
         seen: set[str] = set()

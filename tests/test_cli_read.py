@@ -13,6 +13,8 @@ import pytest
 
 from ccs_exporter.simulator import Simulator
 
+pytestmark = pytest.mark.integration
+
 FAULTED_JOB = "7c1d5e92-2b4a-4f6e-8d3c-5a9b0e1f2c02"
 MISSING_JOB = "00000000-0000-4000-8000-000000000000"
 

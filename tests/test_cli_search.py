@@ -48,6 +48,7 @@ def _names(stdout: str) -> list[str]:
     return [job["JobProperties"]["Name"] for job in json.loads(stdout)]
 
 
+@pytest.mark.integration
 class TestJobsSearch:
     """Printing every job an expression matches."""
 
@@ -104,6 +105,7 @@ class TestJobsSearch:
         assert sim.password not in result.stdout
 
 
+@pytest.mark.integration
 class TestTableOutput:
     """`-o table` for people: one row per job."""
 
@@ -129,6 +131,7 @@ class TestTableOutput:
         assert "Table job [REDACTED]" in result.stdout and sim.password not in result.stdout
 
 
+@pytest.mark.integration
 class TestJobsFind:
     """Search by name."""
 
@@ -148,6 +151,7 @@ class TestJobsFind:
 BASE = "https://ccs.example.test:12431"
 
 
+@pytest.mark.integration
 class TestHostileAnswers:
     """Items CCS sends that cannot be read are reported, and the rest still printed."""
 

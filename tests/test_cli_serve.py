@@ -109,6 +109,7 @@ def run_serve(tmp_path: Path, sim: Simulator) -> Iterator[object]:
 class TestServe:
     """The daemon's life cycle."""
 
+    @pytest.mark.integration
     def test_sighup_reloads_the_job_list(self, sim: Simulator, run_serve) -> None:  # type: ignore[no-untyped-def]
         """After the config file drops a job and SIGHUP arrives, that job's series disappear."""
         process, base, config = run_serve(sim.job_ids[:3], interval=30)
@@ -122,6 +123,7 @@ class TestServe:
         reloaded = _wait_for(f"{base}/metrics", lambda r: sim.job_ids[0] not in _job_ids_in(r.text), 10)
         assert _job_ids_in(reloaded.text) == set(sim.job_ids[1:3])
 
+    @pytest.mark.integration
     def test_sighup_picks_up_changed_searches(self, sim: Simulator, run_serve) -> None:  # type: ignore[no-untyped-def]
         """Replacing the config file's job_search and sending SIGHUP swaps the discovered jobs."""
         process, base, config = run_serve([], interval=30)
@@ -140,6 +142,7 @@ class TestServe:
         assert _job_ids_in(swapped.text) == {"5e7b9c14-3a2d-4b8f-a1e6-7c0d9f8e4d04"}
         assert "REPORTJOB" not in swapped.text.split("ccs_search_jobs", 1)[1]
 
+    @pytest.mark.integration
     def test_changed_config_file_is_picked_up(self, sim: Simulator, run_serve) -> None:  # type: ignore[no-untyped-def]
         """Adding a job to the config file makes it appear without a restart."""
         _, base, config = run_serve(sim.job_ids[:1])
@@ -151,6 +154,7 @@ class TestServe:
         reloaded = _wait_for(f"{base}/metrics", lambda r: len(_job_ids_in(r.text)) == 2)
         assert _job_ids_in(reloaded.text) == set(sim.job_ids[:2])
 
+    @pytest.mark.integration
     def test_bad_reload_keeps_the_old_list(self, sim: Simulator, run_serve) -> None:  # type: ignore[no-untyped-def]
         """A config file made invalid while running is reported (log line and
         ccs_exporter_config_last_reload_successful 0) and the old job list stays; fixed, it goes back to 1."""
@@ -174,6 +178,7 @@ class TestServe:
         assert b"reload_failed" in stderr
         assert process.returncode == 0
 
+    @pytest.mark.integration
     def test_nothing_to_watch_warns_at_start_and_each_reload(self, sim: Simulator, run_serve) -> None:  # type: ignore[no-untyped-def]
         """No job ids and no search: a nothing_to_watch warning at start and after each SIGHUP."""
         process, base, _ = run_serve([], interval=30)
@@ -188,6 +193,7 @@ class TestServe:
         assert len(warnings) == 3, stderr.decode()
         assert all('"level": "warning"' in line and "CCS_EXPORTER_JOB_SEARCH" in line for line in warnings)
 
+    @pytest.mark.integration
     def test_search_matching_nothing_is_logged_once(self, sim: Simulator, run_serve) -> None:  # type: ignore[no-untyped-def]
         """A search CCS finds no job for is logged once with its expression, not every cycle."""
         process, base, config = run_serve([], interval=0.3)
@@ -205,6 +211,7 @@ class TestServe:
         assert "(JobName Contains No Such Job Anywhere)" in said[0]
         assert "nothing_to_watch" in stderr.decode()  # at start, before the search was added
 
+    @pytest.mark.integration
     def test_sigterm_stops_cleanly(self, sim: Simulator, run_serve) -> None:  # type: ignore[no-untyped-def]
         """SIGTERM ends the process with exit code 0 and an exporter_stopped log line."""
         process, base, _ = run_serve(sim.job_ids[:2])
@@ -214,6 +221,7 @@ class TestServe:
         assert process.returncode == 0
         assert b'"exporter_stopped"' in stderr
 
+    @pytest.mark.integration
     def test_busy_port_is_a_configuration_error(self, sim: Simulator, run_serve) -> None:  # type: ignore[no-untyped-def]
         """A listen address already in use exits 2 with one line naming the setting."""
         with socket.socket() as taken:
@@ -235,6 +243,7 @@ class TestServe:
         assert len(lines) == 1 and "listen_address" in lines[0]
 
 
+@pytest.mark.integration
 class TestDemo:
     """The README's run command."""
 
@@ -287,6 +296,7 @@ class TestDemo:
         assert "--simulator-port" in result.stderr and "Traceback" not in result.stderr
 
 
+@pytest.mark.integration
 class TestSimulateInput:
     """`ccs-exporter simulate` refuses bad options with one line, before it listens."""
 

@@ -23,6 +23,8 @@ from ccs_exporter.errors import (
 from ccs_exporter.models import CreateJobRequest, JobDetailsUpdate, JobStatus
 from ccs_exporter.simulator import Simulator
 
+pytestmark = pytest.mark.integration
+
 FAULTED = "7c1d5e92-2b4a-4f6e-8d3c-5a9b0e1f2c02"
 EXECUTING = "5e7b9c14-3a2d-4b8f-a1e6-7c0d9f8e4d04"
 NEVER_RUN = "23c59087-f3d4-4e05-a39e-3440c58e58fb"

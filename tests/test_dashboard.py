@@ -321,6 +321,7 @@ class TestDashboardQueries:
             inner = re.sub(r"^\w+\((.*?)(?:,\s*\w+)?\)$", r"\1", query)
             assert metric_names(substitute_variables(inner)) <= EXPORTER_METRICS, query
 
+    @pytest.mark.integration
     def test_every_query_parses(self, require_tool: Callable[[str], str], tmp_path: Path) -> None:
         """promtool accepts every query (each checked as a recording rule's expression)."""
         promtool = require_tool("promtool")
@@ -345,6 +346,7 @@ class TestDashboardQueries:
         assert f"SUCCESS: {len(queries)} rules found" in result.stdout
 
 
+@pytest.mark.integration
 class TestStatusModes:
     """The run-status queries read the same with the full and the sparse status metric."""
 
@@ -490,6 +492,7 @@ def _mode_differences(
     )
 
 
+@pytest.mark.integration
 class TestStatusQueriesInBothModes:
     """Every dashboard query on ccs_job_last_run_status answers the same with the full and sparse metric."""
 

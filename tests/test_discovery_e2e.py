@@ -24,6 +24,8 @@ from ccs_exporter.polling.snapshot import PollSnapshot
 from ccs_exporter.settings.config import load_settings
 from ccs_exporter.simulator import Simulator
 
+pytestmark = pytest.mark.integration
+
 GENERATED = "(JobName StartsWith Generated)"
 DMZ = "(JobName Contains DMZ)"
 DMZ_JOB = "5e7b9c14-3a2d-4b8f-a1e6-7c0d9f8e4d04"  # the one sample job it matches

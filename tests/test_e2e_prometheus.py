@@ -37,7 +37,7 @@ from test_dashboard import (
 
 from ccs_exporter.simulator import Simulator
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.integration, pytest.mark.e2e]
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 RULES_FILE = REPO_ROOT / "prometheus" / "ccs-exporter.rules.yml"
@@ -242,6 +242,7 @@ def _firing(stack: Stack, alertname: str) -> list[dict[str, Any]]:
 class TestFaultAlert:
     """A run that faults in CCS becomes a firing CcsJobRunFaulted alert in Prometheus."""
 
+    @pytest.mark.integration
     def test_fault_fires_within_bound(
         self, stack: Stack, record_property: Callable[[str, object], None]
     ) -> None:
@@ -280,6 +281,7 @@ class TestFaultAlert:
         (errors,) = stack.query(f'ccs_job_last_run_messages{{job_id="{job_id}", category="error"}}')
         assert errors["value"][1] == "2"
 
+    @pytest.mark.integration
     def test_rules_evaluate_cleanly(self, stack: Stack) -> None:
         """Every rule of ours is loaded and evaluates without error against real exporter data."""
         groups = stack.api("/api/v1/rules")["groups"]

@@ -24,7 +24,7 @@ from local_prometheus import api, free_port, http_get, running_prometheus, stop,
 
 from ccs_exporter.simulator import Simulator
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.integration, pytest.mark.e2e]
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 RULES_FILE = REPO_ROOT / "prometheus" / "ccs-exporter.rules.yml"

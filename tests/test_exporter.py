@@ -77,6 +77,7 @@ def _golden_text(snapshot: PollSnapshot) -> str:
     return "\n".join(line for line in lines if not any(name in line for name in _VOLATILE)) + "\n"
 
 
+@pytest.mark.integration
 class TestGoldenExposition:
     """The whole job exposition for the fixed sample scenario."""
 
@@ -96,6 +97,7 @@ class TestGoldenExposition:
         assert text == GOLDEN.read_text(encoding="utf-8")
 
 
+@pytest.mark.integration
 class TestConditionalPolling:
     """A steady-state cycle costs about one request per job."""
 
@@ -132,6 +134,7 @@ class TestConditionalPolling:
         assert dict(state.data.runs.messages)["error"] == 2
 
 
+@pytest.mark.integration
 class TestFailures:
     """One job's failure stays that job's, and values are kept or dropped as documented."""
 
@@ -202,6 +205,7 @@ class TestFailures:
         assert _job_series_names(text, sim.job_ids[1])
 
 
+@pytest.mark.integration
 class TestJobChangesAsData:
     """The poller hands on job changes in the snapshot; it never writes anything itself."""
 
@@ -245,6 +249,7 @@ def _settings(sim: Simulator, **extra: object) -> Settings:
     return load_settings(None, values)
 
 
+@pytest.mark.integration
 class TestExporterHttp:
     """The HTTP endpoints of a running exporter."""
 
@@ -347,6 +352,7 @@ class TestExporterHttp:
         assert value == 1
 
 
+@pytest.mark.integration
 class TestObservedChangesAudit:
     """With an audit log, serve records job changes made elsewhere, after publishing the cycle."""
 
@@ -413,6 +419,7 @@ class TestObservedChangesAudit:
 class TestConcurrency:
     """Workers share one client and one token."""
 
+    @pytest.mark.integration
     def test_one_login_for_many_workers(self, sim: Simulator, poller_for: Callable[..., Poller]) -> None:
         """Sixteen workers polling together log in exactly once."""
         poller = poller_for(concurrency=16)
@@ -443,6 +450,7 @@ class TestConcurrency:
         assert results and results[0][1:] == [None, None]
 
 
+@pytest.mark.integration
 class TestPasswordFileRotation:
     """A password file is read again before each login, as a rotated Kubernetes secret needs."""
 
@@ -479,6 +487,7 @@ class TestPasswordFileRotation:
             assert client.logins == 2
 
 
+@pytest.mark.integration
 class TestResponseSizeSetting:
     """CCS_EXPORTER_MAX_RESPONSE_BYTES bounds what the client accepts from CCS."""
 

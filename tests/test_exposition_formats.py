@@ -151,6 +151,7 @@ def _samples(families: Iterator[object]) -> dict[tuple[str, frozenset[tuple[str,
     }
 
 
+@pytest.mark.integration
 class TestOpenMetricsScrape:
     """A scraper that asks for OpenMetrics gets a complete, valid OpenMetrics exposition."""
 
@@ -217,6 +218,7 @@ class TestOpenMetricsScrape:
 class TestNameFilter:
     """``name[]`` selects whole families by name, and samples by sample name, as client_python does."""
 
+    @pytest.mark.integration
     @pytest.mark.parametrize("accept", ["", "application/openmetrics-text"])
     @pytest.mark.parametrize("encoding", ["identity", "gzip"])
     def test_only_the_named_families_are_served(
@@ -232,6 +234,7 @@ class TestNameFilter:
         assert families == {"ccs_up": 1, "ccs_job_last_run_status": 16}
         assert body.endswith("# EOF\n") is bool(accept)
 
+    @pytest.mark.integration
     @pytest.mark.parametrize("name", ["ccs_poll_cycles", "ccs_poll_cycles_total"])
     def test_a_counter_is_selected_by_either_name(self, server: MetricsServer, name: str) -> None:
         """A counter answers to its family name and to its _total sample name."""
@@ -242,6 +245,7 @@ class TestNameFilter:
             "ccs_poll_cycles_total 4.0\n"
         )
 
+    @pytest.mark.integration
     @pytest.mark.parametrize("suffix", ["_count", "_bucket", "_sum"])
     @pytest.mark.parametrize("accept", ["", "application/openmetrics-text"])
     def test_a_sample_name_selects_only_those_samples(
@@ -276,6 +280,7 @@ class TestNameFilter:
         whole = b"".join(exposition.body(Format.TEXT, names={"ccs_demo_seconds"})).decode()
         assert "ccs_demo_seconds_bucket" in whole and "ccs_demo_seconds_sum" in whole
 
+    @pytest.mark.integration
     def test_live_families_are_filtered_too(self, server: MetricsServer) -> None:
         """Per-scrape families (CCS requests, build info) are selected by the same names."""
         target = "/metrics?name[]=ccs_api_requests_total&name[]=ccs_exporter_build_info"
@@ -283,23 +288,27 @@ class TestNameFilter:
         families = {family.name: family.type for family in parse_openmetrics(body)}
         assert families == {"ccs_api_requests": "counter", "ccs_exporter_build": "info"}
 
+    @pytest.mark.integration
     def test_info_family_by_its_openmetrics_name(self, server: MetricsServer) -> None:
         """ccs_job (the OpenMetrics name) and ccs_job_info select the same job metadata family."""
         by_text_name = _body(scrape(server, "/metrics?name[]=ccs_job_info"))
         assert by_text_name == _body(scrape(server, "/metrics?name[]=ccs_job"))
         assert by_text_name.count("ccs_job_info{") == 2
 
+    @pytest.mark.integration
     def test_encoded_brackets_and_other_parameters(self, server: MetricsServer) -> None:
         """name%5B%5D is name[]; other parameters and empty names are ignored."""
         body = _body(scrape(server, f"/metrics?{quote('name[]')}=ccs_up&debug=1&name[]="))
         assert [family.name for family in parse_text(body)] == ["ccs_up"]
 
+    @pytest.mark.integration
     def test_unknown_names_select_nothing(self, server: MetricsServer) -> None:
         """A name no family has gives an empty text body, and only # EOF in OpenMetrics."""
         assert _body(scrape(server, "/metrics?name[]=nope")) == ""
         openmetrics = scrape(server, "/metrics?name[]=nope", Accept="application/openmetrics-text")
         assert _body(openmetrics) == "# EOF\n"
 
+    @pytest.mark.integration
     def test_more_names_than_the_cap_is_a_clear_400(self, server: MetricsServer) -> None:
         """Past MAX_SELECTED_NAMES name[] parameters comes a one-line 400; the cap itself is served."""
         at_cap = "&".join(f"name[]=ccs_up_{n}" for n in range(MAX_SELECTED_NAMES - 1)) + "&name[]=ccs_up"
@@ -308,6 +317,7 @@ class TestNameFilter:
         assert response.status == 400
         assert _body(response) == f"too many name[] parameters: at most {MAX_SELECTED_NAMES}\n"
 
+    @pytest.mark.integration
     def test_filtered_gzip_is_one_valid_stream(self, server: MetricsServer) -> None:
         """The gzip members of the selected families decompress as one stream to the plain selection."""
         target = "/metrics?name[]=ccs_job_info&name[]=ccs_poll_overruns"

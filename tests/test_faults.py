@@ -34,6 +34,8 @@ from ccs_exporter.exporter import Exporter
 from ccs_exporter.settings.config import load_settings
 from ccs_exporter.simulator import Simulator
 
+pytestmark = pytest.mark.integration
+
 JOBS = 4  # fewer than the per-cycle cap on job log lines, so every state change is visible
 INTERVAL = 0.5
 TIMEOUT = 0.5

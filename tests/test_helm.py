@@ -28,6 +28,8 @@ from prometheus_client.parser import text_string_to_metric_families
 from ccs_exporter.settings.config import Settings, load_settings
 from ccs_exporter.simulator import Simulator
 
+pytestmark = pytest.mark.integration
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
 CHART_DIR = REPO_ROOT / "helm" / "ccs-exporter"
 FULL_VALUES = REPO_ROOT / "helm" / "ci-values-full.yaml"

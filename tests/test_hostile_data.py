@@ -21,6 +21,8 @@ from ccs_exporter.errors import BadResponseError
 from ccs_exporter.exposition.families import MAX_LABEL_LENGTH, TRUNCATION_MARKER, render_snapshot
 from ccs_exporter.polling.cycle import Poller
 
+pytestmark = pytest.mark.integration
+
 TOKEN = {"access_token": "stub-access", "refresh_token": "stub-refresh", "expires_in": 3600}
 QUOTES = 'a "quoted" \\back\\slashed\\ name\nwith\r\nnewlines\t and } { = , labels'
 

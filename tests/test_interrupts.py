@@ -77,6 +77,7 @@ def idle_job(sim: Simulator) -> str:
     )
 
 
+@pytest.mark.integration
 class TestCtrlC:
     def test_before_the_request_is_sent_records_failure(self, sim: Simulator, tmp_path: Path) -> None:
         """Ctrl-C while the token request hangs: result failure, exit 130, one line, the run never sent."""

@@ -195,6 +195,7 @@ class TestRecords:
         assert seen_at_login == [["intent"]]
 
 
+@pytest.mark.integration
 class TestAgainstSimulator:
     def test_run_then_abort_names_job_and_run_everywhere(self, sim: Simulator, log_path: Path) -> None:
         """A run queues a pending run in CCS; aborting it by its JobRunID names the job from our own log."""
@@ -375,6 +376,7 @@ class TestObservation:
         self.clocked(path).observe(JOB_ID, *versions)
         assert read_records(path)[-1]["event"]["action"] == "job.changed"
 
+    @pytest.mark.integration
     def test_polling_while_we_run_and_abort_records_nothing(self, sim: Simulator, log_path: Path) -> None:
         """The exporter's poll cycles around our run and abort write no observation at all."""
         job_id = idle_job(sim)
@@ -403,6 +405,7 @@ class TestObservation:
         ]
 
 
+@pytest.mark.integration
 class TestCommands:
     def test_run_prints_what_ccs_said(self, sim: Simulator, log_path: Path) -> None:
         """`jobs run` exits 0 and prints the job, the new JobRunID and CCS's message as JSON."""

@@ -351,6 +351,7 @@ class TestJobServiceRecords:
         assert result["change"]["after"] is None
 
 
+@pytest.mark.integration
 class TestValidation:
     @pytest.mark.parametrize(
         ("mutate", "field"),
@@ -411,6 +412,7 @@ class TestValidation:
         assert not log_path.exists()
 
 
+@pytest.mark.integration
 class TestFailClosed:
     @pytest.fixture(params=["dev-full", "parent-is-a-file"])
     def broken_path(self, request: pytest.FixtureRequest, tmp_path: Path) -> Path:
@@ -462,6 +464,7 @@ class TestFailClosed:
             service.delete(system_job)
 
 
+@pytest.mark.integration
 class TestAgainstSimulator:
     def test_create_update_delete_round_trip(self, sim: Simulator, log_path: Path) -> None:
         """Create, update and delete against the simulator leave six records that verify, with a real diff."""
@@ -576,6 +579,7 @@ def run_cli(
     )
 
 
+@pytest.mark.integration
 class TestJobsCommand:
     def test_create_prints_the_job_id(self, sim: Simulator, tmp_path: Path, log_path: Path) -> None:
         """`jobs create -f SPEC` prints the new JobID, exits 0 and leaves a verifiable log."""
@@ -655,6 +659,7 @@ class TestJobsCommand:
         assert "ops@example.com" in log_path.read_text(encoding="utf-8")
 
 
+@pytest.mark.integration
 class TestAuditVerifyCommand:
     def test_intact_log_exits_0(self, sim: Simulator, log_path: Path) -> None:
         """`audit verify` on an untouched log prints that it is intact and exits 0."""
@@ -682,6 +687,7 @@ class TestAuditVerifyCommand:
         assert "cannot read" in done.stderr
 
 
+@pytest.mark.integration
 class TestCrashSafety:
     def test_sigkill_at_random_points_never_loses_an_intent(self, sim: Simulator, tmp_path: Path) -> None:
         """Killing `jobs update` at random moments never leaves a change CCS saw without its intent record.

@@ -364,6 +364,7 @@ class TestLiveMetrics:
         assert "process_cpu_seconds_total" in names
 
 
+@pytest.mark.integration
 class TestPromtoolCheckMetrics:
     """promtool, Prometheus' own linter, finds nothing in our exposition."""
 

@@ -59,6 +59,7 @@ class TestStallLimit:
         assert health.stalled_for() is None
 
 
+@pytest.mark.integration
 class TestErrorsAreCaughtAndCounted:
     """Errors nobody foresaw cost one job or one cycle, are counted by stage, and the loop goes on."""
 

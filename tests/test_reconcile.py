@@ -26,6 +26,8 @@ from ccs_exporter.models import Job
 from ccs_exporter.operations.service import JobService
 from ccs_exporter.simulator import Simulator
 
+pytestmark = pytest.mark.integration
+
 
 @pytest.fixture
 def sim() -> Iterator[Simulator]:

@@ -77,6 +77,7 @@ def _render(*args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
+@pytest.mark.integration
 class TestPromtool:
     """promtool accepts the rules and their unit tests pass."""
 
@@ -168,6 +169,7 @@ class TestSelector:
         )
         assert exporter_selectors(expr) == [("up", ""), ("ccs_up", '{job="x"}'), ("ccs_up", "")]
 
+    @pytest.mark.integration
     def test_render_replaces_selector_and_runbook_address(self, promtool: str, tmp_path: Path) -> None:
         """render_rules.py swaps every selector and runbook address; promtool accepts the result."""
         result = _render(
@@ -183,6 +185,7 @@ class TestSelector:
         check = _promtool(promtool, "check", "rules", str(rendered))
         assert check.returncode == 0, check.stdout + check.stderr
 
+    @pytest.mark.integration
     def test_rendered_rules_pass_the_unit_tests(self, promtool: str, tmp_path: Path) -> None:
         """With one more matcher in the selector, the unit tests (series without that label) still pass."""
         selector = 'job=~".*ccs.*",env!="staging"'
@@ -198,6 +201,7 @@ class TestSelector:
         run = _promtool(promtool, "test", "rules", *(f"tests/{t.name}" for t in RULE_TESTS), cwd=tmp_path)
         assert run.returncode == 0, run.stdout + run.stderr
 
+    @pytest.mark.integration
     @pytest.mark.parametrize("selector", ['job="ccs', "job", "{}", 'job="a" env="b"'])
     def test_render_refuses_a_malformed_selector(self, selector: str) -> None:
         """A selector that is not label matchers exits 2 with one line naming --selector."""

@@ -84,6 +84,7 @@ def poller_at(sim: Simulator) -> Iterator[Callable[[Clock], Poller]]:
         client.close()
 
 
+@pytest.mark.integration
 class TestScheduleSeries:
     """Each job's schedule and run-time limit as series, present only where they apply."""
 
@@ -177,6 +178,7 @@ def _unknown(events: list[dict[str, Any]], job_id: str) -> list[tuple[str, str]]
     ]
 
 
+@pytest.mark.integration
 class TestUnknownScheduleLog:
     """A job whose schedule is unknown is logged once per reason, never every cycle."""
 
@@ -233,6 +235,7 @@ def _scheduled_job(job_id: str, schedule: Any) -> dict[str, Any]:
 class TestHostileSchedules:
     """A schedule CCS sends in a shape we cannot use costs the job its schedule series, nothing else."""
 
+    @pytest.mark.integration
     @pytest.mark.parametrize(
         ("schedule", "kind"),
         [("weekly", "a string"), (7, "a number"), ([{"RecurrenceType": 1}], "a list"), (True, "a boolean")],
@@ -257,6 +260,7 @@ class TestHostileSchedules:
         assert _unknown(events, job_id) == [("warning", f"Schedule is {kind}, not an object")]
         assert not [event for event in events if event["event"] == "job_run_time_limit_unknown"]
 
+    @pytest.mark.integration
     def test_schedule_changed_without_a_new_job_modified_time(self, stub: CcsStub) -> None:
         """A schedule that changes while JobModifiedTime stays (same second, or not kept) is read again."""
         job_id = guid(14)
@@ -282,6 +286,7 @@ class TestHostileSchedules:
         job = Job.model_validate(_scheduled_job(guid(12), "weekly"))
         assert job.model_dump(mode="json")["JobConfigDetails"]["Schedule"] == "weekly"
 
+    @pytest.mark.integration
     @pytest.mark.parametrize(
         "start",
         ["9999-12-31T23:59:59-12:00", "0001-01-02T00:00:00+14:00", "9999-12-31T23:59:59+14:00"],

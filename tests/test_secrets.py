@@ -87,6 +87,7 @@ def debug_logs() -> Iterator[io.StringIO]:
     structlog.configure(**saved)
 
 
+@pytest.mark.integration
 class TestExporterCanaries:
     """A running exporter leaks nothing through its logs or /metrics, whatever CCS does."""
 
@@ -129,6 +130,7 @@ class TestExporterCanaries:
 FAULT_SEQUENCE = [{}, *FAILURE_MODES.values(), {}]
 
 
+@pytest.mark.integration
 class TestErrorCanaries:
     """Client errors, their reprs and full tracebacks hold no secret."""
 
@@ -178,6 +180,7 @@ def run_cli(
     )
 
 
+@pytest.mark.integration
 class TestCliCanaries:
     """The CLI's output and the audit log stay clean, on success and under every failure mode."""
 
@@ -230,6 +233,7 @@ TYPED_TEXT = (
 class TestCliOutputScrubbed:
     """CCS data printed by the CLI is scrubbed as the audit log is: what users typed into jobs stays out."""
 
+    @pytest.mark.integration
     @pytest.mark.parametrize("output", ["json", "table"])
     def test_jobs_get(self, sim: Simulator, output: str) -> None:
         """A job description holding the account password, a password=, URL credentials and a JWT."""
@@ -324,6 +328,7 @@ def https_sim(self_signed: tuple[Path, Path]) -> Iterator[Simulator]:
         yield sim
 
 
+@pytest.mark.integration
 class TestTlsToCcs:
     """TLS verification towards CCS: on by default, trust by CA bundle, and a warning when disabled."""
 

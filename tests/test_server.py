@@ -112,6 +112,7 @@ def get(
     return response
 
 
+@pytest.mark.integration
 class TestHttp:
     """HTTP/1.x as scrapers and probes speak it, and what the server does with malformed requests."""
 
@@ -241,6 +242,7 @@ def test_accept_encoding_q_values(header: str, gzip: bool) -> None:
     assert accepts_gzip(header) is gzip
 
 
+@pytest.mark.integration
 class TestMetricsEncoding:
     """/metrics content negotiation as caches and scrapers see it."""
 
@@ -259,6 +261,7 @@ class TestMetricsEncoding:
         assert b"ccs_up 1" in response.content
 
 
+@pytest.mark.integration
 class TestConnectionFloods:
     """Idle, slow and stalled connections cost a bounded number of sockets, no thread, and end on time."""
 
@@ -364,6 +367,7 @@ class _BcryptSpy:
                 self.running -= 1
 
 
+@pytest.mark.integration
 class TestPasswordFloods:
     """Wrong passwords cost bcrypt only a few times per client, one check at a time; right ones stay fast."""
 

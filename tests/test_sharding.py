@@ -83,6 +83,7 @@ class TestStableHash:
         forms = [JOB.upper(), "{" + JOB + "}", " {" + JOB.upper() + "} "]
         assert {stable_hash(form) for form in forms} == {stable_hash(JOB)}
 
+    @pytest.mark.integration
     def test_same_in_another_process_with_another_hash_seed(self) -> None:
         """A fresh interpreter with a different PYTHONHASHSEED computes the same shards."""
         guids = _guids(50, seed=7)
@@ -286,6 +287,7 @@ class TestShardSettings:
         assert message in text
         assert "\n" not in text and REQUIRED["password"] not in text
 
+    @pytest.mark.integration
     def test_serve_exits_2_before_sending_anything(
         self, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], simulator: Any
     ) -> None:
@@ -307,6 +309,7 @@ class TestShardSettings:
         assert simulator.request_count() == 0
 
 
+@pytest.mark.integration
 class TestCommandsAreNotSharded:
     """The jobs commands act on the job named, whatever shard the settings give."""
 
@@ -355,6 +358,7 @@ class TestShardMetrics:
         text = LiveMetrics(RequestStats(), shard=Shard(2, 3)).render()
         assert self._values(text) == {"ccs_exporter_shard_ordinal": 2.0, "ccs_exporter_total_shards": 3.0}
 
+    @pytest.mark.integration
     def test_promtool_finds_nothing(self, require_tool: Any) -> None:
         """The shard families lint clean."""
         promtool = require_tool("promtool")

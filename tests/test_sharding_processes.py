@@ -28,6 +28,8 @@ from prometheus_client.parser import text_string_to_metric_families
 from ccs_exporter.sharding import shard_of
 from ccs_exporter.simulator import Simulator
 
+pytestmark = pytest.mark.integration
+
 TOTAL = 3
 GENERATED = "(JobName StartsWith Generated)"
 COLLECTION = "(JobType = COLLECTIONJOB)"

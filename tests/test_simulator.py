@@ -124,6 +124,7 @@ def minimal_create(name: str = "Test_Job11", **details: Any) -> dict[str, Any]:
     return body
 
 
+@pytest.mark.integration
 class TestTokenEndpoint:
     def test_password_grant_with_base64_password_returns_a_token_pair(self, simulator: Simulator) -> None:
         """A form-encoded password grant with the Base64 password answers 200 with both tokens."""
@@ -242,6 +243,7 @@ class TestTokenEndpoint:
         assert login(started(access_token_seconds=0.5))["expires_in"] == 0.5
 
 
+@pytest.mark.integration
 class TestAuthentication:
     @pytest.mark.parametrize(
         "headers",
@@ -280,6 +282,7 @@ class TestAuthentication:
         assert login(simulator)["access_token"]
 
 
+@pytest.mark.integration
 class TestSearchJob:
     def test_returns_properties_and_config(self, api: Api) -> None:
         """A CER job answers its properties and config details, as in the search-by-id sample."""
@@ -348,6 +351,7 @@ class TestSearchJob:
             assert api.get(path).content == other.get(path).content
 
 
+@pytest.mark.integration
 class TestJobRuns:
     def test_defaults_to_one_run_without_messages(self, api: Api) -> None:
         """Without parameters: the newest run only, JobMessages null but MessageCount kept."""
@@ -406,6 +410,7 @@ class TestJobRuns:
         assert api.get(f"/Jobs/{UNKNOWN}/jobruns").status_code == 404
 
 
+@pytest.mark.integration
 class TestCreateJob:
     def test_minimal_vendor_body_creates_a_never_run_job_owned_by_the_user(self, api: Api) -> None:
         """The vendor's minimal body answers 200 with a JobID; the job then appears in search."""
@@ -525,6 +530,7 @@ class TestCreateJob:
         assert response.json()["Message"].startswith("Exception while parsing JSON.")
 
 
+@pytest.mark.integration
 class TestUpdateJob:
     def test_update_changes_name_and_modified_time(self, api: Api) -> None:
         """PATCH answers 204; the new name shows in properties and config, JobModifiedTime moves."""
@@ -587,6 +593,7 @@ class TestUpdateJob:
         assert api.update(body).status_code == 400
 
 
+@pytest.mark.integration
 class TestDeleteJob:
     def test_delete_removes_the_job(self, api: Api) -> None:
         """DELETE with DeleteJob=True answers 204 and the job is gone."""
@@ -638,6 +645,7 @@ class TestDeleteJob:
         assert api.delete(job_id).status_code == 204
 
 
+@pytest.mark.integration
 class TestRouting:
     @pytest.mark.parametrize(
         ("method", "path"),
@@ -654,6 +662,7 @@ class TestRouting:
 
 
 class TestPayloadsValidate:
+    @pytest.mark.integration
     def test_every_sample_payload_validates_against_the_models(self, api: Api) -> None:
         """Every search and jobruns answer of every sample job parses with Job and JobRuns."""
         for job_id in api.sim.job_ids:
@@ -663,17 +672,20 @@ class TestPayloadsValidate:
             assert runs.TotalJobRuns == len(runs.JobStatusInfo)
             JobRuns.model_validate(api.runs(job_id, count=1, messages=False))
 
+    @pytest.mark.integration
     def test_sample_consecutive_failures_parse_as_documented(self, api: Api) -> None:
         """The failure-streak samples have 2 and 3 faulted runs after a completed one."""
         for job_id, streak in ((FAULTED, 2), (SHAPES, 3)):
             statuses = [run.Status for run in JobRuns.model_validate(api.runs(job_id)).newest_first()]
             assert statuses[: streak + 1] == [5] * streak + [4]
 
+    @pytest.mark.integration
     def test_naive_end_pairs_with_offset_start_as_utc(self, api: Api) -> None:
         """The +05:30 start and naive end of the faulted sample make a run of minutes, not hours."""
         run = JobRuns.model_validate(api.runs(FAULTED, count=1)).JobStatusInfo[0]
         assert run.duration_seconds is not None and 0 < run.duration_seconds < 3600
 
+    @pytest.mark.integration
     def test_generated_and_created_payloads_validate(self, started: Callable[..., Simulator]) -> None:
         """Generated jobs and jobs created and run at runtime validate too."""
         sim = started(jobs=200, seed=7)
@@ -694,11 +706,9 @@ class TestPayloadsValidate:
 
 
 class TestGeneratedJobs:
-    def test_ten_thousand_jobs_build_fast(self) -> None:
-        """10,000 generated jobs build in well under the benchmark's patience."""
-        began = time.perf_counter()
+    def test_ten_thousand_jobs_are_distinct(self) -> None:
+        """10,000 generated jobs are 10,000 jobs with ids of their own (the benchmarks time the build)."""
         sim = Simulator(jobs=10_000)
-        assert time.perf_counter() - began < 5
         assert len(set(sim.job_ids)) == 10_000
 
     def test_seed_makes_jobs_reproducible(self) -> None:
@@ -723,6 +733,7 @@ class TestGeneratedJobs:
         assert configs == {True, False}
 
 
+@pytest.mark.integration
 class TestProgression:
     def test_runs_progress_to_a_final_status(self, started: Callable[..., Simulator]) -> None:
         """With a short run_interval a new run goes pending/executing and then finishes."""
@@ -768,6 +779,7 @@ class TestProgression:
         assert [simulator.job_runs_snapshot(i) for i in simulator.job_ids] == before
 
 
+@pytest.mark.integration
 class TestFaults:
     def test_latency_delays_requests(self, api: Api) -> None:
         """latency_seconds delays every API request by at least that long."""
@@ -848,6 +860,7 @@ class TestControlApi:
     def control(self, sim: Simulator, method: str, path: str, body: Any = None) -> requests.Response:
         return requests.request(method, f"{sim.url}/_simulator/{path}", json=body, timeout=5)
 
+    @pytest.mark.integration
     def test_stats_and_reset(self, api: Api) -> None:
         """stats counts API requests by endpoint and status; reset-stats zeroes them."""
         api.get(f"/jobs/{COMPLETED}")
@@ -859,10 +872,12 @@ class TestControlApi:
         assert self.control(api.sim, "POST", "reset-stats").status_code == 200
         assert api.sim.request_count() == 0
 
+    @pytest.mark.integration
     def test_jobs_lists_the_ids(self, simulator: Simulator) -> None:
         """jobs lists the job ids in order."""
         assert self.control(simulator, "GET", "jobs").json() == {"job_ids": simulator.job_ids}
 
+    @pytest.mark.integration
     def test_faults_set_and_clear(self, simulator: Simulator) -> None:
         """faults sets any fault field and clears them with "clear"; unknown fields are 400."""
         answer = self.control(simulator, "POST", "faults", {"error_rate": 1.0, "hang": False})
@@ -873,17 +888,20 @@ class TestControlApi:
         assert self.control(simulator, "POST", "faults", {"explode": True}).status_code == 400
         assert self.control(simulator, "POST", "faults", {"hang": "yes"}).status_code == 400
 
+    @pytest.mark.integration
     def test_control_requests_ignore_faults(self, simulator: Simulator) -> None:
         """Control requests are answered while API requests hang, so a hang can be cleared remotely."""
         simulator.faults.hang = True
         assert self.control(simulator, "POST", "faults", {"clear": True}).status_code == 200
         assert simulator.faults.hang is False
 
+    @pytest.mark.integration
     def test_revoke_tokens(self, api: Api) -> None:
         """revoke-tokens makes the session's token fail with 401."""
         self.control(api.sim, "POST", "revoke-tokens")
         assert api.get(f"/jobs/{COMPLETED}").status_code == 401
 
+    @pytest.mark.integration
     def test_finish_run_and_start_run(self, api: Api) -> None:
         """start-run opens a run, finish-run ends it with the given status and messages."""
         started = self.control(api.sim, "POST", f"jobs/{NEVER_RUN}/start-run")
@@ -894,6 +912,7 @@ class TestControlApi:
         assert (finished["TotalJobRuns"], run["Status"], run["MessageCount"]) == (1, 5, 3)
         assert api.job(NEVER_RUN)["JobProperties"]["LastRunStatus"] == 5
 
+    @pytest.mark.integration
     def test_finish_runs_finishes_every_job_or_only_the_running(self, api: Api) -> None:
         """finish-runs ends every run in progress, or gives every job a new finished run."""
         running = [
@@ -911,6 +930,7 @@ class TestControlApi:
         bad = self.control(api.sim, "POST", "finish-runs", {"Status": 4, "RunningOnly": 1})
         assert bad.status_code == 400
 
+    @pytest.mark.integration
     def test_control_errors(self, simulator: Simulator) -> None:
         """Unknown jobs are 404, a bad finish body 400, a second start 409, unknown paths 404."""
         assert self.control(simulator, "POST", f"jobs/{UNKNOWN}/start-run").status_code == 404
@@ -921,6 +941,7 @@ class TestControlApi:
         assert self.control(simulator, "POST", f"jobs/{EXECUTING}/start-run").status_code == 409
         assert self.control(simulator, "GET", "nothing").status_code == 404
 
+    @pytest.mark.integration
     def test_control_requests_are_not_api_requests(self, simulator: Simulator) -> None:
         """Control requests count under "control" and not in request_count()."""
         self.control(simulator, "GET", "stats")
@@ -929,6 +950,7 @@ class TestControlApi:
         assert simulator.request_count("control") == 2
 
 
+@pytest.mark.integration
 class TestRequestCounting:
     def test_counts_by_endpoint_template(self, api: Api) -> None:
         """Each request is counted under its endpoint template, whatever the id or case."""
@@ -968,6 +990,7 @@ class TestRequestCounting:
         assert (api.sim.requests, api.sim.request_count()) == ([], 0)
 
 
+@pytest.mark.integration
 class TestScenarioControl:
     def test_finish_run_appends_a_finished_run(self, simulator: Simulator) -> None:
         """finish_run adds a run ending now with the status and messages; LastRun* follow."""
@@ -1037,6 +1060,7 @@ class TestScenarioControl:
             simulator.finish_run(UNKNOWN, 4)
 
 
+@pytest.mark.integration
 class TestLifecycle:
     def test_url_and_credentials(self, simulator: Simulator) -> None:
         """url names the bound port; username and password are the defaults."""
@@ -1106,6 +1130,7 @@ class TestLifecycle:
         assert response.status_code == 200
 
 
+@pytest.mark.integration
 class TestSimulateCommand:
     def test_runs_until_sigterm_and_prints_how_to_log_in(self, tmp_path: Path) -> None:
         """`simulate` prints URL, user and password, writes the ids file and exits 0 on SIGTERM."""

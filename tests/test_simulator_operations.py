@@ -24,6 +24,8 @@ from test_simulator import (
 from ccs_exporter.models import JobRuns
 from ccs_exporter.simulator import Simulator
 
+pytestmark = pytest.mark.integration
+
 
 @pytest.fixture
 def api(simulator: Simulator) -> Iterator[Api]:

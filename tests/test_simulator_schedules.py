@@ -124,6 +124,7 @@ def wait_for(check: Callable[[], bool], seconds: float) -> bool:
 
 
 class TestSampleSchedules:
+    @pytest.mark.integration
     def test_every_kind_of_schedule_is_present(self, simulator: Simulator) -> None:
         """The samples schedule daily, every N days, weekly, monthly by day and by weekday, once and none."""
         kinds = {job_id: schedule_of(read(simulator, job_id)[0]) for job_id in simulator.job_ids}
@@ -136,6 +137,7 @@ class TestSampleSchedules:
         assert pending is not None and pending.Schedule is not None
         assert not pending.Schedule.RunPeriodically and not pending.Schedule.RunOnce
 
+    @pytest.mark.integration
     def test_start_dates_carry_their_own_offsets(self, simulator: Simulator) -> None:
         """StartDates come naive (UTC), with +05:30 and with -08:00 and 7-digit fractions."""
         starts = {
@@ -145,12 +147,14 @@ class TestSampleSchedules:
         assert any(re.search(r"\.\d{7}-08:00$", start) for start in starts)
         assert any(re.fullmatch(r"[\d\-T:]+", start) for start in starts)
 
+    @pytest.mark.integration
     def test_at_the_capture_instant_one_job_missed_its_schedule(self, simulator: Simulator) -> None:
         """At CapturedAt the nightly job missed its schedule; others ran on time, are not due or have none."""
         now = simulator.captured_at
         assert now == datetime(2026, 11, 23, 8, tzinfo=timezone.utc)
         assert {job_id: standing(simulator, job_id, now) for job_id in simulator.job_ids} == STANDING
 
+    @pytest.mark.integration
     def test_the_missed_job_is_well_past_the_grace_period(self, simulator: Simulator) -> None:
         """The missed occurrence is 7 hours old, and the job has not run for three days."""
         job, runs = read(simulator, COMPLETED)
@@ -161,6 +165,7 @@ class TestSampleSchedules:
         latest = runs.newest_first()[0].JobStartTime
         assert latest is not None and simulator.captured_at - latest > timedelta(days=3)
 
+    @pytest.mark.integration
     def test_one_run_is_over_its_time_limit_and_one_within(self, simulator: Simulator) -> None:
         """The DMZ collection has run 2 h against a 1 h 30 limit; the branch CER is within its 4 h."""
         assert over_limit(simulator, simulator.captured_at) == {EXECUTING: True, PENDING: False}
@@ -168,6 +173,7 @@ class TestSampleSchedules:
         assert block is not None and block.Schedule is not None
         assert block.Schedule.EndJobRunConfigured and block.Schedule.EndJobRunTimeInterval == "01:30:00"
 
+    @pytest.mark.integration
     def test_the_not_yet_due_job_is_due_in_weeks(self, simulator: Simulator) -> None:
         """The docs' sample job (never run) has its first occurrence after the capture instant."""
         schedule = schedule_of(read(simulator, NEVER_RUN)[0])
@@ -186,6 +192,7 @@ class TestSampleSchedules:
 
 
 class TestLiveSamples:
+    @pytest.mark.integration
     def test_live_samples_stand_as_at_capture_time_but_now(self, started: Callable[..., Simulator]) -> None:
         """With live=True the same jobs are missed, over limit, on time or not due, relative to now."""
         before = datetime.now(timezone.utc)
@@ -199,6 +206,7 @@ class TestLiveSamples:
         assert {job_id: standing(sim, job_id, now) for job_id in sim.job_ids} == STANDING
         assert over_limit(sim, now) == {EXECUTING: True, PENDING: False}
 
+    @pytest.mark.integration
     def test_every_datetime_moves_by_the_same_seconds_and_keeps_its_shape(
         self, simulator: Simulator, started: Callable[..., Simulator]
     ) -> None:
@@ -219,6 +227,7 @@ class TestLiveSamples:
                 else:
                     assert _instant(new) - _instant(old) == delta
 
+    @pytest.mark.integration
     def test_weekday_and_monthday_follow_the_moved_runs(self, started: Callable[..., Simulator]) -> None:
         """The weekly, monthly and ordinal schedules name the day their moved on-time run fell on."""
         sim = started(live=True)
@@ -231,6 +240,7 @@ class TestLiveSamples:
             starts = [run.JobStartTime for run in runs.JobStatusInfo if run.JobStartTime is not None]
             assert min(abs((start - due).total_seconds()) for start in starts) < 10
 
+    @pytest.mark.integration
     def test_live_payloads_validate(self, started: Callable[..., Simulator]) -> None:
         """Every live sample payload parses with the models."""
         sim = started(live=True)
@@ -243,6 +253,7 @@ class TestLiveSamples:
             Simulator(jobs=5, live=True)
 
 
+@pytest.mark.integration
 class TestScheduledRuns:
     def test_a_job_starts_a_run_at_its_occurrence(self, started: Callable[..., Simulator]) -> None:
         """In live mode a job scheduled once, a few seconds ahead, starts a pending run then, not before."""
@@ -297,6 +308,7 @@ class TestScheduledRuns:
         sim.start_run(EXECUTING)
 
 
+@pytest.mark.integration
 class TestLiveCommand:
     def test_live_with_generated_jobs_exits_2_with_one_line(self) -> None:
         """``simulate --live --jobs 5`` stops at once with one line: live applies to the samples."""

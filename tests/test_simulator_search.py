@@ -31,6 +31,8 @@ from test_simulator import (
 from ccs_exporter.models import Job
 from ccs_exporter.simulator import Simulator
 
+pytestmark = pytest.mark.integration
+
 COLLECTION_JOBS = [FAULTED, EXECUTING, HOSTILE]
 SAMPLE_ORDER = [
     COMPLETED,

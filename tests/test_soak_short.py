@@ -19,7 +19,10 @@ import requests
 
 from ccs_exporter.simulator import Simulator
 
-pytestmark = pytest.mark.skipif(not Path("/proc/self/fd").is_dir(), reason="reads /proc (Linux)")
+pytestmark = [
+    pytest.mark.integration,
+    pytest.mark.skipif(not Path("/proc/self/fd").is_dir(), reason="reads /proc (Linux)"),
+]
 
 # Phases of ~2 s: faults on, then off, so every phase starts and ends connections and threads.
 PHASES = ("hang", "errors", "drop", "malformed", "revoke", "down")

@@ -61,6 +61,7 @@ class TestRecords:
         )
 
 
+@pytest.mark.integration
 class TestCcsData:
     """CCS text with a lone surrogate never crashes the result of a mutation that was already sent."""
 
@@ -98,6 +99,7 @@ class TestCcsData:
 
 
 class TestInput:
+    @pytest.mark.integration
     @pytest.mark.parametrize("suffix", [".json", ".yaml"])
     def test_a_spec_holding_one_exits_2_naming_the_field(self, tmp_path: Path, suffix: str) -> None:
         """A spec with "\\udcff" in a value exits 2 on one line naming the field; nothing sent or recorded."""
@@ -122,6 +124,7 @@ class TestInput:
         with pytest.raises(ConfigError, match=r"JobDetails\.Standards\[1\]: holds a lone UTF-16 surrogate"):
             service.create(spec)
 
+    @pytest.mark.integration
     def test_a_reason_that_is_not_utf8_exits_2(self, tmp_path: Path) -> None:
         """--reason with bytes that are not UTF-8 (argv gives them as surrogates) exits 2; nothing sent."""
         log_path = tmp_path / "audit.log"

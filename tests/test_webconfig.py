@@ -80,6 +80,7 @@ def tls_config(pki: Pki, **extra: str) -> str:
     return "".join(lines)
 
 
+@pytest.mark.integration
 class TestTls:
     """The exporter's endpoints over TLS."""
 
@@ -117,6 +118,7 @@ class TestTls:
                 connection.close()
 
 
+@pytest.mark.integration
 class TestClientCertificates:
     """RequireAndVerifyClientCert admits only clients with a certificate from the client CA."""
 
@@ -153,6 +155,7 @@ class TestClientCertificates:
             )
 
 
+@pytest.mark.integration
 class TestBasicAuth:
     """basic_auth_users with bcrypt hashes guard every endpoint."""
 
@@ -198,6 +201,7 @@ class TestBasicAuth:
         assert response.status_code == 401
 
 
+@pytest.mark.integration
 class TestBadWebConfig:
     """`serve --web-config-file` with a bad file exits 2 with one line naming the key, sending nothing."""
 

@@ -328,6 +328,7 @@ def _inline_text(text: str) -> str:
     return "|\n" + "".join(f"    {line}\n" for line in text.splitlines())
 
 
+@pytest.mark.integration
 class TestTlsOnTheWire:
     """What the settings do to real handshakes on 127.0.0.1."""
 
@@ -443,6 +444,7 @@ def _until(condition: Callable[[], bool], seconds: float = 5.0) -> bool:
     return condition()
 
 
+@pytest.mark.integration
 class TestUsersWithoutRestart:
     """basic_auth_users edits apply to the running server."""
 

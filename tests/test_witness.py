@@ -146,6 +146,7 @@ def run_verify(*args: str) -> subprocess.CompletedProcess[str]:
 
 
 class TestWitnessAgrees:
+    @pytest.mark.integration
     def test_intact_log_agrees_with_every_scrape(self, history: History, log_copy: Path) -> None:
         """Every one of the 28,800 scrapes over 20 days is read back, paired and found in the log."""
         done = run_verify(str(log_copy), "--witness", history.url, "--witness-selector", OURS)
@@ -155,6 +156,7 @@ class TestWitnessAgrees:
         assert f"agree, up to sequence {RECORDS}" in done.stdout
         assert done.stderr == ""
 
+    @pytest.mark.integration
     def test_small_queries_read_the_same_samples(
         self, history: History, log_copy: Path, monkeypatch: pytest.MonkeyPatch
     ) -> None:
@@ -168,6 +170,7 @@ class TestWitnessAgrees:
         assert api.queries >= 5 * DAYS * 12
         print(f"\nwitness: {report.scrapes} scrapes read in {api.queries} queries and 1 range query")
 
+    @pytest.mark.integration
     def test_a_selector_matching_two_logs_fails_with_a_hint(self, history: History, log_copy: Path) -> None:
         """Without a selector the other exporter's heads disagree, and the output says to narrow it."""
         done = run_verify(str(log_copy), "--witness", history.url)
@@ -176,6 +179,7 @@ class TestWitnessAgrees:
         assert 'in {instance="other:9879",job="ccs-exporter"}' in done.stderr
 
 
+@pytest.mark.integration
 class TestWitnessCatchesForgery:
     def test_rewritten_log_verifies_alone_but_not_against_the_witness(
         self, history: History, log_copy: Path
@@ -226,6 +230,7 @@ class TestWitnessCatchesForgery:
         assert "records after it were not scraped" in done.stdout
 
 
+@pytest.mark.integration
 class TestWitnessErrors:
     def test_unreachable_prometheus_exits_3_in_one_line(self, log_copy: Path) -> None:
         """Nothing listening: exit 3, one line, the file's own verdict not hidden."""
