@@ -200,6 +200,7 @@ def test_mutual_tls_with_a_client_certificate(require_tool: Any, pki: Pki, tmp_p
         assert len(wait_for(server, 37)) == 37
 
 
+@pytest.mark.integration
 def test_a_client_key_that_is_not_a_key_is_exit_2(pki: Pki, tmp_path: Path) -> None:
     """A certificate given without a usable key: one line naming the flags, exit 2, nothing sent."""
     done = export(
