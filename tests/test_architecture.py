@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import ast
+import socket
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -126,3 +128,19 @@ class TestLayers:
             if any(found == "requests" or found.startswith("requests.") for found in _imports(path))
         }
         assert importers and all(name.startswith("client") for name in importers)
+
+
+class TestIntegrationMarker:
+    """A test without the integration marker may start no process and no server: conftest refuses it."""
+
+    def test_starting_a_process_fails_naming_the_marker(self) -> None:
+        """What ``-m "not integration"`` promises is checked, not trusted: a process start is refused."""
+        with pytest.raises(RuntimeError, match=r"starts a process: mark it @pytest.mark.integration"):
+            subprocess.Popen(["true"])
+
+    def test_listening_fails_naming_the_marker(self) -> None:
+        """A server (a listening socket) is refused the same way."""
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            with pytest.raises(RuntimeError, match=r"starts a server: mark it @pytest.mark.integration"):
+                sock.listen()
