@@ -82,21 +82,32 @@ def simulator() -> Iterator[Any]:
         yield sim
 
 
-@pytest.fixture
-def started() -> Iterator[Callable[..., Any]]:
-    """Start simulators with custom options; all are stopped after the test."""
+def _simulators() -> Iterator[Callable[..., Any]]:
+    """The one simulator factory: ``start(**options)`` starts a simulator; all are stopped afterwards."""
     from ccs_exporter.simulator import Simulator
 
     simulators: list[Simulator] = []
 
     def start(**options: Any) -> Simulator:
-        sim = Simulator(**options).start()
+        sim = Simulator(**{"port": 0, **options}).start()
         simulators.append(sim)
         return sim
 
     yield start
     for sim in simulators:
         sim.stop()
+
+
+@pytest.fixture
+def started() -> Iterator[Callable[..., Any]]:
+    """Start simulators with custom options (on free ports); all are stopped after the test."""
+    yield from _simulators()
+
+
+@pytest.fixture(scope="module")
+def started_for_module() -> Iterator[Callable[..., Any]]:
+    """Start simulators shared by a module's tests; all are stopped after the module."""
+    yield from _simulators()
 
 
 def pytest_terminal_summary(terminalreporter: Any) -> None:

@@ -33,6 +33,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import requests
+from conftest import free_port
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -285,13 +286,6 @@ def output_problem(expected: tuple[str, ...], actual: str) -> str | None:
 
 
 # --- running ----------------------------------------------------------------------------------------------
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 @dataclass

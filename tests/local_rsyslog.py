@@ -17,6 +17,8 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from conftest import free_port
+
 CONFIG = """
 global(
   workDirectory="{work}"
@@ -56,12 +58,6 @@ def find_rsyslogd(require_tool: Callable[[str], str]) -> str:
     if os.access(system, os.X_OK):
         return str(system)
     return require_tool("rsyslogd")
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 @contextlib.contextmanager

@@ -8,7 +8,7 @@ import os
 import stat
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -221,9 +221,9 @@ class TestForgerWithoutTheKey:
 
 
 @pytest.fixture
-def sim() -> Iterator[Simulator]:
-    with Simulator(port=0, run_interval=None) as simulator:
-        yield simulator
+def sim(started: Callable[..., Simulator]) -> Simulator:
+    started_simulator: Simulator = started(run_interval=None)
+    return started_simulator
 
 
 def mutation_env(sim: Simulator, log_path: Path, key: Path) -> dict[str, str]:

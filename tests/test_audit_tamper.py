@@ -9,7 +9,7 @@ as well as its one-line error.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
 
@@ -26,9 +26,9 @@ from ccs_exporter.simulator import Simulator
 
 
 @pytest.fixture
-def sim() -> Iterator[Simulator]:
-    with Simulator(port=0, run_interval=None, password=PASSWORD) as simulator:
-        yield simulator
+def sim(started: Callable[..., Simulator]) -> Simulator:
+    started_simulator: Simulator = started(run_interval=None, password=PASSWORD)
+    return started_simulator
 
 
 @pytest.fixture

@@ -7,7 +7,7 @@ import json
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -18,9 +18,9 @@ pytestmark = pytest.mark.integration
 
 
 @pytest.fixture(scope="module")
-def sim() -> Iterator[Simulator]:
-    with Simulator(port=0, run_interval=None) as simulator:
-        yield simulator
+def sim(started_for_module: Callable[..., Simulator]) -> Simulator:
+    started_simulator: Simulator = started_for_module(run_interval=None)
+    return started_simulator
 
 
 @pytest.fixture

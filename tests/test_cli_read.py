@@ -7,7 +7,7 @@ import os
 import re
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable
 
 import pytest
 
@@ -20,10 +20,10 @@ MISSING_JOB = "00000000-0000-4000-8000-000000000000"
 
 
 @pytest.fixture(scope="module")
-def sim() -> Iterator[Simulator]:
+def sim(started_for_module: Callable[..., Simulator]) -> Simulator:
     """One simulator with the sample jobs for the module."""
-    with Simulator(port=0, run_interval=None) as simulator:
-        yield simulator
+    started_simulator: Simulator = started_for_module(run_interval=None)
+    return started_simulator
 
 
 def _run(sim: Simulator, *args: str, password: str | None = None) -> subprocess.CompletedProcess[str]:

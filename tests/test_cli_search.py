@@ -19,10 +19,10 @@ from ccs_exporter.simulator import Simulator
 
 
 @pytest.fixture(scope="module")
-def sim() -> Iterator[Simulator]:
+def sim(started_for_module: Callable[..., Simulator]) -> Simulator:
     """30 generated jobs, Search Jobs pages silently capped at 7."""
-    with Simulator(port=0, jobs=30, search_page_size_cap=7) as simulator:
-        yield simulator
+    started_simulator: Simulator = started_for_module(jobs=30, search_page_size_cap=7)
+    return started_simulator
 
 
 @pytest.fixture(autouse=True)

@@ -8,21 +8,16 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 import requests
 import yaml
+from conftest import free_port
 from prometheus_client.parser import text_string_to_metric_families
 
 from ccs_exporter.simulator import Simulator
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def _job_ids_in(text: str) -> set[str]:
@@ -62,10 +57,10 @@ def _wait_for(url: str, predicate: object = None, timeout: float = 20.0) -> requ
 
 
 @pytest.fixture
-def sim() -> Iterator[Simulator]:
+def sim(started: Callable[..., Simulator]) -> Simulator:
     """A simulator with the sample jobs, runs frozen."""
-    with Simulator(port=0, run_interval=None) as simulator:
-        yield simulator
+    started_simulator: Simulator = started(run_interval=None)
+    return started_simulator
 
 
 @pytest.fixture
@@ -74,7 +69,7 @@ def run_serve(tmp_path: Path, sim: Simulator) -> Iterator[object]:
     started: list[subprocess.Popen[bytes]] = []
 
     def start(job_ids: list[str], interval: float = 0.3) -> tuple[subprocess.Popen[bytes], str, Path]:
-        port = _free_port()
+        port = free_port()
         config = tmp_path / "config.yaml"
         config.write_text(
             yaml.safe_dump(
@@ -249,7 +244,7 @@ class TestDemo:
 
     def test_demo_serves_metrics_and_stops_on_ctrl_c(self) -> None:
         """`ccs-exporter demo` prints the URL, serves the sample jobs, and exits 0 on SIGINT."""
-        port = _free_port()
+        port = free_port()
         process = subprocess.Popen(
             [sys.executable, "-m", "ccs_exporter", "demo", "--listen-address", f"127.0.0.1:{port}"],
             stdout=subprocess.PIPE,

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -26,6 +25,7 @@ from typing import Any
 
 import pytest
 import yaml
+from conftest import free_port
 from test_dashboard import (
     EXPORTER_METRICS,
     RECORDED_METRICS,
@@ -56,13 +56,6 @@ FAULTED = 5
 AUDIT_METRICS = frozenset({"ccs_audit_records_total", "ccs_audit_write_errors_total"})
 # Local HTTP only: never through a proxy from the environment.
 _HTTP = urllib.request.build_opener(urllib.request.ProxyHandler({}))
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def _get(url: str, timeout: float = 5.0) -> tuple[int, str]:
@@ -150,7 +143,7 @@ def stack(require_tool: Callable[[str], str], tmp_path_factory: pytest.TempPathF
     prometheus = require_tool("prometheus")
     work_dir = tmp_path_factory.mktemp("prometheus")
     with Simulator(port=0, live=True) as simulator:
-        exporter_port = _free_port()
+        exporter_port = free_port()
         exporter_url = f"http://127.0.0.1:{exporter_port}"
         exporter = subprocess.Popen(
             [
@@ -186,7 +179,7 @@ def stack(require_tool: Callable[[str], str], tmp_path_factory: pytest.TempPathF
                 STARTUP_BOUND_SECONDS,
                 exporter,
             )
-            prometheus_port = _free_port()
+            prometheus_port = free_port()
             config = {
                 "global": {"scrape_interval": "1s", "scrape_timeout": "1s", "evaluation_interval": "1s"},
                 "rule_files": [str(rules_with_short_for(work_dir / "rules.yml"))],

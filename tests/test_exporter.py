@@ -49,10 +49,10 @@ def _job_series_names(text: bytes, job_id: str) -> set[str]:
 
 
 @pytest.fixture
-def sim() -> Iterator[Simulator]:
+def sim(started: Callable[..., Simulator]) -> Simulator:
     """A simulator with the built-in sample jobs, runs frozen in time."""
-    with Simulator(port=0, run_interval=None) as simulator:
-        yield simulator
+    started_simulator: Simulator = started(run_interval=None)
+    return started_simulator
 
 
 @pytest.fixture

@@ -12,7 +12,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -23,6 +22,7 @@ from typing import Any
 import pytest
 import requests
 import yaml
+from conftest import free_port
 from prometheus_client.parser import text_string_to_metric_families
 
 from ccs_exporter.settings.config import Settings, load_settings
@@ -507,12 +507,6 @@ class _KubeletVolume:
             shutil.rmtree(old)
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def _watched_job_ids(base: str) -> set[str]:
     try:
         response = requests.get(f"{base}/metrics", timeout=2)
@@ -533,7 +527,7 @@ def exporter_on_chart_config(
     """The simulator, a kubelet-style volume holding the chart's config.yaml pointed at it, a function
     rendering that file for a job list, and the base URL of `serve --config` running on it."""
     chart_config = _config(default_manifests)
-    port = _free_port()
+    port = free_port()
     password_file = tmp_path / "password"
     with Simulator(port=0, run_interval=None) as simulator:
         password_file.write_text(simulator.password + "\n", encoding="utf-8")

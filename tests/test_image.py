@@ -14,7 +14,6 @@ import json
 import os
 import re
 import shutil
-import socket
 import subprocess
 import tarfile
 import time
@@ -28,6 +27,7 @@ from typing import Any
 import pytest
 import requests
 import yaml
+from conftest import free_port
 from prometheus_client.parser import text_string_to_metric_families
 
 from ccs_exporter.simulator import Simulator
@@ -132,12 +132,6 @@ def engine(request: pytest.FixtureRequest) -> Engine:
     pytest.skip(reason)
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 @contextmanager
 def _container(engine: Engine, *args: str) -> Iterator[str]:
     """A detached container of the image (``args``: run options, then the image and its arguments),
@@ -192,7 +186,7 @@ def _job_ids(families: dict[str, Any]) -> set[str]:
 @pytest.fixture(scope="module")
 def demo(engine: Engine) -> Iterator[tuple[str, str]]:
     """``ccs-exporter demo`` in a container on the host network: (container name, /metrics URL)."""
-    port = _free_port()
+    port = free_port()
     with _container(
         engine,
         "--network=host",
@@ -244,7 +238,7 @@ class TestImage:
 
     def test_sigterm_stops_it_within_seconds(self, engine: Engine) -> None:
         """SIGTERM to the container (what the kubelet sends first) ends the exporter cleanly within 5 s."""
-        port = _free_port()
+        port = free_port()
         with _container(
             engine, "--network=host", IMAGE, "demo", "--listen-address", f"127.0.0.1:{port}"
         ) as name:
@@ -315,7 +309,7 @@ class TestChart:
         escalation), its config and password mounts, tmpfs for its emptyDir and the audit log on a mounted
         volume, the exporter serves the jobs and an audited job run lands in the volume's hash chain."""
         helm = require_tool("helm")
-        port = _free_port()
+        port = free_port()
         with Simulator(port=0, run_interval=None) as simulator:
             values = {
                 "ccs": {
@@ -424,7 +418,7 @@ class TestDocs:
         blocks = _shell_blocks(DOCS_PAGE.read_text(encoding="utf-8"))
         runnable = [block for block in blocks if not block.startswith(NOT_RUN)]
         assert len(runnable) >= 4 and len(blocks) > len(runnable), "docs/image.md's blocks moved"
-        port = str(_free_port())
+        port = str(free_port())
         name = f"ccs-exporter-test-{uuid.uuid4().hex[:12]}"  # not the page's name: runs may overlap
         tools = REPO_ROOT / ".tools" / "bin"
         env = {**engine.env, "PATH": f"{tools}{os.pathsep}{engine.env.get('PATH', '')}"}

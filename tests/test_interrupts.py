@@ -8,7 +8,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -23,9 +23,9 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 @pytest.fixture
-def sim() -> Iterator[Simulator]:
-    with Simulator(port=0, run_interval=None, password=PASSWORD) as simulator:
-        yield simulator
+def sim(started: Callable[..., Simulator]) -> Simulator:
+    started_simulator: Simulator = started(run_interval=None, password=PASSWORD)
+    return started_simulator
 
 
 def start_cli(args: list[str], sim: Simulator, audit_path: Path) -> subprocess.Popen[str]:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import copy
 import json
-from collections.abc import Iterator
+from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -47,9 +47,9 @@ RUN_ANSWER = {"JobID": JOB_ID, "JobRunID": RUN_ID, "Status": 1, "Message": "Job 
 
 
 @pytest.fixture
-def sim() -> Iterator[Simulator]:
-    with Simulator(port=0, run_interval=None, password=PASSWORD) as simulator:
-        yield simulator
+def sim(started: Callable[..., Simulator]) -> Simulator:
+    started_simulator: Simulator = started(run_interval=None, password=PASSWORD)
+    return started_simulator
 
 
 @pytest.fixture

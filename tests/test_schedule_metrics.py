@@ -59,10 +59,10 @@ class Clock:
 
 
 @pytest.fixture
-def sim() -> Iterator[Simulator]:
+def sim(started: Callable[..., Simulator]) -> Simulator:
     """The sample jobs, frozen at their capture instant."""
-    with Simulator(port=0, run_interval=None) as simulator:
-        yield simulator
+    started_simulator: Simulator = started(run_interval=None)
+    return started_simulator
 
 
 @pytest.fixture

@@ -55,10 +55,10 @@ def assert_no_secret(text: str, tokens: set[str], where: str) -> None:
 
 
 @pytest.fixture
-def sim() -> Iterator[Simulator]:
+def sim(started: Callable[..., Simulator]) -> Simulator:
     """A simulator whose account has the canary password."""
-    with Simulator(port=0, run_interval=None, password=CANARY) as simulator:
-        yield simulator
+    started_simulator: Simulator = started(run_interval=None, password=CANARY)
+    return started_simulator
 
 
 class TokenCollector:

@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -23,6 +22,7 @@ from typing import Any
 import pytest
 import requests
 import yaml
+from conftest import free_port
 from prometheus_client.parser import text_string_to_metric_families
 
 from ccs_exporter.sharding import shard_of
@@ -43,12 +43,6 @@ class ShardProcess:
     process: subprocess.Popen[bytes]
     base: str
     config: Path
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def _scrape(base: str) -> dict[str, Any]:
@@ -109,10 +103,10 @@ def _wait(check: Callable[[], bool], what: str, timeout: float = 30.0) -> None:
 
 
 @pytest.fixture
-def sim() -> Iterator[Simulator]:
+def sim(started: Callable[..., Simulator]) -> Simulator:
     """A simulator with 60 generated jobs, runs frozen."""
-    with Simulator(port=0, jobs=60, seed=18, run_interval=None) as simulator:
-        yield simulator
+    started_simulator: Simulator = started(jobs=60, seed=18, run_interval=None)
+    return started_simulator
 
 
 @pytest.fixture
@@ -125,7 +119,7 @@ def shards(tmp_path: Path, sim: Simulator) -> Iterator[Callable[..., list[ShardP
         env = {key: value for key, value in os.environ.items() if not key.startswith("CCS_EXPORTER_")}
         env["CCS_EXPORTER_PASSWORD"] = sim.password
         for index in range(TOTAL):
-            port = _free_port()
+            port = free_port()
             config = tmp_path / f"shard-{index}.yaml"
             values = {
                 "url": sim.url,

@@ -11,7 +11,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -25,9 +25,9 @@ pytestmark = pytest.mark.integration
 
 
 @pytest.fixture
-def sim() -> Iterator[Simulator]:
-    with Simulator(port=0, run_interval=None, password=PASSWORD) as simulator:
-        yield simulator
+def sim(started: Callable[..., Simulator]) -> Simulator:
+    started_simulator: Simulator = started(run_interval=None, password=PASSWORD)
+    return started_simulator
 
 
 def test_sigterm_before_the_request_records_failure(sim: Simulator, tmp_path: Path) -> None:

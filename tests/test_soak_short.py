@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -16,6 +15,7 @@ from pathlib import Path
 
 import pytest
 import requests
+from conftest import free_port
 
 from ccs_exporter.simulator import Simulator
 
@@ -35,12 +35,6 @@ def counts(pid: int) -> tuple[int, int]:
     status = Path(f"/proc/{pid}/status").read_text(encoding="ascii")
     threads = int(next(line for line in status.splitlines() if line.startswith("Threads:")).split()[1])
     return threads, len(os.listdir(f"/proc/{pid}/fd"))
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 @pytest.fixture

@@ -38,10 +38,10 @@ def password_hash() -> str:
 
 
 @pytest.fixture(scope="module")
-def sim() -> Iterator[Simulator]:
+def sim(started_for_module: Callable[..., Simulator]) -> Simulator:
     """A CCS simulator for the exporters of this module."""
-    with Simulator(port=0, run_interval=None) as simulator:
-        yield simulator
+    started_simulator: Simulator = started_for_module(run_interval=None)
+    return started_simulator
 
 
 @pytest.fixture
