@@ -37,7 +37,7 @@ from benchmarks import measures  # noqa: E402
 from benchmarks.processes import ExporterProcess, SimulatorProcess  # noqa: E402
 from benchmarks.run import machine  # noqa: E402
 from ccs_exporter.cli.logs import configure_logging  # noqa: E402
-from ccs_exporter.exposition.families import render_exposition  # noqa: E402
+from ccs_exporter.exposition.renderer import render_exposition  # noqa: E402
 from ccs_exporter.polling.snapshot import PollSnapshot  # noqa: E402
 
 README = Path(__file__).resolve().parent / "README.md"

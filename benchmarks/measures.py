@@ -21,8 +21,8 @@ from pydantic import SecretStr
 from requests.adapters import HTTPAdapter
 
 from ccs_exporter.client import CcsClient
-from ccs_exporter.exposition.families import ExpositionStore
 from ccs_exporter.exposition.live import RequestStats
+from ccs_exporter.exposition.renderer import ExpositionStore
 from ccs_exporter.polling.cycle import Poller
 from ccs_exporter.polling.snapshot import PollSnapshot
 

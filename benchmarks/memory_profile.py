@@ -32,7 +32,7 @@ from pydantic import SecretStr  # noqa: E402
 from benchmarks.processes import SimulatorProcess  # noqa: E402
 from ccs_exporter.cli.logs import configure_logging  # noqa: E402
 from ccs_exporter.client import CcsClient  # noqa: E402
-from ccs_exporter.exposition.families import ExpositionStore  # noqa: E402
+from ccs_exporter.exposition.renderer import ExpositionStore  # noqa: E402
 from ccs_exporter.polling.cycle import Poller  # noqa: E402
 from ccs_exporter.polling.workers import WorkerPool  # noqa: E402
 

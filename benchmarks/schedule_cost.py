@@ -26,7 +26,7 @@ sys.path.insert(0, str(REPO))  # run from a checkout without installing
 
 import structlog  # noqa: E402
 
-from ccs_exporter.exposition.families import render_snapshot  # noqa: E402
+from ccs_exporter.exposition.renderer import render_snapshot  # noqa: E402
 from ccs_exporter.models import JobSchedule  # noqa: E402
 from ccs_exporter.polling.schedule_reading import ScheduleReading  # noqa: E402
 from ccs_exporter.polling.snapshot import JobSnapshot, JobState, PollSnapshot  # noqa: E402

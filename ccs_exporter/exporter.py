@@ -15,8 +15,8 @@ from ccs_exporter.audit import AuditLog
 from ccs_exporter.audit.auditor import ChangeAuditor
 from ccs_exporter.audit.export.metrics import ShippingCollector
 from ccs_exporter.client import CcsClient
-from ccs_exporter.exposition.families import ExpositionStore
 from ccs_exporter.exposition.live import LiveMetrics, RequestStats
+from ccs_exporter.exposition.renderer import ExpositionStore
 from ccs_exporter.polling.cycle import Poller
 from ccs_exporter.polling.discovery import WatchList
 from ccs_exporter.polling.health import PollHealth, stall_after

@@ -17,7 +17,7 @@ from structlog.testing import capture_logs
 
 from ccs_exporter.client import CcsClient
 from ccs_exporter.exporter import Exporter
-from ccs_exporter.exposition.families import render_snapshot
+from ccs_exporter.exposition.renderer import render_snapshot
 from ccs_exporter.polling.cycle import Poller
 from ccs_exporter.polling.discovery import WatchList
 from ccs_exporter.polling.snapshot import PollSnapshot

@@ -17,7 +17,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from ccs_exporter.client import CcsClient
 from ccs_exporter.exporter import Exporter
-from ccs_exporter.exposition.families import render_snapshot
+from ccs_exporter.exposition.renderer import render_snapshot
 from ccs_exporter.polling.cycle import Poller
 from ccs_exporter.polling.snapshot import PollSnapshot
 from ccs_exporter.settings.config import Settings, load_settings

@@ -11,9 +11,9 @@ import pytest
 from prometheus_client.openmetrics.parser import text_string_to_metric_families as parse_openmetrics
 from prometheus_client.parser import text_string_to_metric_families as parse_text
 
-from ccs_exporter.exposition.families import ExpositionStore
 from ccs_exporter.exposition.formats import MAX_SELECTED_NAMES, negotiate
 from ccs_exporter.exposition.live import LiveMetrics, RequestStats
+from ccs_exporter.exposition.renderer import ExpositionStore
 from ccs_exporter.polling.snapshot import JobSnapshot, JobState, PollSnapshot, RunSummary
 from ccs_exporter.web.server import MetricsServer
 

@@ -18,7 +18,8 @@ from pydantic import SecretStr
 
 from ccs_exporter.client import CcsClient
 from ccs_exporter.errors import BadResponseError
-from ccs_exporter.exposition.families import MAX_LABEL_LENGTH, TRUNCATION_MARKER, render_snapshot
+from ccs_exporter.exposition.families import MAX_LABEL_LENGTH, TRUNCATION_MARKER
+from ccs_exporter.exposition.renderer import render_snapshot
 from ccs_exporter.polling.cycle import Poller
 
 pytestmark = pytest.mark.integration

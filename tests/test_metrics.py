@@ -11,15 +11,10 @@ from datetime import datetime, timezone
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from ccs_exporter.exposition.families import (
-    MAX_LABEL_LENGTH,
-    TRUNCATION_MARKER,
-    ExpositionStore,
-    label_value,
-    render_snapshot,
-)
+from ccs_exporter.exposition.families import MAX_LABEL_LENGTH, TRUNCATION_MARKER, label_value
 from ccs_exporter.exposition.formats import Format
 from ccs_exporter.exposition.live import LiveMetrics, RequestStats
+from ccs_exporter.exposition.renderer import ExpositionStore, render_snapshot
 from ccs_exporter.models import JobRuns
 from ccs_exporter.polling.snapshot import JobSnapshot, JobState, PollSnapshot, RunSummary, summarize_runs
 

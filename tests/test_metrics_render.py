@@ -16,15 +16,11 @@ from prometheus_client.metrics_core import GaugeMetricFamily, InfoMetricFamily, 
 from prometheus_client.openmetrics.exposition import generate_latest as generate_openmetrics
 from prometheus_client.registry import Collector
 
-from ccs_exporter.exposition import families
-from ccs_exporter.exposition.families import (
-    CycleCollector,
-    ExpositionStore,
-    label_value,
-    render_exposition,
-    render_snapshot,
-)
+from ccs_exporter.exposition import renderer
+from ccs_exporter.exposition.cycle import CycleCollector
+from ccs_exporter.exposition.families import label_value
 from ccs_exporter.exposition.formats import Format
+from ccs_exporter.exposition.renderer import ExpositionStore, render_exposition, render_snapshot
 from ccs_exporter.models import JobStatus
 from ccs_exporter.polling.snapshot import JobSnapshot, JobState, PollSnapshot, RunSummary
 from ccs_exporter.schedule import (
@@ -353,7 +349,7 @@ class TestRenderingAgain:
     def test_every_cycle_renders_as_a_fresh_rendering(self, monkeypatch: pytest.MonkeyPatch) -> None:
         """Published one after the other, each snapshot's exposition, plain and gzip, in both formats and
         with either status metric, is byte for byte what rendering it on its own gives."""
-        monkeypatch.setattr(families, "JOBS_PER_PART", 7)  # many parts, some used again, some not
+        monkeypatch.setattr(renderer, "JOBS_PER_PART", 7)  # many parts, some used again, some not
         for seed in range(8):
             for sparse in (False, True):
                 store = ExpositionStore(sparse_status=sparse)

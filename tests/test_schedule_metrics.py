@@ -13,7 +13,7 @@ from structlog.testing import capture_logs
 from test_hostile_data import CcsStub, completed_run, guid, job_body, runs_body
 
 from ccs_exporter.client import CcsClient
-from ccs_exporter.exposition.families import render_snapshot
+from ccs_exporter.exposition.renderer import render_snapshot
 from ccs_exporter.models import Job
 from ccs_exporter.polling.cycle import Poller
 from ccs_exporter.polling.snapshot import PollSnapshot

@@ -22,9 +22,9 @@ from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
 from ccs_exporter import __version__
-from ccs_exporter.exposition.families import ExpositionStore
 from ccs_exporter.exposition.formats import EOF, EOF_GZIP, MAX_SELECTED_NAMES, Format, negotiate
 from ccs_exporter.exposition.live import LiveMetrics
+from ccs_exporter.exposition.renderer import ExpositionStore
 from ccs_exporter.web.auth import BasicAuthChecker, FailureBackoff
 from ccs_exporter.web.config import TokenBucket, WebState
 from ccs_exporter.web.metrics import WebStats

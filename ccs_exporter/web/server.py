@@ -22,8 +22,8 @@ from typing import Any
 
 import structlog
 
-from ccs_exporter.exposition.families import ExpositionStore
 from ccs_exporter.exposition.live import LiveMetrics
+from ccs_exporter.exposition.renderer import ExpositionStore
 from ccs_exporter.web.auth import FailureBackoff
 from ccs_exporter.web.config import WebConfigWatcher, WebState
 from ccs_exporter.web.connection import Connection, ServerLimits
