@@ -23,7 +23,7 @@ from ccs_exporter.polling.health import PollHealth, stall_after
 from ccs_exporter.polling.loop import PollLoop
 from ccs_exporter.polling.snapshot import PollSnapshot
 from ccs_exporter.settings.config import Settings
-from ccs_exporter.web.config import WebConfigWatcher
+from ccs_exporter.web.config_watcher import WebConfigWatcher
 from ccs_exporter.web.metrics import WebStats
 from ccs_exporter.web.server import MetricsServer
 

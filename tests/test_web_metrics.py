@@ -18,7 +18,7 @@ from web_helpers import SMALL, Pki, Store, make_pki
 
 from ccs_exporter.exposition.live import LiveMetrics, RequestStats
 from ccs_exporter.settings.reloads import ReloadRecord
-from ccs_exporter.web.config import WebConfigWatcher
+from ccs_exporter.web.config_watcher import WebConfigWatcher
 from ccs_exporter.web.metrics import WebStats
 from ccs_exporter.web.server import MetricsServer, ServerLimits
 

@@ -20,7 +20,7 @@ from web_helpers import Pki, make_pki
 from ccs_exporter.exporter import Exporter
 from ccs_exporter.settings.config import load_settings
 from ccs_exporter.simulator import Simulator
-from ccs_exporter.web.config import WebConfigWatcher
+from ccs_exporter.web.config_watcher import WebConfigWatcher
 
 USER, PASSWORD = "prometheus", "Scrape-Pw-9dK2"
 

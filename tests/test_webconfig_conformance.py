@@ -30,7 +30,8 @@ from cryptography.x509.oid import NameOID
 from web_helpers import Pki, make_pki, metrics_servers
 
 from ccs_exporter.errors import ConfigError
-from ccs_exporter.web.config import WebConfigWatcher, load_web_config
+from ccs_exporter.web.config import load_web_config
+from ccs_exporter.web.config_watcher import WebConfigWatcher
 from ccs_exporter.web.server import MetricsServer
 
 pytestmark = pytest.mark.integration

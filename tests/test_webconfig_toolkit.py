@@ -22,7 +22,8 @@ import structlog
 from web_helpers import CLIENT_DNS, CLIENT_IP, CLIENT_URI, Pki, make_pki, metrics_servers
 
 from ccs_exporter.errors import ConfigError
-from ccs_exporter.web.config import WebConfigWatcher, load_web_config
+from ccs_exporter.web.config import load_web_config
+from ccs_exporter.web.config_watcher import WebConfigWatcher
 from ccs_exporter.web.server import MetricsServer
 
 USER, PASSWORD = "prometheus", "Scrape-Pw-9dK2"

@@ -16,7 +16,7 @@ from cryptography.x509.oid import NameOID
 
 from ccs_exporter.exposition.formats import Exposition, RenderedFamily
 from ccs_exporter.exposition.live import LiveMetrics, RequestStats
-from ccs_exporter.web.config import WebConfigWatcher
+from ccs_exporter.web.config_watcher import WebConfigWatcher
 from ccs_exporter.web.server import MetricsServer, ServerLimits
 
 # The client certificate's subject alternative names (what client_allowed_sans is matched against).

@@ -26,7 +26,8 @@ from ccs_exporter.exposition.formats import EOF, EOF_GZIP, MAX_SELECTED_NAMES, F
 from ccs_exporter.exposition.live import LiveMetrics
 from ccs_exporter.exposition.renderer import ExpositionStore
 from ccs_exporter.web.auth import BasicAuthChecker, FailureBackoff
-from ccs_exporter.web.config import TokenBucket, WebState
+from ccs_exporter.web.config import TokenBucket
+from ccs_exporter.web.config_watcher import WebState
 from ccs_exporter.web.metrics import WebStats
 
 _SERVER = f"ccs-exporter/{__version__}"

@@ -25,7 +25,7 @@ import structlog
 from ccs_exporter.exposition.live import LiveMetrics
 from ccs_exporter.exposition.renderer import ExpositionStore
 from ccs_exporter.web.auth import FailureBackoff
-from ccs_exporter.web.config import WebConfigWatcher, WebState
+from ccs_exporter.web.config_watcher import WebConfigWatcher, WebState
 from ccs_exporter.web.connection import Connection, ServerLimits
 from ccs_exporter.web.endpoints import Endpoints
 from ccs_exporter.web.metrics import WebStats
