@@ -28,7 +28,9 @@ from ccs_exporter.errors import (
 )
 from ccs_exporter.models import Job
 from ccs_exporter.polling import discovery
-from ccs_exporter.polling.discovery import Discoverer, list_search, search_label
+from ccs_exporter.polling import listing as listing_module
+from ccs_exporter.polling.discovery import Discoverer, search_label
+from ccs_exporter.polling.listing import list_search
 from ccs_exporter.polling.workers import WorkerPool
 from ccs_exporter.settings.config import load_settings
 from ccs_exporter.settings.values import MAX_JOB_SEARCHES
@@ -204,7 +206,7 @@ class TestListSearch:
         self, make_page: Callable[..., SearchPage], monkeypatch: pytest.MonkeyPatch
     ) -> None:
         """A server that always has new jobs is read up to the page bound, and the listing says so."""
-        monkeypatch.setattr(discovery, "MAX_SEARCH_PAGES", 5)
+        monkeypatch.setattr(listing_module, "MAX_SEARCH_PAGES", 5)
         server = PagedServer(make_page, total=10**9, cap=3)
         listing = list_search(server)
         assert listing is not None and listing.truncated
@@ -215,7 +217,7 @@ class TestListSearch:
         self, make_page: Callable[..., SearchPage], monkeypatch: pytest.MonkeyPatch
     ) -> None:
         """A listing stops once it holds the job bound."""
-        monkeypatch.setattr(discovery, "MAX_SEARCH_JOBS", 10)
+        monkeypatch.setattr(listing_module, "MAX_SEARCH_JOBS", 10)
         listing = list_search(PagedServer(make_page, total=100, cap=4))
         assert listing is not None and listing.truncated and len(listing.jobs) == 12
 

@@ -27,6 +27,12 @@ def add_jobs_commands(commands: Any) -> None:
     group = commands.add_parser("jobs", help="read and change CCS jobs")
     add_connection_options(group, before_command=True)  # `jobs --config FILE runs JOB_ID` works too
     jobs = group.add_subparsers(title="jobs commands", metavar="JOBS_COMMAND")
+    _add_reading_commands(jobs)
+    _add_audited_commands(jobs)
+
+
+def _add_reading_commands(jobs: Any) -> None:
+    """``jobs get|runs|search|find``: read-only, nothing recorded."""
     get = jobs.add_parser("get", help="print a job (search job by id)")
     get.add_argument("job_id", metavar="JOB_ID", help=JOB_ID_HELP)
     _add_output_option(get)
@@ -65,6 +71,9 @@ def add_jobs_commands(commands: Any) -> None:
     add_connection_options(find)
     find.set_defaults(handler=_cmd_jobs_find)
 
+
+def _add_audited_commands(jobs: Any) -> None:
+    """``jobs create|update|delete|run|abort``: each call recorded in the audit trail before and after."""
     create = jobs.add_parser("create", help="create a job from a JSON/YAML spec (audited)")
     create.add_argument(
         "-f",
@@ -188,7 +197,7 @@ def _cmd_jobs_runs(args: argparse.Namespace) -> int:
 
 def _cmd_jobs_search(args: argparse.Namespace) -> int:
     from ccs_exporter.client import CcsClient
-    from ccs_exporter.polling.discovery import MAX_SEARCH_JOBS, MAX_SEARCH_PAGES, list_search
+    from ccs_exporter.polling.listing import MAX_SEARCH_JOBS, MAX_SEARCH_PAGES, list_search
     from ccs_exporter.settings.values import checked_job_search
 
     expression = checked_job_search(args.expression)

@@ -1,24 +1,23 @@
 """Job discovery through Search Jobs: each cycle pages through every configured search (read-only).
 
-A listing asks ``page=0, 1, ...`` until a page is empty. A short page proves nothing (CCS may cap the
-page size silently); a page that adds no new job id ends the listing too (a server that ignores
-``page``), and a listing stops at ``MAX_SEARCH_PAGES`` pages or ``MAX_SEARCH_JOBS`` jobs (logged, and
-``truncated`` in the search's state). Search results carry each job's properties, so a discovered job
-costs no request of its own. A search whose listing fails keeps its last good result for the cycle:
-its jobs keep their series, marked stale. Results go on as data (``Discovery``); nothing here writes.
+The paging of one search is ``listing.list_search`` (bounded at ``MAX_SEARCH_PAGES`` pages and
+``MAX_SEARCH_JOBS`` jobs; a listing that reaches either is logged, and ``truncated`` in the search's
+state). Search results carry each job's properties, so a discovered job costs no request of its own.
+A search whose listing fails keeps its last good result for the cycle: its jobs keep their series,
+marked stale. Results go on as data (``Discovery``); nothing here writes.
 """
 
 from __future__ import annotations
 
 import hashlib
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 import structlog
 
-from ccs_exporter.client import CcsClient, SearchItem, SearchPage
+from ccs_exporter.client import CcsClient, SearchItem
 from ccs_exporter.errors import (
     AuthError,
     BadRequestError,
@@ -28,6 +27,7 @@ from ccs_exporter.errors import (
     UnavailableError,
 )
 from ccs_exporter.models import normalize_guid
+from ccs_exporter.polling.listing import MAX_SEARCH_JOBS, MAX_SEARCH_PAGES, KnownItem, Listing, list_search
 from ccs_exporter.polling.snapshot import SearchState
 from ccs_exporter.polling.workers import WorkerPool
 
@@ -36,10 +36,6 @@ if TYPE_CHECKING:
 
 log = structlog.get_logger(__name__)
 
-# Bounds on one listing: 1,000 pages (a page size silently capped at 100 still lists 100,000 jobs) and
-# 100,000 jobs (memory and series). A listing that reaches either is used as it is and reported.
-MAX_SEARCH_PAGES = 1000
-MAX_SEARCH_JOBS = 100_000
 # The ``search`` label is the expression itself up to this length; a longer one is cut and given a
 # digest of the whole, so two long expressions sharing a prefix still get two series.
 MAX_SEARCH_LABEL_LENGTH = 120
@@ -88,72 +84,6 @@ def _job_key(job_id: str) -> str:
         return normalize_guid(job_id)
     except ValueError:
         return job_id
-
-
-@dataclass
-class Listing:
-    """Every job one search matched (unparsed), in the order CCS listed them, and how the listing went."""
-
-    jobs: dict[str, SearchItem] = field(default_factory=dict)
-    bad: dict[str, str] = field(default_factory=dict)  # job id -> why its item could not be read
-    unreadable: int = 0  # items without a readable JobID
-    pages: int = 0
-    truncated: bool = False
-    page_ignored: bool = False
-
-    @property
-    def size(self) -> int:
-        """Jobs matched, readable or not."""
-        return len(self.jobs) + len(self.bad)
-
-
-KnownItem = Callable[[str, bytes], bool]
-"""Says whether the reading of a job (by id) came from a search item with this digest."""
-
-
-def list_search(
-    fetch: Callable[[int], SearchPage], stop: threading.Event | None = None, known: KnownItem | None = None
-) -> Listing | None:
-    """Page through one search with ``fetch(page)``; None when ``stop`` was set before the end.
-
-    Errors from ``fetch`` propagate: a listing is complete or it is not used. An item ``known`` says was
-    read before is kept without its text (id and digest): nobody parses it again, and at rest a listing
-    of 10,000 jobs then holds a few hundred kilobytes instead of 12 MB while the cycle runs.
-    """
-    listing = Listing()
-    for page in range(MAX_SEARCH_PAGES):
-        if stop is not None and stop.is_set():
-            return None
-        answer = fetch(page)
-        listing.pages += 1
-        if answer.size == 0:
-            return listing
-        readable = 0
-        new = 0
-        for item in answer.items:
-            readable += 1
-            if item.job_id not in listing.jobs and item.job_id not in listing.bad:
-                new += 1
-            listing.bad.pop(item.job_id, None)
-            if known is not None and known(item.job_id, item.digest):
-                item = SearchItem(item.job_id, item.digest, b"")
-            listing.jobs[item.job_id] = item  # the later copy of a job listed twice is the fresher one
-        for bad in answer.bad_items:
-            if bad.job_id is None:
-                listing.unreadable += 1
-                continue
-            readable += 1
-            if bad.job_id not in listing.jobs and bad.job_id not in listing.bad:
-                new += 1
-                listing.bad[bad.job_id] = bad.message
-        if readable and not new:
-            listing.page_ignored = True  # the same jobs again: the server does not page
-            return listing
-        if listing.size >= MAX_SEARCH_JOBS:
-            listing.truncated = True
-            return listing
-    listing.truncated = True
-    return listing
 
 
 @dataclass(frozen=True)
