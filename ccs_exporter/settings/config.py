@@ -26,6 +26,7 @@ from ccs_exporter.settings.checks import (
     read_password_file,
     url_without_credentials,
 )
+from ccs_exporter.settings.config_file import ConfigFileValues, read_config_file
 from ccs_exporter.settings.inputs import (
     FirstError,
     describe_validation_error,
@@ -87,45 +88,7 @@ def parse_listen_address(value: str) -> tuple[str, int]:
     return host or "0.0.0.0", port
 
 
-class _FileValuesSource(PydanticBaseSettingsSource):
-    """Values already read from the ``--config`` YAML file."""
-
-    def __init__(self, settings_cls: type[BaseSettings], values: dict[str, Any]) -> None:
-        super().__init__(settings_cls)
-        self._values = values
-
-    def get_field_value(self, field: Any, field_name: str) -> tuple[Any, str, bool]:
-        return self._values.get(field_name), field_name, False
-
-    def __call__(self) -> dict[str, Any]:
-        return dict(self._values)
-
-
 NO_PASSWORD = f"no password: set {env_name('password')} or {env_name('password_file')}"
-
-
-def _read_config_file(path: Path, known: set[str]) -> tuple[dict[str, Any], list[tuple[str, str]]]:
-    """The file's settings, and a (message, key) problem for each key that is no setting."""
-    loaded = load_yaml_file(path, "config", "config")
-    if loaded is None:
-        return {}, []
-    if not isinstance(loaded, dict):
-        raise ConfigError(f"config file {path}: must be a mapping of setting names to values", field="config")
-    values: dict[str, Any] = {}
-    unknown: list[tuple[str, str]] = []
-    for key, value in loaded.items():
-        name = str(key)
-        if name not in known:
-            unknown.append(
-                (
-                    f"config file {path}: unknown key {name!r} (keys are the setting names in lower case, "
-                    "e.g. job_ids)",
-                    name,
-                )
-            )
-            continue
-        values[name] = value
-    return values, unknown
 
 
 class Settings(BaseSettings):
@@ -368,7 +331,7 @@ def load_settings(
     """
     values = {key: value for key, value in (overrides or {}).items() if value is not None}
     file_values, problems = (
-        _read_config_file(config_file, set(Settings.model_fields)) if config_file else ({}, [])
+        read_config_file(config_file, set(Settings.model_fields)) if config_file else ({}, [])
     )
 
     class _SettingsWithFile(Settings):
@@ -381,7 +344,7 @@ def load_settings(
             dotenv_settings: PydanticBaseSettingsSource,
             file_secret_settings: PydanticBaseSettingsSource,
         ) -> tuple[PydanticBaseSettingsSource, ...]:
-            return (init_settings, env_settings, _FileValuesSource(settings_cls, file_values))
+            return (init_settings, env_settings, ConfigFileValues(settings_cls, file_values))
 
     settings: Settings | None = None
     try:
