@@ -10,6 +10,7 @@ import argparse
 import os
 import sys
 from collections.abc import Callable, Sequence
+from typing import Any
 
 from ccs_exporter import __version__
 from ccs_exporter.cli.audit_commands import add_audit_commands
@@ -104,11 +105,26 @@ def build_parser() -> argparse.ArgumentParser:
     parser.set_defaults(reads_settings=True)
     commands = parser.add_subparsers(title="commands", metavar="COMMAND")
 
+    _add_serve_command(commands)
+    _add_check_config_command(commands)
+    _add_demo_command(commands)
+    _add_simulate_command(commands)
+    add_jobs_commands(commands)
+    add_audit_commands(commands)
+    mark_commands(parser)
+    return parser
+
+
+def _add_serve_command(commands: Any) -> None:
+    """``serve``: poll CCS jobs and serve Prometheus metrics."""
     serve = commands.add_parser("serve", help="poll CCS jobs and serve Prometheus metrics")
     add_connection_options(serve)
     add_serve_options(serve)
     serve.set_defaults(handler=cmd_serve)
 
+
+def _add_check_config_command(commands: Any) -> None:
+    """``check-config``: check the settings and the web config and print them."""
     check = commands.add_parser(
         "check-config",
         help="check the settings and the web config and print them; only --connect sends to CCS",
@@ -125,6 +141,9 @@ def build_parser() -> argparse.ArgumentParser:
     add_serve_options(check)
     check.set_defaults(handler=cmd_check_config)
 
+
+def _add_demo_command(commands: Any) -> None:
+    """``demo``: the exporter against the built-in CCS simulator."""
     from ccs_exporter import simulator
 
     demo = commands.add_parser("demo", help="run the exporter against the built-in CCS simulator")
@@ -163,12 +182,11 @@ def build_parser() -> argparse.ArgumentParser:
         settings_set_by_command=("url", "username", "password", "job_ids"),
     )
 
+
+def _add_simulate_command(commands: Any) -> None:
+    """``simulate``: the CCS simulator on its own."""
+    from ccs_exporter import simulator
+
     simulate = commands.add_parser("simulate", help="run the CCS simulator (a stand-in CCS jobs API)")
     simulator.add_arguments(simulate)
     simulate.set_defaults(handler=simulator.run)
-
-    add_jobs_commands(commands)
-
-    add_audit_commands(commands)
-    mark_commands(parser)
-    return parser

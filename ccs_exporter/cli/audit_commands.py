@@ -34,6 +34,14 @@ def add_audit_commands(commands: Any) -> None:
     group = commands.add_parser("audit", help="work with the audit log")
     add_connection_options(group, before_command=True)  # `audit --config FILE reconcile LOG` works too
     audit = group.add_subparsers(title="audit commands", metavar="AUDIT_COMMAND")
+    _add_verify_command(audit)
+    _add_reconcile_command(audit)
+    _add_keygen_command(audit)
+    add_export_command(audit)
+
+
+def _add_verify_command(audit: Any) -> None:
+    """``audit verify``: the hash chain, signatures, head and witness of an audit log."""
     verify = audit.add_parser("verify", help="check an audit log's hash chain, head and witness")
     verify.add_argument("file", type=Path, metavar="FILE", help="the audit log (JSON lines) to check")
     verify.add_argument(
@@ -45,6 +53,13 @@ def add_audit_commands(commands: Any) -> None:
         metavar="KEYFILE.pub",
         help="check every signature; repeat for rotated keys (chosen by key id)",
     )
+    _add_witness_options(verify)
+    add_verify_format_option(verify)
+    verify.set_defaults(handler=_cmd_audit_verify)
+
+
+def _add_witness_options(verify: Any) -> None:
+    """``audit verify --witness*``: which Prometheus to check the heads against, and how to reach it."""
     witness = verify.add_argument_group("witness (the heads a Prometheus scraped from the exporter)")
     witness.add_argument("--witness", metavar="PROMETHEUS_URL", help="check against this Prometheus")
     witness.add_argument(
@@ -72,9 +87,10 @@ def add_audit_commands(commands: Any) -> None:
         metavar="NAME=VALUE",
         help="extra request header, repeatable (e.g. X-Scope-OrgID=team-a for Mimir, Cortex, Thanos)",
     )
-    add_verify_format_option(verify)
-    verify.set_defaults(handler=_cmd_audit_verify)
 
+
+def _add_reconcile_command(audit: Any) -> None:
+    """``audit reconcile``: close the intents a crash left open."""
     reconcile = audit.add_parser(
         "reconcile", help="record the outcome CCS shows for intents left without a result (a crash)"
     )
@@ -93,6 +109,9 @@ def add_audit_commands(commands: Any) -> None:
     add_connection_options(reconcile)
     reconcile.set_defaults(handler=_cmd_audit_reconcile)
 
+
+def _add_keygen_command(audit: Any) -> None:
+    """``audit keygen``: a new Ed25519 signing key pair."""
     keygen = audit.add_parser("keygen", help="write an Ed25519 signing key (KEYFILE, 0600) and KEYFILE.pub")
     keygen.add_argument(
         "keyfile",
@@ -101,8 +120,6 @@ def add_audit_commands(commands: Any) -> None:
         help="where to write the private key; the public key goes to KEYFILE.pub (neither may exist)",
     )
     keygen.set_defaults(handler=_cmd_audit_keygen)
-
-    add_export_command(audit)
 
 
 def _moment(text: str) -> float:

@@ -140,6 +140,12 @@ def add_connection_options(parser: argparse.ArgumentParser, *, before_command: b
         help=_named("seconds per request (default 30)", "request_timeout_seconds"),
         type=float,
     )
+    _add_log_options(add)
+    _reads_settings(parser, before_command)
+
+
+def _add_log_options(add: Any) -> None:
+    """``--log-level`` and ``--log-format`` (``add`` from ``_adder``)."""
     add(
         "--log-level",
         "--log.level",
@@ -155,7 +161,6 @@ def add_connection_options(parser: argparse.ArgumentParser, *, before_command: b
         help=_named("default auto: JSON unless stderr is a terminal; logfmt as node_exporter", "log_format"),
         choices=LOG_FORMATS,
     )
-    _reads_settings(parser, before_command)
 
 
 def add_serve_options(parser: argparse.ArgumentParser, *, before_command: bool = False) -> None:

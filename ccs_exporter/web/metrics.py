@@ -94,22 +94,7 @@ class WebStats(Collector):
                 self._certificates_refused,
                 self._dropped_at_limit,
             )
-        family = CounterMetricFamily(
-            "ccs_exporter_http_requests",
-            "HTTP requests the exporter answered, by path (or other) and status code.",
-            labels=["path", "code"],
-        )
-        for (path, code), count in requests:
-            family.add_metric([path, code], count)
-        yield family
-        failures = CounterMetricFamily(
-            "ccs_exporter_http_authentication_failures",
-            "Requests refused with 401: without credentials (missing) or with wrong ones (invalid).",
-            labels=["reason"],
-        )
-        for reason, count in auth:
-            failures.add_metric([reason], count)
-        yield failures
+        yield from _request_families(requests, auth)
         backoff, limited, handshakes, certificates, dropped = counts
         yield CounterMetricFamily(
             "ccs_exporter_http_login_backoff_refusals",
@@ -148,6 +133,28 @@ class WebStats(Collector):
             "ccs_exporter_config", "the settings (SIGHUP, a changed file)", self.settings_reload
         )
         yield from _reload_families("ccs_exporter_web_config", "the web config", self.web_config_reload)
+
+
+def _request_families(
+    requests: list[tuple[tuple[str, str], int]], auth: list[tuple[str, int]]
+) -> Iterator[Metric]:
+    """Requests answered by path and code, and authentication failures by reason."""
+    family = CounterMetricFamily(
+        "ccs_exporter_http_requests",
+        "HTTP requests the exporter answered, by path (or other) and status code.",
+        labels=["path", "code"],
+    )
+    for (path, code), count in requests:
+        family.add_metric([path, code], count)
+    yield family
+    failures = CounterMetricFamily(
+        "ccs_exporter_http_authentication_failures",
+        "Requests refused with 401: without credentials (missing) or with wrong ones (invalid).",
+        labels=["reason"],
+    )
+    for reason, count in auth:
+        failures.add_metric([reason], count)
+    yield failures
 
 
 def _reload_families(prefix: str, what: str, record: ReloadRecord | None) -> Iterator[Metric]:
