@@ -680,11 +680,11 @@ class TestAuditVerifyCommand:
         assert done.returncode == 1
         assert "line 3: record was edited" in done.stderr
 
-    def test_missing_file_exits_1(self, tmp_path: Path) -> None:
-        """`audit verify` on a missing file exits 1 and says it cannot read it."""
+    def test_missing_file_exits_2(self, tmp_path: Path) -> None:
+        """`audit verify` on a missing file is a usage error: exit 2, saying there is no such file."""
         done = run_cli(["audit", "verify", str(tmp_path / "none.log")], None, None)
-        assert done.returncode == 1
-        assert "cannot read" in done.stderr
+        assert done.returncode == 2
+        assert "no such file" in done.stderr
 
 
 @pytest.mark.integration

@@ -348,3 +348,13 @@ class TestBadOptions:
             small_log, "--witness", "http://127.0.0.1:9", "--witness-bearer-token-file", str(empty)
         )
         assert done.returncode == 2 and "is empty" in done.stderr
+
+
+@pytest.mark.integration
+def test_a_secret_file_named_token_is_named_in_errors(small_log: Path, tmp_path: Path) -> None:
+    """A token file mounted as ``.../token`` (a Kubernetes Secret) is named whole in its error."""
+    empty = tmp_path / "token"
+    empty.write_text("", encoding="utf-8")
+    done = run_verify(small_log, "--witness", "http://127.0.0.1:9", "--witness-bearer-token-file", str(empty))
+    assert done.returncode == 2
+    assert f"{str(empty)!r}: is empty" in done.stderr

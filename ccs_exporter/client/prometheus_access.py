@@ -128,21 +128,24 @@ class PrometheusAccess:
 
 def _secret_file(path: Path, option: str) -> str:
     """The content of a token or password file, surrounding whitespace removed (as Prometheus does)."""
+    # The path quoted, as settings errors do: a file named ``token`` or ``password`` followed by ": ..."
+    # would read as a secret to the scrubbing of error text.
+    named = f"{option} {str(path)!r}"
     try:
         with path.open("rb") as file:
             raw = file.read(_MAX_SECRET_FILE_BYTES + 1)
     except OSError as exc:
-        raise ConfigError(f"{option} {path}: cannot read ({exc.strerror or exc})", field="witness") from None
+        raise ConfigError(f"{named}: cannot read ({exc.strerror or exc})", field="witness") from None
     if len(raw) > _MAX_SECRET_FILE_BYTES:
-        raise ConfigError(f"{option} {path}: larger than {_MAX_SECRET_FILE_BYTES} bytes", field="witness")
+        raise ConfigError(f"{named}: larger than {_MAX_SECRET_FILE_BYTES} bytes", field="witness")
     try:
         text = raw.decode("utf-8").strip()
     except UnicodeDecodeError:
-        raise ConfigError(f"{option} {path}: not UTF-8 text", field="witness") from None
+        raise ConfigError(f"{named}: not UTF-8 text", field="witness") from None
     if not text:
-        raise ConfigError(f"{option} {path}: is empty", field="witness")
+        raise ConfigError(f"{named}: is empty", field="witness")
     if any(ord(char) < 32 or ord(char) == 127 for char in text):
-        raise ConfigError(f"{option} {path}: holds a control character (one line expected)", field="witness")
+        raise ConfigError(f"{named}: holds a control character (one line expected)", field="witness")
     return text
 
 
