@@ -144,3 +144,33 @@ class TestIntegrationMarker:
             sock.bind(("127.0.0.1", 0))
             with pytest.raises(RuntimeError, match=r"starts a server: mark it @pytest.mark.integration"):
                 sock.listen()
+
+
+# "About 400 lines a module, 60 a function": past that a module or a function usually does two jobs.
+MAX_MODULE_LINES = 420
+MAX_FUNCTION_LINES = 60
+
+
+class TestSizes:
+    """Modules and functions stay small enough to read whole (the simulator included)."""
+
+    def test_no_module_is_over_the_limit(self) -> None:
+        """Every module of the package is at most MAX_MODULE_LINES lines."""
+        sizes = {path: len(path.read_text(encoding="utf-8").splitlines()) for path in PACKAGE.rglob("*.py")}
+        over = {
+            path.relative_to(PACKAGE).as_posix(): lines
+            for path, lines in sizes.items()
+            if lines > MAX_MODULE_LINES
+        }
+        assert not over
+
+    def test_no_function_is_over_the_limit(self) -> None:
+        """Every function and method of the package is at most MAX_FUNCTION_LINES lines."""
+        over = []
+        for path in PACKAGE.rglob("*.py"):
+            for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+                if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                    lines = (node.end_lineno or node.lineno) - node.lineno + 1
+                    if lines > MAX_FUNCTION_LINES:
+                        over.append(f"{path.relative_to(PACKAGE).as_posix()}:{node.name} ({lines})")
+        assert not over
