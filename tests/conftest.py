@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 import responses
+import structlog
 
 FIXTURES_DIR = Path(__file__).parent / "fixtures"
 # Set CCS_TEST_RECORD_INTEGRATION=FILE to list, instead of failing, the unmarked tests that start a process
@@ -143,6 +144,14 @@ def child_signals() -> None:
     """
     signal.signal(signal.SIGINT, signal.SIG_DFL)
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+
+@pytest.fixture(autouse=True)
+def _fresh_structlog() -> Iterator[None]:
+    """Each test starts with structlog's defaults: a test that configured logging (a level filter, say)
+    must not hide the log lines a later test on the same worker captures."""
+    yield
+    structlog.reset_defaults()
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -122,6 +122,6 @@ class TestScheduleCostScript:
         assert "40 jobs, 30 with a known schedule" in result.stdout
         for part in ("derive every schedule", "unchanged-block check", "render: added by schedules"):
             assert re.search(
-                rf"^\| {part}.*\| +\d+\.\d{{3}} \| +\d+\.\d{{3}} \|$", result.stdout, re.MULTILINE
+                rf"^\| {part}.*\| +-?\d+\.\d{{3}} \| +-?\d+\.\d{{3}} \|$", result.stdout, re.MULTILINE
             )
         assert "added per steady-state cycle (median)" in result.stdout

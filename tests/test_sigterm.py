@@ -50,8 +50,9 @@ def test_sigterm_before_the_request_records_failure(sim: Simulator, tmp_path: Pa
 
 
 def test_timeout_command_leaves_no_open_intent(sim: Simulator, tmp_path: Path) -> None:
-    """The reported case, ``timeout N ccs-exporter jobs run`` against a CCS that hangs (10 s here: the
-    interpreter must have started and written the intent on a loaded machine)."""
+    """The reported case, ``timeout N ccs-exporter jobs run`` against a CCS that hangs: the SIGTERM
+    ``timeout`` sends reaches the command after its intent is written (``timeout`` passes on the SIGTERM it
+    is sent, so the test sends it once the intent is there instead of guessing how long a start takes)."""
     timeout = shutil.which("timeout")
     if timeout is None:
         pytest.skip("coreutils timeout is not installed")
@@ -67,15 +68,23 @@ def test_timeout_command_leaves_no_open_intent(sim: Simulator, tmp_path: Path) -
         "PYTHONPATH": str(ROOT),
         "PATH": "/usr/bin:/bin",
     }
-    result = subprocess.run(
-        [timeout, "10", sys.executable, "-m", "ccs_exporter", "jobs", "run", job_id],
+    process = subprocess.Popen(
+        [timeout, "120", sys.executable, "-m", "ccs_exporter", "jobs", "run", job_id],
         env=env,
-        capture_output=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
         text=True,
-        timeout=60,
-        check=False,
     )
+    try:
+        wait_for(lambda: has_intent(log_path), timeout=60.0)
+        process.send_signal(signal.SIGTERM)
+        _, stderr = process.communicate(timeout=60)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.communicate()
     sim.faults.hang = False
+    result = subprocess.CompletedProcess(process.args, process.returncode, "", stderr)
     assert len(result.stderr.strip().splitlines()) == 1 and "Traceback" not in result.stderr
     records = read_records(log_path)
     intents = {r["audit"]["id"] for r in records if r["audit"]["phase"] == "intent"}

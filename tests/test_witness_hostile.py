@@ -90,27 +90,31 @@ def audit_log(tmp_path: Path) -> Path:
     return path
 
 
+# Runs a command and writes its exit status and its own peak RSS (KiB) to stdout. The command is forked
+# from this small launcher, not from the test worker: Linux carries a parent's peak RSS over into the
+# child it forks (and across exec), so a worker that had grown would be counted as the command's peak.
+_PEAK_RSS_LAUNCHER = """
+import os, subprocess, sys
+child = subprocess.Popen(sys.argv[1:], stdout=subprocess.DEVNULL)
+_, status, usage = os.wait4(child.pid, 0)
+print(os.waitstatus_to_exitcode(status), usage.ru_maxrss)
+"""
+
+
 def verify_against(url: str, log: Path, *extra: str) -> tuple[int, str, float, int]:
     """(exit code, stderr, seconds, peak RSS in KiB) of `audit verify LOG --witness URL`."""
     started = time.monotonic()
-    process = subprocess.Popen(
-        [sys.executable, "-m", "ccs_exporter", "audit", "verify", str(log), "--witness", url, *extra],
+    command = [sys.executable, "-m", "ccs_exporter", "audit", "verify", str(log), "--witness", url, *extra]
+    done = subprocess.run(
+        [sys.executable, "-c", _PEAK_RSS_LAUNCHER, *command],
         env={**os.environ, "PYTHONPATH": str(REPO_ROOT)},
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
+        capture_output=True,
         text=True,
+        timeout=120,  # a bound for a broken build, far above any expectation
+        check=False,
     )
-    assert process.stderr is not None
-    killer = threading.Timer(120, process.kill)  # a bound for a broken build, far above any expectation
-    killer.start()
-    try:
-        stderr = process.stderr.read()
-        _, status, usage = os.wait4(process.pid, 0)  # reaped here, so its own peak RSS can be read
-    finally:
-        killer.cancel()
-        process.stderr.close()
-    process.returncode = os.waitstatus_to_exitcode(status)
-    return process.returncode, stderr, time.monotonic() - started, usage.ru_maxrss
+    code, peak_kib = (int(word) for word in done.stdout.split())
+    return code, done.stderr, time.monotonic() - started, peak_kib
 
 
 def _one_line_exit_3(code: int, stderr: str) -> None:
