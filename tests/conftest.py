@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -167,6 +168,7 @@ class _Unmarked(RuntimeError):
     """A test without the integration marker started a process or a server."""
 
 
+@contextlib.contextmanager
 def _guarded(item: pytest.Item) -> Iterator[None]:
     """Hold a test without ``@pytest.mark.integration`` to what ``-m "not integration"`` promises.
 
@@ -205,20 +207,12 @@ def _guarded(item: pytest.Item) -> Iterator[None]:
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_setup(item: pytest.Item) -> Iterator[None]:
     """Fixtures of a test without the integration marker start no process or server either."""
-    guard = _guarded(item)
-    next(guard)
-    try:
+    with _guarded(item):
         return (yield)
-    finally:
-        guard.close()
 
 
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_call(item: pytest.Item) -> Iterator[None]:
     """A test without the integration marker starts no process or server."""
-    guard = _guarded(item)
-    next(guard)
-    try:
+    with _guarded(item):
         return (yield)
-    finally:
-        guard.close()

@@ -92,7 +92,9 @@ def _shut(sock: socket.socket) -> None:
 def _deadline_adapter(deadline: _Deadline) -> HTTPAdapter:
     """A requests adapter whose connections hand their socket to ``deadline`` as they connect and ask."""
 
-    class _Http(urllib3.connection.HTTPConnection):
+    class _Watched(urllib3.connection.HTTPConnection):
+        """Hands its socket to the deadline when it connects and when it asks (HTTP and HTTPS alike)."""
+
         def connect(self) -> None:
             super().connect()
             deadline.watch(self.sock)
@@ -101,14 +103,11 @@ def _deadline_adapter(deadline: _Deadline) -> HTTPAdapter:
             deadline.watch(self.sock)
             return super().getresponse()
 
-    class _Https(urllib3.connection.HTTPSConnection):
-        def connect(self) -> None:
-            super().connect()
-            deadline.watch(self.sock)
+    class _Http(_Watched):
+        pass
 
-        def getresponse(self) -> Any:
-            deadline.watch(self.sock)
-            return super().getresponse()
+    class _Https(_Watched, urllib3.connection.HTTPSConnection):
+        pass
 
     class _HttpPool(urllib3.connectionpool.HTTPConnectionPool):
         ConnectionCls = _Http
