@@ -363,3 +363,54 @@ class TestRenderingAgain:
                         assert b"".join(published.body(fmt)) == expected, (seed, sparse, index, fmt)
                         unzipped = gzip.decompress(b"".join(published.body(fmt, gzipped=True)))
                         assert unzipped == expected, (seed, sparse, index, fmt)
+
+
+class TestHeldCompressed:
+    """The job families are held as gzip members only; a plain copy is made for plain scrapers."""
+
+    def test_job_samples_are_held_only_as_gzip_members(self) -> None:
+        """What the exposition holds plain is a small fraction of the plain body (headers, cycle
+        families); the body, plain or gzip, is still the whole exposition."""
+        store = ExpositionStore()
+        store.publish(_snapshot(3, jobs=200))
+        exposition = store.current
+        assert exposition is not None and exposition.deflated and not exposition.plain_ready
+        held_plain = sum(len(part) for family in exposition.families for part in family.text)
+        plain = b"".join(exposition.body())
+        assert held_plain * 10 < len(plain)
+        assert gzip.decompress(b"".join(exposition.body(gzipped=True))) == plain
+        assert plain == _reference(_snapshot(3, jobs=200))
+
+    def test_plain_copies_are_made_at_publish_while_plain_is_asked(
+        self, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """After a plain scrape, each publish makes the plain copy, sharing the parts that did not change
+        with the last copy; once nobody asked for plain for PLAIN_WARM_SECONDS, copies are let go."""
+        clock = [1_000.0]
+        monkeypatch.setattr(renderer.time, "monotonic", lambda: clock[0])
+        monkeypatch.setattr(renderer, "JOBS_PER_PART", 7)
+        first = _snapshot(5, jobs=60)
+
+        def at_rest(seconds: float) -> PollSnapshot:
+            return dataclasses.replace(first, taken_at=first.taken_at + seconds)
+
+        store = ExpositionStore()
+        store.publish(first)
+        assert store.current is not None and not store.current.plain_ready
+        store.plain_asked()
+        clock[0] += 15
+        store.publish(at_rest(5))
+        assert store.current is not None and store.current.plain_ready  # made at publish
+        warm = store.current.body()
+        store.publish(at_rest(10))
+        rest = store.current.body()
+        assert b"".join(rest) == b"".join(render_exposition(at_rest(10)).body())
+        shared = {id(part) for part in warm} & {id(part) for part in rest}
+        assert len(shared) > len(rest) // 2  # only the data age's parts (and the cycle's) are new
+        clock[0] += renderer.PLAIN_WARM_SECONDS + 1
+        store.publish(at_rest(15))
+        cold = store.current
+        assert cold is not None and not cold.plain_ready
+        again = cold.body()  # a plain scrape now inflates everything anew
+        assert not {id(part) for part in rest} & {id(part) for part in again}
+        assert b"".join(again) == b"".join(render_exposition(at_rest(15)).body())

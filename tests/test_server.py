@@ -7,6 +7,7 @@ and time and stop by themselves.
 from __future__ import annotations
 
 import base64
+import gzip
 import http.client
 import socket
 import threading
@@ -18,7 +19,7 @@ from typing import Any
 import bcrypt
 import pytest
 import requests
-from web_helpers import SMALL, Pki, exposition_of, make_pki, metrics_servers
+from web_helpers import SMALL, Pki, deflated_exposition_of, exposition_of, make_pki, metrics_servers
 
 from ccs_exporter.web.endpoints import accepts_gzip
 from ccs_exporter.web.server import MetricsServer, ServerLimits
@@ -260,6 +261,42 @@ class TestMetricsEncoding:
         assert "Content-Encoding" not in response.headers
         assert b"ccs_up 1" in response.content
 
+    @pytest.mark.parametrize(
+        "accept", ["", "application/openmetrics-text; version=1.0.0"], ids=["text", "openmetrics"]
+    )
+    def test_compressed_parts_are_served_whole(
+        self, serve: Callable[..., MetricsServer], accept: str
+    ) -> None:
+        """Samples held as gzip members only (as the job families are) are served whole: plain, gzip
+        (one valid stream), and HEAD with their length, on one kept-alive connection."""
+        samples = [b'ccs_up{part="%d"} %d\n' % (n, n) for n in range(40)]
+        samples.append(b'ccs_up{pad="' + b"x" * 300_000 + b'"} 2\n')  # past the socket buffers
+        server = serve(exposition=deflated_exposition_of(*samples))
+        expected = b"".join(samples)
+        with connect(server) as sock:
+            reader = _Reader(sock)
+            for encoding in ("identity", "gzip", "identity"):
+                for method in ("HEAD", "GET"):
+                    sock.sendall(
+                        f"{method} /metrics HTTP/1.1\r\nAccept: {accept}\r\n"
+                        f"Accept-Encoding: {encoding}\r\n\r\n".encode()
+                    )
+                    response, body = reader.response(method)
+                    assert response.status == 200
+                    if method == "HEAD":
+                        length = int(response.getheader("Content-Length", "-1"))
+                        assert body == b""
+                        continue
+                    # GET's length is HEAD's but for the live lines (request counts move).
+                    assert abs(len(body) - length) < 64 and length > (
+                        len(expected) if encoding != "gzip" else 0
+                    )
+                    text = gzip.decompress(body) if encoding == "gzip" else body
+                    assert (response.getheader("Content-Encoding") == "gzip") == (encoding == "gzip")
+                    assert expected in text  # after the live lines, before OpenMetrics' # EOF
+                    assert text.endswith(b"# EOF\n") == bool(accept)
+        assert server.endpoints._store.plain_asks == 4  # type: ignore[attr-defined]
+
 
 @pytest.mark.integration
 class TestConnectionFloods:
@@ -313,9 +350,12 @@ class TestConnectionFloods:
             assert _Reader(sock).response()[0].status == 200
             assert closed_by_server(sock, 4)
 
-    def test_reader_that_never_reads_is_dropped(self, serve: Callable[..., MetricsServer]) -> None:
+    @pytest.mark.parametrize("held", [exposition_of, deflated_exposition_of], ids=["plain", "deflated"])
+    def test_reader_that_never_reads_is_dropped(
+        self, serve: Callable[..., MetricsServer], held: Callable[..., Any]
+    ) -> None:
         """A client that asks for a large /metrics and reads nothing holds one piece, then is dropped."""
-        big = exposition_of(*(b"x" * 400_000 + b"\n" for _ in range(20)))
+        big = held(*(b"x" * 400_000 + b"\n" for _ in range(20)))
         server = serve(exposition=big)
         stalled = socket.socket()
         stalled.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)

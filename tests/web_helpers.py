@@ -14,7 +14,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from ccs_exporter.exposition.formats import Exposition, RenderedFamily
+from ccs_exporter.exposition.formats import Exposition, RenderedFamily, gzip_member
 from ccs_exporter.exposition.live import LiveMetrics, RequestStats
 from ccs_exporter.web.config_watcher import WebConfigWatcher
 from ccs_exporter.web.server import MetricsServer, ServerLimits
@@ -100,11 +100,21 @@ def exposition_of(*samples: bytes) -> Exposition:
     return Exposition((RenderedFamily.of_samples("ccs_up", "gauge", "Test family.", samples),))
 
 
+def deflated_exposition_of(*samples: bytes) -> Exposition:
+    """Like ``exposition_of``, the samples held as gzip members only, as the job families are."""
+    members = tuple(gzip_member((sample,)) for sample in samples)
+    return Exposition((RenderedFamily.of_deflated("ccs_up", "gauge", "Test family.", members),))
+
+
 class Store:
     """Stands in for ExpositionStore: ``current`` is what the last cycle rendered."""
 
     def __init__(self, exposition: Exposition | None) -> None:
         self.current = exposition
+        self.plain_asks = 0
+
+    def plain_asked(self) -> None:
+        self.plain_asks += 1
 
 
 SMALL = exposition_of(b"ccs_up 1\n")

@@ -2,18 +2,22 @@
 
 The families are kept family by family, in both formats and gzip-compressed (``formats.RenderedFamily``),
 so a scrape never calls CCS, never waits on a cycle and never renders it again. Job series are rendered
-in parts of ``JOBS_PER_PART`` jobs, and a part whose jobs did not change is reused from the last cycle.
+in parts of ``JOBS_PER_PART`` jobs, held as gzip members only, and a part whose jobs did not change is
+reused from the last cycle. Their plain copy is made for plain scrapes: at publish while a scraper asked
+for plain in the last ``PLAIN_WARM_SECONDS``, else on the first plain scrape.
 """
 
 from __future__ import annotations
 
+import math
+import time
 from collections.abc import Iterator, Sequence
 from datetime import datetime, timezone
 from typing import NamedTuple
 
 from ccs_exporter.exposition.cycle import CycleCollector
 from ccs_exporter.exposition.families import JOB_FAMILIES, JobsView, ScheduleTimes, schedule_times
-from ccs_exporter.exposition.formats import Exposition, Format, RenderedFamily, gzip_member
+from ccs_exporter.exposition.formats import Exposition, Format, Inflations, RenderedFamily, gzip_member
 from ccs_exporter.polling.snapshot import JobState, PollSnapshot
 from ccs_exporter.schedule import Schedule
 
@@ -34,6 +38,9 @@ def render_exposition(snapshot: PollSnapshot, *, sparse_status: bool = False) ->
 
 
 JOBS_PER_PART = 512
+# How long after a plain scrape each publish makes the plain copy (a scraper that asked for plain once
+# asks again at its next interval); past it, plain copies are let go until plain is asked for again.
+PLAIN_WARM_SECONDS = 600.0
 # Families whose lines change at every rendering whatever the jobs' values: never used again.
 _EVERY_RENDERING = frozenset({"ccs_job_data_age_seconds"})
 _SCHEDULE_FAMILIES = frozenset(
@@ -45,19 +52,12 @@ _SCHEDULE_FAMILIES = frozenset(
 )
 
 
-class _Part(NamedTuple):
-    """One family's lines for one part of the jobs, plain and as a gzip member (both empty: no lines)."""
-
-    plain: bytes
-    member: bytes
-
-
 class _RenderedJobs(NamedTuple):
     """One part of the jobs as last rendered: what its lines depend on, and its families' parts."""
 
     keys: tuple[object, ...]
     times: tuple[ScheduleTimes | None, ...]
-    parts: dict[str, _Part]
+    parts: dict[str, bytes]  # family name -> its lines for these jobs as a gzip member (b"": none)
 
 
 class _KnownTimes(NamedTuple):
@@ -88,9 +88,9 @@ def _job_key(job: JobState) -> tuple[object, ...]:
     )
 
 
-def _render_part(lines: Iterator[str]) -> _Part:
+def _render_part(lines: Iterator[str]) -> bytes:
     plain = "".join(lines).encode()
-    return _Part(plain, gzip_member((plain,))) if plain else _Part(b"", b"")
+    return gzip_member((plain,)) if plain else b""
 
 
 class ExpositionRenderer:
@@ -104,6 +104,7 @@ class ExpositionRenderer:
         self._sparse_status = sparse_status
         self._rendered: list[_RenderedJobs] = []
         self._times: dict[str, _KnownTimes] = {}
+        self.inflations = Inflations()
 
     def render(self, snapshot: PollSnapshot) -> Exposition:
         """The job and cycle families of ``snapshot``, each ready in both formats, plain and gzip."""
@@ -120,7 +121,7 @@ class ExpositionRenderer:
             same_jobs = before is not None and before.keys == keys
             same_times = same_jobs and before is not None and before.times == times
             jobs = JobsView.of(block, now, self._sparse_status, times)
-            parts: dict[str, _Part] = {}
+            parts: dict[str, bytes] = {}
             for family in JOB_FAMILIES:
                 reuse = same_times if family.name in _SCHEDULE_FAMILIES else same_jobs
                 if before is not None and reuse and family.name not in _EVERY_RENDERING:
@@ -130,7 +131,7 @@ class ExpositionRenderer:
             rendered.append(_RenderedJobs(keys, times, parts))
         self._rendered = rendered
         cycle = (RenderedFamily.of_metric(metric) for metric in CycleCollector(snapshot).collect())
-        return Exposition((*self._job_families(rendered), *cycle))
+        return Exposition((*self._job_families(rendered), *cycle), self.inflations)
 
     def schedule_times(
         self, job: JobState, now: float, moment: datetime, known: dict[str, _KnownTimes]
@@ -156,11 +157,9 @@ class ExpositionRenderer:
     @staticmethod
     def _job_families(rendered: Sequence[_RenderedJobs]) -> Iterator[RenderedFamily]:
         for name, documentation, _, kind in JOB_FAMILIES:
-            parts = [chunk.parts[name] for chunk in rendered]
-            samples = tuple(part.plain for part in parts if part.plain)
-            members = tuple(part.member for part in parts if part.member)
+            members = tuple(chunk.parts[name] for chunk in rendered if chunk.parts[name])
             family_name = name.removesuffix("_info") if kind == "info" else name
-            yield RenderedFamily.of_parts(family_name, kind, documentation, samples, members)
+            yield RenderedFamily.of_deflated(family_name, kind, documentation, members)
 
 
 class ExpositionStore:
@@ -174,18 +173,29 @@ class ExpositionStore:
         self._stalled = False
         self._sparse_status = sparse_status
         self._renderer = ExpositionRenderer(sparse_status=sparse_status)
+        self._plain_asked_at = -math.inf
 
     def publish(self, snapshot: PollSnapshot) -> None:
         """Render and compress ``snapshot`` (off the scrape path) and make it the current one.
 
         A stalled snapshot comes from the watchdog's thread while the loop's may be inside ``render``:
-        it gets a renderer of its own, as the shared one keeps state between cycles.
+        it gets a renderer of its own, as the shared one keeps state between cycles. The plain copy is
+        made here too while scrapers ask for plain, so that their scrapes never wait for it.
         """
         if snapshot.stalled:
-            self._current = ExpositionRenderer(sparse_status=self._sparse_status).render(snapshot)
+            exposition = ExpositionRenderer(sparse_status=self._sparse_status).render(snapshot)
         else:
-            self._current = self._renderer.render(snapshot)
+            exposition = self._renderer.render(snapshot)
+        if time.monotonic() - self._plain_asked_at <= PLAIN_WARM_SECONDS:
+            exposition.plain()
+        else:
+            exposition.inflations.clear()
+        self._current = exposition
         self._stalled = snapshot.stalled
+
+    def plain_asked(self) -> None:
+        """A scraper asked for a plain body: plain copies are made at publish for a while."""
+        self._plain_asked_at = time.monotonic()
 
     @property
     def stalled(self) -> bool:
