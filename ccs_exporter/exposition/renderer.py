@@ -180,18 +180,20 @@ class ExpositionStore:
 
         A stalled snapshot comes from the watchdog's thread while the loop's may be inside ``render``:
         it gets a renderer of its own, as the shared one keeps state between cycles. The plain copy is
-        made here too while scrapers ask for plain, so that their scrapes never wait for it.
+        made here too while scrapers ask for plain, so that their scrapes rarely wait for it.
         """
         if snapshot.stalled:
             exposition = ExpositionRenderer(sparse_status=self._sparse_status).render(snapshot)
         else:
             exposition = self._renderer.render(snapshot)
+        self._current = exposition
+        self._stalled = snapshot.stalled
         if time.monotonic() - self._plain_asked_at <= PLAIN_WARM_SECONDS:
+            # After the swap, so that the last exposition's copy can go first; a plain scrape meanwhile
+            # waits for this copy instead of making another.
             exposition.plain()
         else:
             exposition.inflations.clear()
-        self._current = exposition
-        self._stalled = snapshot.stalled
 
     def plain_asked(self) -> None:
         """A scraper asked for a plain body: plain copies are made at publish for a while."""
