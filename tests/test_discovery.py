@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
 import threading
 import time
 import weakref
@@ -15,7 +16,8 @@ import responses
 from pydantic import SecretStr
 from structlog.testing import capture_logs
 
-from ccs_exporter.client import BadSearchItem, CcsClient, SearchItem, SearchPage, search_page
+from ccs_exporter.client import BadSearchItem, CcsClient, SearchItem, SearchPage, body_digest, search_page
+from ccs_exporter.client import api as api_module
 from ccs_exporter.client.api import JobsApi
 from ccs_exporter.errors import (
     BadRequestError,
@@ -352,6 +354,111 @@ class TestClientSearch:
         """A blank name is a usage error, not a request."""
         with pytest.raises(ConfigError):
             client.search_job_name("  ")
+
+
+class TestClientPageReuse:
+    """A Search Jobs answer carries its body's digest; a page kept from the same bytes is not parsed again."""
+
+    def test_a_page_carries_the_digest_of_its_body(
+        self, client: CcsClient, mocked_responses: responses.RequestsMock, job_payload: Callable[[int], Any]
+    ) -> None:
+        """The same bytes twice give the same digest; one changed job gives another."""
+        _token(mocked_responses)
+        changed = job_payload(2)
+        changed["JobProperties"]["LastRunStatus"] = 5
+        for jobs in (
+            [job_payload(1), job_payload(2)],
+            [job_payload(1), job_payload(2)],
+            [job_payload(1), changed],
+        ):
+            mocked_responses.get(SEARCH_URL, json=jobs)
+        first, again, other = (client.search_jobs("(JobType = A)") for _ in range(3))
+        assert first.digest == again.digest != other.digest
+        assert first.digest == body_digest(mocked_responses.calls[1].response.content)  # type: ignore[union-attr]
+
+    def test_a_kept_page_for_the_same_bytes_is_the_answer_unparsed(
+        self,
+        client: CcsClient,
+        mocked_responses: responses.RequestsMock,
+        job_payload: Callable[[int], Any],
+        monkeypatch: pytest.MonkeyPatch,
+    ) -> None:
+        """With ``reuse`` holding the page parsed from the same bytes, that page comes back, the request
+        is still made, and the body is not decoded a second time."""
+        decoded = _count_decodes(monkeypatch)
+        _token(mocked_responses)
+        mocked_responses.get(SEARCH_URL, json=[job_payload(1), job_payload(2)])
+        first = client.search_jobs("(JobType = A)", page=0, page_size=2)
+        asked: list[bytes] = []
+
+        def reuse(digest: bytes) -> SearchPage | None:
+            asked.append(digest)
+            return first if digest == first.digest else None
+
+        again = client.search_jobs("(JobType = A)", page=0, page_size=2, reuse=reuse)
+        assert again is first and asked == [first.digest]
+        assert len([call for call in mocked_responses.calls if "/Jobs" in str(call.request.url)]) == 2
+        assert decoded == [SEARCH_URL.removeprefix(BASE)]
+
+    def test_without_a_kept_page_the_body_is_parsed(
+        self, client: CcsClient, mocked_responses: responses.RequestsMock, job_payload: Callable[[int], Any]
+    ) -> None:
+        """A ``reuse`` with nothing for these bytes, or offering a page of other bytes, gets a new parse."""
+        _token(mocked_responses)
+        mocked_responses.get(SEARCH_URL, json=[job_payload(1)])
+        stale = SearchPage((), (), body_digest(b"[]"))
+        nothing = client.search_jobs("(JobType = A)", reuse=lambda digest: None)
+        other = client.search_jobs("(JobType = A)", reuse=lambda digest: stale)
+        for page in (nothing, other):
+            assert [item.job_id for item in page.items] == [guid(1)]
+            assert page.digest == nothing.digest != stale.digest
+
+    @pytest.mark.parametrize(
+        ("answer", "error"),
+        [
+            ({"status": 500, "json": {"Message": "boom"}}, ServerError),
+            ({"status": 404, "json": {"Message": "No HTTP resource was found"}}, NotFoundError),
+            ({"status": 200, "body": b"[" + b" " * 4096 + b"]"}, BadResponseError),
+        ],
+    )
+    def test_a_bad_answer_fails_even_when_reuse_would_match(
+        self,
+        answer: dict[str, Any],
+        error: type[CcsError],
+        mocked_responses: responses.RequestsMock,
+        job_payload: Callable[[int], Any],
+    ) -> None:
+        """An error status or an oversized body is an error as before, whatever page ``reuse`` offers."""
+        kept = search_page([job_payload(1)])
+        asked: list[bytes] = []
+
+        def reuse(digest: bytes) -> SearchPage:
+            asked.append(digest)
+            return dataclasses.replace(kept, digest=digest)
+
+        _token(mocked_responses)
+        mocked_responses.get(SEARCH_URL, content_type="application/json", **answer)
+        with (
+            CcsClient(
+                BASE, "CORP\\svc", SecretStr("pw"), backoff_seconds=0.0, max_response_bytes=1024
+            ) as client,
+            pytest.raises(error),
+        ):
+            client.search_jobs("(JobType = A)", reuse=reuse)
+        assert asked == []
+
+
+def _count_decodes(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The paths of the response bodies the client decodes as JSON from now on."""
+    decoded: list[str] = []
+    original = api_module.json_body
+
+    def counting(response: Any, method: str, path: str) -> Any:
+        decoded.append(path)
+        return original(response, method, path)
+
+    monkeypatch.setattr(api_module, "json_body", counting)
+    return decoded
 
 
 class TestSearchItems:

@@ -29,8 +29,10 @@ from ccs_exporter.client.api import (
     FoundJobs,
     JobsApi,
     MutationResult,
+    PageReuse,
     SearchItem,
     SearchPage,
+    body_digest,
     search_page,
 )
 from ccs_exporter.client.tokens import LOGIN_BACKOFF_MAX_SECONDS, LOGIN_BACKOFF_SECONDS, TOKEN, TokenManager
@@ -60,9 +62,11 @@ __all__ = [
     "Endpoint",
     "FoundJobs",
     "MutationResult",
+    "PageReuse",
     "RequestObserver",
     "SearchItem",
     "SearchPage",
+    "body_digest",
     "search_page",
 ]
 
@@ -167,12 +171,15 @@ class CcsClient:
         """The latest ``count`` runs of a job (0 means all), with their messages if asked."""
         return self._api.get_job_runs(job_id, count, show_messages)
 
-    def search_jobs(self, expression: str, page: int = 0, page_size: int = 100) -> SearchPage:
+    def search_jobs(
+        self, expression: str, page: int = 0, page_size: int = 100, reuse: PageReuse | None = None
+    ) -> SearchPage:
         """One page of Search Jobs (``expression`` sent verbatim as ``Attributes``; pages count from 0).
 
-        Its jobs come unparsed (``SearchItem``): ``search_item_job`` reads one.
+        Its jobs come unparsed (``SearchItem``): ``search_item_job`` reads one. When ``reuse`` has the
+        page parsed from the same bytes before, that page is the result (see ``PageReuse``).
         """
-        return self._api.search_jobs(expression, page, page_size)
+        return self._api.search_jobs(expression, page, page_size, reuse)
 
     def search_item_job(self, item: SearchItem) -> Job:
         """The job a search item holds; BadResponseError naming the field when it holds none."""

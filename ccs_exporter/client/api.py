@@ -3,13 +3,15 @@
 Reads return models; mutations return a ``MutationResult`` (the status CCS answered with, its message,
 a created job's id, a run's id), so callers such as the audit trail see what happened without a side channel.
 Search Jobs and search by name return a ``SearchPage``: the jobs read, and the items that could not be
-read, reported rather than failing the page.
+read, reported rather than failing the page. A caller that kept the page parsed from the same bytes last
+time can have it back instead of a new parse (``PageReuse``).
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -85,10 +87,12 @@ class SearchItem:
 
 @dataclass(frozen=True)
 class SearchPage:
-    """One page of a search: its jobs (unparsed), and the items that are no job (reported, not fatal)."""
+    """One page of a search: its jobs (unparsed), the items that are no job (reported, not fatal), and a
+    digest of the answer's body it was parsed from (empty when it was built from items)."""
 
     items: tuple[SearchItem, ...]
     bad_items: tuple[BadSearchItem, ...] = ()
+    digest: bytes = b""
 
     @property
     def size(self) -> int:
@@ -104,13 +108,29 @@ class FoundJobs:
     bad_items: tuple[BadSearchItem, ...] = ()
 
 
+PageReuse = Callable[[bytes], SearchPage | None]
+"""Given the digest of a Search Jobs answer's body, the page parsed from the same bytes before, if kept.
+
+The page it returns (its ``digest`` the one asked about) is used as it is: the body is not decoded, nor its
+items encoded and hashed, again. The request, and every check of the response, happen all the same.
+"""
+
+
+def body_digest(body: bytes) -> bytes:
+    """The digest a ``SearchPage`` carries of the body it was parsed from."""
+    return hashlib.blake2b(body, digest_size=16).digest()
+
+
 # One encoder for every item: json.dumps with arguments builds a new one at each call (a tenth of the
 # listing's CPU at rest).
 _COMPACT_JSON = json.JSONEncoder(separators=(",", ":"), allow_nan=True)
 
 
-def search_page(answer: list[Any]) -> SearchPage:
-    """The page the items of a search answer make: each item with a job id, as compact JSON and a digest."""
+def search_page(answer: list[Any], digest: bytes = b"") -> SearchPage:
+    """The page the items of a search answer make: each item with a job id, as compact JSON and a digest.
+
+    ``digest`` is that of the body the items were decoded from (``body_digest``).
+    """
     items: list[SearchItem] = []
     bad: list[BadSearchItem] = []
     for index, item in enumerate(answer):
@@ -125,7 +145,7 @@ def search_page(answer: list[Any]) -> SearchPage:
             bad.append(BadSearchItem(job_id, f"item {index}: nested too deeply"))
             continue
         items.append(SearchItem(job_id, hashlib.blake2b(text, digest_size=16).digest(), text))
-    return SearchPage(tuple(items), tuple(bad))
+    return SearchPage(tuple(items), tuple(bad), digest)
 
 
 class JobsApi:
@@ -149,12 +169,17 @@ class JobsApi:
         response = self._transport.call(JOB_RUNS, path, self._tokens, params=params)
         return self._parse(JobRuns, response, JOB_RUNS, path)
 
-    def search_jobs(self, expression: str, page: int, page_size: int) -> SearchPage:
-        """One page of Search Jobs: ``expression`` is sent verbatim as ``Attributes``; pages count from 0."""
+    def search_jobs(
+        self, expression: str, page: int, page_size: int, reuse: PageReuse | None = None
+    ) -> SearchPage:
+        """One page of Search Jobs: ``expression`` is sent verbatim as ``Attributes``; pages count from 0.
+
+        When ``reuse`` has a page for the answer's digest, that page is the result, not parsed again.
+        """
         params = {"Attributes": expression, "page": str(page), "pagesize": str(page_size)}
         path = SEARCH_JOBS.url_path()
         response = self._transport.call(SEARCH_JOBS, path, self._tokens, params=params)
-        return self._search_page(response, SEARCH_JOBS, path)
+        return self._search_page(response, SEARCH_JOBS, path, reuse)
 
     def search_job_name(self, name: str) -> FoundJobs:
         """Search job by name: the job whose name is exactly ``name`` (CCS compares it), parsed."""
@@ -258,7 +283,14 @@ class JobsApi:
             message = f"search answer: job {item.job_id}: not a job object that can be read"
         raise BadResponseError(message, method=SEARCH_JOBS.method, path=path, status=200)
 
-    def _search_page(self, response: requests.Response, endpoint: Endpoint, path: str) -> SearchPage:
+    def _search_page(
+        self, response: requests.Response, endpoint: Endpoint, path: str, reuse: PageReuse | None = None
+    ) -> SearchPage:
+        # The parse is a function of the body's bytes alone: a page parsed from the same bytes is this one.
+        digest = body_digest(response.content)
+        kept = reuse(digest) if reuse is not None else None
+        if kept is not None and kept.digest == digest:
+            return kept
         body = json_body(response, endpoint.method, path) if response.content.strip() else None
         items = _search_items(body)
         if items is None:
@@ -268,7 +300,7 @@ class JobsApi:
                 path=path,
                 status=response.status_code,
             )
-        return search_page(items)
+        return search_page(items, digest)
 
     def _parse(
         self, model: type[_PayloadT], response: requests.Response, endpoint: Endpoint, path: str
