@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import json
 import threading
 import time
 import weakref
@@ -12,11 +13,20 @@ from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
+import requests
 import responses
 from pydantic import SecretStr
 from structlog.testing import capture_logs
 
-from ccs_exporter.client import BadSearchItem, CcsClient, SearchItem, SearchPage, body_digest, search_page
+from ccs_exporter.client import (
+    BadSearchItem,
+    CcsClient,
+    PageReuse,
+    SearchItem,
+    SearchPage,
+    body_digest,
+    search_page,
+)
 from ccs_exporter.client import api as api_module
 from ccs_exporter.client.api import JobsApi
 from ccs_exporter.errors import (
@@ -266,6 +276,23 @@ class TestListSearch:
 
         assert list_search(fetch, stop) is None
 
+    def test_its_pages_are_kept_without_the_text_of_items_read_before(
+        self, make_page: Callable[..., SearchPage], monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """A listing keeps each page it read, at most MAX_SEARCH_PAGES of them: an item the caller had read
+        from the same digest without its JSON, any other with it."""
+        monkeypatch.setattr(listing_module, "MAX_SEARCH_PAGES", 3)
+        read = {guid(0), guid(3)}
+        listing = list_search(
+            PagedServer(make_page, total=10**9, cap=2), known=lambda job_id, digest: job_id in read
+        )
+        assert listing is not None and listing.truncated
+        assert [[item.text == b"" for item in page.items] for page in listing.kept] == [
+            [True, False],
+            [False, True],
+            [False, False],
+        ]
+
 
 @pytest.fixture
 def client() -> Iterator[CcsClient]:
@@ -489,7 +516,9 @@ class ScriptedClient:
         self.answer = answer
         self.calls: list[tuple[str, int, int]] = []
 
-    def search_jobs(self, expression: str, page: int = 0, page_size: int = 100) -> SearchPage:
+    def search_jobs(
+        self, expression: str, page: int = 0, page_size: int = 100, reuse: PageReuse | None = None
+    ) -> SearchPage:
         self.calls.append((expression, page, page_size))
         return self.answer(expression, page)
 
@@ -630,23 +659,45 @@ class _PlainText:
         return text
 
 
+class _SearchAnswers:
+    """A transport answering Search Jobs from a FakeCcs's items, a page of ``pagesize`` at a time, as the
+    JSON bytes CCS would send: the client parses (or reuses) them as it would a real answer."""
+
+    def __init__(self, ccs: FakeCcs) -> None:
+        self._ccs = ccs
+
+    def call(self, endpoint: Any, path: str, tokens: Any, *, params: dict[str, str], **_: Any) -> Any:
+        page, size = int(params["page"]), int(params["pagesize"])
+        if page in self._ccs.failing_pages:
+            raise ServerError("Server encountered an error", status=500)
+        items = [*self._ccs.raw_items, *self._ccs.jobs.values()][page * size : (page + 1) * size]
+        response = requests.Response()
+        response.status_code = 200
+        response._content = json.dumps(items).encode("utf-8")
+        return response
+
+
 class FakeCcs:
     """A stand-in client over an in-memory set of jobs: search pages, search by id and runs."""
 
     def __init__(self, jobs: dict[str, dict[str, Any]], runs: dict[str, Any]) -> None:
         self.jobs = jobs
         self.runs = runs
-        self.raw_items: list[Any] = []  # extra items (unreadable ones) every listing's first page carries
+        self.raw_items: list[Any] = []  # extra items (unreadable ones) listed before the jobs
+        self.failing_pages: set[int] = set()  # Search Jobs pages answered with a 500
+        self.runs_missing: set[str] = set()  # jobs whose runs are answered with a 404
         self.requests_sent = 0
         self.by_id: list[str] = []
-        self._api = JobsApi(None, _PlainText())  # type: ignore[arg-type]  # only items are parsed
+        self._api = JobsApi(_SearchAnswers(self), _PlainText())  # type: ignore[arg-type]
 
     def authenticate(self) -> None:
         return None
 
-    def search_jobs(self, expression: str, page: int = 0, page_size: int = 100) -> SearchPage:
+    def search_jobs(
+        self, expression: str, page: int = 0, page_size: int = 100, reuse: PageReuse | None = None
+    ) -> SearchPage:
         self.requests_sent += 1
-        return search_page([*self.raw_items, *self.jobs.values()] if page == 0 else [])
+        return self._api.search_jobs(expression, page, page_size, reuse)
 
     def search_item_job(self, item: SearchItem) -> Job:
         return self._api.search_item_job(item)
@@ -662,7 +713,26 @@ class FakeCcs:
         self.requests_sent += 1
         from ccs_exporter.models import JobRuns
 
+        if job_id in self.runs_missing:
+            raise NotFoundError("Job not found.", status=404)
         return JobRuns.model_validate({**self.runs, "JobID": job_id})
+
+
+@pytest.fixture
+def make_poller(ccs: FakeCcs) -> Iterator[Callable[..., Any]]:
+    """Pollers of one search over the test class's ``ccs``, closed after the test."""
+    from ccs_exporter.polling.cycle import Poller
+
+    made: list[Poller] = []
+
+    def make(clock: Callable[[], float] = lambda: 1_790_000_000.0, **options: Any) -> Poller:
+        poller = Poller(ccs, [], searches=["(JobType = A)"], clock=clock, **options)  # type: ignore[arg-type]
+        made.append(poller)
+        return poller
+
+    yield make
+    for poller in made:
+        poller.close()
 
 
 class TestPollerWithDiscovery:
@@ -676,21 +746,6 @@ class TestPollerWithDiscovery:
         for payload in jobs.values():
             payload["JobProperties"]["JobCreationTime"] = "2026-01-01T00:00:00Z"
         return FakeCcs(jobs, load_fixture("jobruns.json"))
-
-    @pytest.fixture
-    def make_poller(self, ccs: FakeCcs) -> Iterator[Callable[..., Any]]:
-        from ccs_exporter.polling.cycle import Poller
-
-        made: list[Poller] = []
-
-        def make(clock: Callable[[], float] = lambda: 1_790_000_000.0, **options: Any) -> Poller:
-            poller = Poller(ccs, [], searches=["(JobType = A)"], clock=clock, **options)  # type: ignore[arg-type]
-            made.append(poller)
-            return poller
-
-        yield make
-        for poller in made:
-            poller.close()
 
     def test_an_unreadable_item_fails_its_job_alone(
         self, ccs: FakeCcs, make_poller: Callable[..., Any]
@@ -766,6 +821,112 @@ class TestPollerWithDiscovery:
         before = ccs.requests_sent
         assert poller.poll_cycle().runs_fetched == 1
         assert ccs.requests_sent - before == 3  # two pages and job 1's runs
+
+
+class TestPageReuse:
+    """A search's pages whose bytes are the same as in its last good listing are not parsed again."""
+
+    @pytest.fixture
+    def ccs(
+        self, job_payload: Callable[[int], dict[str, Any]], load_fixture: Callable[[str], Any]
+    ) -> FakeCcs:
+        """Five jobs: in pages of 2, [1, 2], [3, 4], [5] and the empty page."""
+        return FakeCcs({guid(n): job_payload(n) for n in range(1, 6)}, load_fixture("jobruns.json"))
+
+    def test_a_cycle_at_rest_decodes_no_page_and_asks_for_each(
+        self, ccs: FakeCcs, make_poller: Callable[..., Any], monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """At rest every page is still asked for, none is decoded again, and every job stays read."""
+        decoded = _count_decodes(monkeypatch)
+        poller = make_poller(page_size=2)
+        poller.poll_cycle()
+        assert len(decoded) == 4
+        before = ccs.requests_sent
+        snapshot = poller.poll_cycle()
+        assert len(decoded) == 4  # none more
+        assert ccs.requests_sent - before == 4  # the four pages: no runs are read at rest
+        assert sorted(job.job_id for job in snapshot.jobs if job.poll_success) == [
+            guid(n) for n in range(1, 6)
+        ]
+
+    def test_a_page_whose_bytes_changed_is_parsed_and_its_change_seen(
+        self, ccs: FakeCcs, make_poller: Callable[..., Any], monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """A job renamed changes its page's bytes: that page alone is decoded, and the new name read."""
+        poller = make_poller(page_size=2)
+        poller.poll_cycle()
+        ccs.jobs[guid(3)]["JobProperties"]["Name"] = "Job 3, renamed"
+        decoded = _count_decodes(monkeypatch)
+        snapshot = poller.poll_cycle()
+        assert len(decoded) == 1
+        names = {job.job_id: job.data.name for job in snapshot.jobs if job.data is not None}
+        assert names == {guid(n): "Job 3, renamed" if n == 3 else f"Job {n}" for n in range(1, 6)}
+
+    def test_a_failed_listing_lets_go_of_its_pages(
+        self, ccs: FakeCcs, make_poller: Callable[..., Any], monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """After a listing fails, the next one decodes every page again, unchanged as they are."""
+        poller = make_poller(page_size=2)
+        poller.poll_cycle()
+        ccs.failing_pages.add(1)
+        failed = poller.poll_cycle()
+        assert failed.searches[0].error == "server_error"
+        ccs.failing_pages.clear()
+        decoded = _count_decodes(monkeypatch)
+        assert poller.poll_cycle().searches[0].success
+        assert len(decoded) == 4
+
+    def test_a_new_page_size_lets_go_of_the_pages(
+        self, ccs: FakeCcs, make_poller: Callable[..., Any], monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """A reload changing the page size decodes every page again, even pages of the same bytes (five
+        jobs in pages of 5 or of 10); the pages of that listing are then reused."""
+        poller = make_poller(page_size=5)
+        poller.poll_cycle()
+        decoded = _count_decodes(monkeypatch)
+        poller.set_watch(dataclasses.replace(poller.watch, page_size=10))
+        poller.poll_cycle()
+        assert len(decoded) == 2
+        poller.poll_cycle()
+        assert len(decoded) == 2
+
+    def test_a_job_whose_reading_went_has_its_unchanged_item_parsed(
+        self, ccs: FakeCcs, make_poller: Callable[..., Any], monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """A job whose reading was lost while its page stayed the same (kept without the job's JSON) is
+        read from a new parse of that page, not failed for want of its JSON."""
+        ccs.jobs[guid(3)]["JobProperties"]["LastRunStatus"] = 2  # executing: its runs are read each cycle
+        poller = make_poller(page_size=2)
+        poller.poll_cycle()
+        ccs.runs_missing.add(guid(3))
+        lost = {job.job_id: job for job in poller.poll_cycle().jobs}
+        assert (lost[guid(3)].error, lost[guid(3)].data) == ("not_found", None)
+        ccs.runs_missing.clear()
+        decoded = _count_decodes(monkeypatch)
+        back = {job.job_id: job for job in poller.poll_cycle().jobs}
+        assert back[guid(3)].poll_success and back[guid(3)].data is not None
+        assert back[guid(3)].data.name == "Job 3"
+        assert len(decoded) == 1  # the page holding job 3; the others are reused
+
+    def test_a_kept_page_stands_only_for_its_bytes_and_known_items(
+        self, make_page: Callable[..., SearchPage]
+    ) -> None:
+        """``reuse_kept`` gives the kept page for its own digest while every item kept without JSON is
+        still known; for other bytes, or once such an item is not known, nothing."""
+        listed = make_page(1, 2)
+        full = dataclasses.replace(listed, digest=body_digest(b"page 0"))
+        kept = dataclasses.replace(full, items=(dataclasses.replace(full.items[0], text=b""), full.items[1]))
+        known = {guid(1)}
+
+        def is_known(job_id: str, digest: bytes) -> bool:
+            return job_id in known
+
+        reuse = listing_module.reuse_kept(kept, is_known)
+        assert reuse(kept.digest) is kept
+        assert reuse(body_digest(b"page 1")) is None
+        known.clear()
+        assert reuse(kept.digest) is None
+        assert listing_module.reuse_kept(full, None)(full.digest) is full  # every text still there
 
 
 class TestWorkerPoolMemory:

@@ -4,7 +4,8 @@ The paging of one search is ``listing.list_search`` (bounded at ``MAX_SEARCH_PAG
 ``MAX_SEARCH_JOBS`` jobs; a listing that reaches either is logged, and ``truncated`` in the search's
 state). Search results carry each job's properties, so a discovered job costs no request of its own.
 A search whose listing fails keeps its last good result for the cycle: its jobs keep their series,
-marked stale. Results go on as data (``Discovery``); nothing here writes.
+marked stale. Each search keeps the pages of its last good listing: a page whose bytes come back the same
+is not parsed again (``listing.reuse_kept``). Results go on as data (``Discovery``); nothing here writes.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from typing import TYPE_CHECKING
 
 import structlog
 
-from ccs_exporter.client import CcsClient, SearchItem
+from ccs_exporter.client import CcsClient, SearchItem, SearchPage
 from ccs_exporter.errors import (
     AuthError,
     BadRequestError,
@@ -27,7 +28,14 @@ from ccs_exporter.errors import (
     UnavailableError,
 )
 from ccs_exporter.models import normalize_guid
-from ccs_exporter.polling.listing import MAX_SEARCH_JOBS, MAX_SEARCH_PAGES, KnownItem, Listing, list_search
+from ccs_exporter.polling.listing import (
+    MAX_SEARCH_JOBS,
+    MAX_SEARCH_PAGES,
+    KnownItem,
+    Listing,
+    list_search,
+    reuse_kept,
+)
 from ccs_exporter.polling.snapshot import SearchState
 from ccs_exporter.polling.workers import WorkerPool
 
@@ -144,6 +152,8 @@ class _Search:
     logged_bad: int = 0
     logged_empty: bool = False
     complete_at: float | None = None  # when its last complete listing started
+    # The pages of its last good listing, by number (at most MAX_SEARCH_PAGES), for the next one to reuse.
+    pages: tuple[SearchPage, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -168,11 +178,16 @@ class Discoverer:
         return tuple(self._searches)
 
     def configure(self, searches: Sequence[str], page_size: int) -> None:
-        """Replace the searches (a reload); a kept search keeps its last good result."""
+        """Replace the searches (a reload); a kept search keeps its last good result, and the pages of its
+        last listing while the page size stays (another size cuts other pages)."""
+        resized = page_size != self._page_size
         self._page_size = page_size
         kept: dict[str, _Search] = {}
         for expression in searches:
-            kept[expression] = self._searches.get(expression) or _Search(expression, search_label(expression))
+            search = self._searches.get(expression) or _Search(expression, search_label(expression))
+            if resized:
+                search.pages = ()
+            kept[expression] = search
         for expression, search in self._searches.items():
             if expression not in kept and search.last_good is not None:
                 self._forgotten.update(search.last_good.job_ids)
@@ -194,15 +209,14 @@ class Discoverer:
         """
         searches = list(self._searches.values())
         size = self._page_size
+        # Each listing takes its search's pages: they come back only with a good listing.
+        taken = [(search, _take_pages(search)) for search in searches]
 
-        def attempt(search: _Search) -> _Attempt:
-            try:
-                fetch = lambda page: self._client.search_jobs(search.expression, page, size)  # noqa: E731
-                return _Attempt(list_search(fetch, stop, known))
-            except Exception as exc:  # classified on the loop thread, where the state is kept
-                return _Attempt(None, exc)
+        def attempt(search_and_pages: tuple[_Search, list[SearchPage | None]]) -> _Attempt:
+            search, last = search_and_pages
+            return self._attempt(search, last, size, stop, known)
 
-        attempts = pool.map(attempt, searches, stop)
+        attempts = pool.map(attempt, taken, stop)
         fresh: dict[str, SearchItem] = {}
         bad: dict[str, str] = {}
         states: list[SearchState] = []
@@ -210,13 +224,14 @@ class Discoverer:
         reached = False
         for search, result in zip(searches, attempts, strict=True):
             if result is None or (result.listing is None and result.error is None):
-                pass  # stopping: keep the state as it was
+                pass  # stopping: keep the state as it was (but for the pages taken)
             elif result.error is not None:
                 self._failed(search, result.error)
             else:
                 listing = result.listing
                 assert listing is not None
                 self._listed(search, listing)
+                search.pages = tuple(listing.kept)
                 if search.complete_at is not None:
                     for job_id in listing.jobs:
                         since[job_id] = min(since.get(job_id, search.complete_at), search.complete_at)
@@ -237,6 +252,28 @@ class Discoverer:
         forgotten = frozenset(self._forgotten)
         self._forgotten.clear()
         return Discovery(fresh, bad, stale, tuple(states), reached, since, forgotten)
+
+    def _attempt(
+        self,
+        search: _Search,
+        last: list[SearchPage | None],
+        size: int,
+        stop: threading.Event | None,
+        known: KnownItem | None,
+    ) -> _Attempt:
+        """List one search on a worker, reusing the pages of its last listing whose bytes are the same."""
+
+        def fetch(page: int) -> SearchPage:
+            kept = last[page] if page < len(last) else None
+            if kept is not None:
+                last[page] = None  # let go as the listing goes: old and new pages are not both held
+            reuse = reuse_kept(kept, known) if kept is not None else None
+            return self._client.search_jobs(search.expression, page, size, reuse=reuse)
+
+        try:
+            return _Attempt(list_search(fetch, stop, known))
+        except Exception as exc:  # classified on the loop thread, where the state is kept
+            return _Attempt(None, exc)
 
     @staticmethod
     def _stale(
@@ -331,6 +368,13 @@ class Discoverer:
             log.warning(
                 "search_failed", search=search.label, error=kind, message=search.message, kept_jobs=kept
             )
+
+
+def _take_pages(search: _Search) -> list[SearchPage | None]:
+    """The pages of a search's last listing, which it holds no more (``None`` marks a page used)."""
+    pages: list[SearchPage | None] = list(search.pages)
+    search.pages = ()
+    return pages
 
 
 def _classify(exc: Exception) -> tuple[str, bool]:

@@ -3,7 +3,8 @@
 A listing asks ``page=0, 1, ...`` until a page is empty. A short page proves nothing (CCS may cap the
 page size silently); a page that adds no new job id ends the listing too (a server that ignores
 ``page``), and a listing stops at ``MAX_SEARCH_PAGES`` pages or ``MAX_SEARCH_JOBS`` jobs (``truncated``).
-Used by the discoverer each cycle and by ``jobs search``.
+Used by the discoverer each cycle and by ``jobs search``. The pages a listing kept can stand for the next
+listing's pages with the same bytes (``reuse_kept``), so a search at rest is not parsed again.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from ccs_exporter.client import SearchItem, SearchPage
+from ccs_exporter.client import PageReuse, SearchItem, SearchPage
 
 # Bounds on one listing: 1,000 pages (a page size silently capped at 100 still lists 100,000 jobs) and
 # 100,000 jobs (memory and series). A listing that reaches either is used as it is and reported.
@@ -30,6 +31,7 @@ class Listing:
     pages: int = 0
     truncated: bool = False
     page_ignored: bool = False
+    kept: list[SearchPage] = field(default_factory=list)  # each page as listed: known items without text
 
     @property
     def size(self) -> int:
@@ -48,7 +50,8 @@ def list_search(
 
     Errors from ``fetch`` propagate: a listing is complete or it is not used. An item ``known`` says was
     read before is kept without its text (id and digest): nobody parses it again, and at rest a listing
-    of 10,000 jobs then holds a few hundred kilobytes instead of 12 MB while the cycle runs.
+    of 10,000 jobs then holds a few hundred kilobytes instead of 12 MB while the cycle runs. Its pages are
+    kept as listed, those items without text too (``Listing.kept``), for the search's next listing.
     """
     listing = Listing()
     for page in range(MAX_SEARCH_PAGES):
@@ -57,17 +60,23 @@ def list_search(
         answer = fetch(page)
         listing.pages += 1
         if answer.size == 0:
+            listing.kept.append(answer)
             return listing
         readable = 0
         new = 0
+        items: list[SearchItem] = []
+        dropped = False
         for item in answer.items:
             readable += 1
             if item.job_id not in listing.jobs and item.job_id not in listing.bad:
                 new += 1
             listing.bad.pop(item.job_id, None)
-            if known is not None and known(item.job_id, item.digest):
+            if item.text and known is not None and known(item.job_id, item.digest):
                 item = SearchItem(item.job_id, item.digest, b"")
+                dropped = True
+            items.append(item)
             listing.jobs[item.job_id] = item  # the later copy of a job listed twice is the fresher one
+        listing.kept.append(SearchPage(tuple(items), answer.bad_items, answer.digest) if dropped else answer)
         for bad in answer.bad_items:
             if bad.job_id is None:
                 listing.unreadable += 1
@@ -84,3 +93,22 @@ def list_search(
             return listing
     listing.truncated = True
     return listing
+
+
+def reuse_kept(kept: SearchPage, known: KnownItem | None) -> PageReuse:
+    """What lets an answer with the same bytes as ``kept`` (a page of the last listing of the same search)
+    be taken as ``kept``, not parsed again.
+
+    Not when one of its items whose text was dropped is no longer ``known`` (the job's reading went, or
+    came from other bytes, since): that item must be parsed, and only a new parse of the page has its text.
+    """
+
+    def reuse(digest: bytes) -> SearchPage | None:
+        if digest != kept.digest:
+            return None
+        for item in kept.items:
+            if not item.text and (known is None or not known(item.job_id, item.digest)):
+                return None
+        return kept
+
+    return reuse
