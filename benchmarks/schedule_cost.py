@@ -57,11 +57,11 @@ def _snapshot(ids: list[str], readings: dict[str, ScheduleReading], with_schedul
                 last_run_status=4,
                 modified_seconds=now,
                 runs=None,
-                read_at=now,
                 schedule=readings[job_id].known_schedule if with_schedules else None,
                 run_time_limit_seconds=readings[job_id].known_run_time_limit if with_schedules else None,
             ),
             poll_success=True,
+            read_at=now,
         )
         for job_id in ids
     )

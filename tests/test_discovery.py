@@ -809,7 +809,49 @@ class TestPollerWithDiscovery:
         before = ccs.requests_sent
         snapshot = poller.poll_cycle()
         assert ccs.requests_sent - before == 2  # the page of jobs and the empty one
-        assert {job.data.read_at for job in snapshot.jobs if job.data is not None} == {now[0]}
+        assert {job.read_at for job in snapshot.jobs if job.data is not None} == {now[0]}
+
+    def test_unchanged_jobs_keep_the_very_same_reading(
+        self, ccs: FakeCcs, make_poller: Callable[..., Any]
+    ) -> None:
+        """At rest each job's reading is the same object cycle after cycle; only its read time moves."""
+        now = [1_790_000_000.0]
+        poller = make_poller(clock=lambda: now[0])
+        first = {job.job_id: job for job in poller.poll_cycle().jobs}
+        now[0] += 60
+        again = {job.job_id: job for job in poller.poll_cycle().jobs}
+        assert first.keys() == again.keys() == {guid(1), guid(2)}
+        assert all(again[job_id].data is first[job_id].data for job_id in first)
+        assert [job.read_at for job in again.values()] == [now[0], now[0]]
+
+    def test_a_job_whose_runs_are_read_again_unchanged_keeps_its_reading(
+        self, ccs: FakeCcs, make_poller: Callable[..., Any]
+    ) -> None:
+        """A run in progress has the runs read every cycle; the same runs leave the same reading."""
+        ccs.jobs[guid(1)]["JobProperties"]["LastRunStatus"] = 2
+        now = [1_790_000_000.0]
+        poller = make_poller(clock=lambda: now[0])
+        first = next(job for job in poller.poll_cycle().jobs if job.job_id == guid(1))
+        now[0] += 60
+        snapshot = poller.poll_cycle()
+        again = next(job for job in snapshot.jobs if job.job_id == guid(1))
+        assert snapshot.runs_fetched == 1
+        assert again.data is first.data and again.read_at == now[0]
+
+    def test_a_configured_job_read_again_unchanged_keeps_its_reading(self, ccs: FakeCcs) -> None:
+        """A configured job no search lists is read by id every cycle; the same values, the same reading."""
+        from ccs_exporter.polling.cycle import Poller
+
+        now = [1_790_000_000.0]
+        poller = Poller(ccs, [guid(1)], clock=lambda: now[0])  # type: ignore[arg-type]
+        try:
+            (first,) = poller.poll_cycle().jobs
+            now[0] += 60
+            (again,) = poller.poll_cycle().jobs
+        finally:
+            poller.close()
+        assert ccs.by_id == [guid(1), guid(1)]
+        assert again.data is first.data and again.read_at == now[0]
 
     def test_an_unchanged_job_with_a_run_in_progress_has_its_runs_read(
         self, ccs: FakeCcs, make_poller: Callable[..., Any]

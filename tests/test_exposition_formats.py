@@ -97,9 +97,8 @@ def _snapshot() -> PollSnapshot:
             last_run_status=5,
             modified_seconds=1_900_000_000.0,
             runs=runs,
-            read_at=1_999_999_990.0,
         )
-        jobs.append(JobState(job_id, data, poll_success=True))
+        jobs.append(JobState(job_id, data, poll_success=True, read_at=1_999_999_990.0))
     jobs.append(JobState("00000000-0000-4000-8000-000000000009", None, poll_success=False, error="not_found"))
     return PollSnapshot(
         taken_at=2_000_000_000.0,

@@ -66,9 +66,8 @@ def _job(
         last_run_status=status,
         modified_seconds=1_900_000_000.0,
         runs=runs,
-        read_at=read_at,
     )
-    return JobState(JOB, data, poll_success=True)
+    return JobState(JOB, data, poll_success=True, read_at=read_at)
 
 
 def _samples(exposition: bytes) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
@@ -222,7 +221,9 @@ class TestRenderSnapshot:
             job = _job(summarize_runs(_runs(_run(index % 8, "2026-01-01T10:00:00Z", None))), status=index % 8)
             assert job.data is not None
             job_id = f"00000000-0000-4000-8000-{index:012d}"
-            jobs.append(JobState(job_id, replace(job.data, job_id=job_id), poll_success=True))
+            jobs.append(
+                JobState(job_id, replace(job.data, job_id=job_id), poll_success=True, read_at=job.read_at)
+            )
         full = _samples(render_snapshot(_snapshot(*jobs)))
         sparse = _samples(render_snapshot(_snapshot(*jobs), sparse_status=True))
         assert len(full) - len(sparse) == 7000
@@ -288,7 +289,7 @@ class TestRenderSnapshot:
         """A job whose poll failed keeps its last good values, poll_success 0 and the data's age."""
         summary = summarize_runs(_runs(_run(4, "2026-01-01T10:00:00Z", "2026-01-01T10:01:00Z")))
         ok = _job(summary, read_at=2e9 - 600)
-        failed = JobState(JOB, ok.data, poll_success=False, error="timeout")
+        failed = JobState(JOB, ok.data, poll_success=False, error="timeout", read_at=ok.read_at)
         text = render_snapshot(_snapshot(failed))
         assert _value(text, "ccs_job_poll_success", job_id=JOB) == 0
         assert _value(text, "ccs_job_data_age_seconds", job_id=JOB) == 600

@@ -40,7 +40,7 @@ def item(job_id: str, digest: bytes = b"d1") -> SearchItem:
 
 
 def snapshot(job_id: str, status: int = 4) -> JobSnapshot:
-    return JobSnapshot(job_id, "Nightly", "COLLECTIONJOB", "CCS\\owner", False, status, 0.0, None, 0.0)
+    return JobSnapshot(job_id, "Nightly", "COLLECTIONJOB", "CCS\\owner", False, status, 0.0, None)
 
 
 def discovery(**fresh: SearchItem) -> Discovery:
@@ -136,6 +136,15 @@ class TestBook:
         assert failed.data == snapshot(FOUND) and failed.error == "unavailable"
         (gone,) = book.apply(plan, [Outcome(FOUND, None, "not_found")], quiet=True)
         assert gone.data is None and gone.error == "not_found"
+
+    def test_a_failed_job_shows_when_its_values_were_read(self) -> None:
+        """A failed read keeps the time of the last good reading (its data ages); a 404 drops it too."""
+        plan = Plan((ReadById(FOUND),), (FOUND,), frozenset())
+        book = book_after(plan, [Outcome(FOUND, JobMemory(snapshot=snapshot(FOUND), read_at=100.0), None)])
+        (failed,) = book.apply(plan, [Outcome(FOUND, None, "unavailable", reached_ccs=False)], quiet=True)
+        assert failed.read_at == 100.0
+        (gone,) = book.apply(plan, [Outcome(FOUND, None, "not_found")], quiet=True)
+        assert gone.read_at is None
 
     def test_a_cycle_cut_short_keeps_what_was_known(self) -> None:
         """Work skipped because the loop is stopping leaves the job's state and the watch as they were."""

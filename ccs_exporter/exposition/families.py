@@ -86,6 +86,7 @@ class JobsView:
     with_data: list[tuple[str, JobSnapshot]]
     summaries: list[tuple[str, RunSummary]]
     schedules: list[tuple[str, ScheduleTimes]]
+    read_at: list[tuple[str, float]]
     now: float
     sparse_status: bool
 
@@ -100,14 +101,17 @@ class JobsView:
         """``times``: each state's schedule times (None for a job without data or schedule)."""
         with_data: list[tuple[str, JobSnapshot]] = []
         schedules: list[tuple[str, ScheduleTimes]] = []
+        read_at: list[tuple[str, float]] = []
         for job, job_times in zip(states, times, strict=True):
             if job.data is not None:
                 ids = f'job_id="{_escape(job.job_id)}"'
                 with_data.append((ids, job.data))
                 if job_times is not None:
                     schedules.append((ids, job_times))
+                if job.read_at is not None:
+                    read_at.append((ids, job.read_at))
         summaries = [(ids, data.runs) for ids, data in with_data if data.runs is not None]
-        return cls(states, with_data, summaries, schedules, now, sparse_status)
+        return cls(states, with_data, summaries, schedules, read_at, now, sparse_status)
 
 
 def schedule_times(schedule: Schedule, moment: datetime) -> ScheduleTimes:
@@ -200,8 +204,8 @@ def _poll_success_lines(name: str, jobs: JobsView) -> Iterator[str]:
 
 
 def _age_lines(name: str, jobs: JobsView) -> Iterator[str]:
-    for ids, data in jobs.with_data:
-        yield f"{name}{{{ids}}} {_format_value(number(max(0.0, jobs.now - data.read_at)))}\n"
+    for ids, read_at in jobs.read_at:
+        yield f"{name}{{{ids}}} {_format_value(number(max(0.0, jobs.now - read_at)))}\n"
 
 
 def _schedule_lines(field: str) -> Callable[[str, JobsView], Iterator[str]]:

@@ -68,24 +68,16 @@ class _KnownTimes(NamedTuple):
     times: ScheduleTimes
 
 
-def _job_key(job: JobState) -> tuple[object, ...]:
-    """Everything a job's lines depend on, except the age of its data and its schedule's occurrences."""
+def _job_key(job: JobState) -> object:
+    """Everything a job's lines depend on, except the age of its data and its schedule's occurrences.
+
+    A job polled well is keyed by its reading itself: the very same object while the job does not
+    change, so at rest no key is built and comparing one costs nothing.
+    """
     data = job.data
-    if data is None:
-        return (job.job_id, job.poll_success)
-    return (
-        job.job_id,
-        job.poll_success,
-        data.name,
-        data.job_type,
-        data.owner,
-        data.is_system,
-        data.last_run_status,
-        data.modified_seconds,
-        data.runs,
-        data.schedule,
-        data.run_time_limit_seconds,
-    )
+    if job.poll_success and data is not None and data.job_id == job.job_id:
+        return data
+    return (job.job_id, job.poll_success, data)
 
 
 def _render_part(lines: Iterator[str]) -> bytes:

@@ -89,7 +89,9 @@ class JobBook:
         if outcome is None:  # skipped because the loop is stopping: what is known stands
             if previous is None:
                 return None
-            return JobState(job_id, previous.snapshot, previous.error is None, previous.error)
+            return JobState(
+                job_id, previous.snapshot, previous.error is None, previous.error, previous.read_at
+            )
         if outcome.error is None and outcome.memory is not None:
             memory = outcome.memory
             self._departed.pop(job_id, None)  # back: compared with how it left, now watched again
@@ -102,7 +104,7 @@ class JobBook:
         self._memory[job_id] = memory
         if outcome.error != old_error:
             changes.append((job_id, old_error, outcome))
-        return JobState(job_id, memory.snapshot, outcome.error is None, outcome.error)
+        return JobState(job_id, memory.snapshot, outcome.error is None, outcome.error, memory.read_at)
 
     def _depart(self, job_id: str, gone: JobMemory | None, outcome: Outcome) -> None:
         """Remember how a job that left the searches was, unless it is gone (a 404 by id)."""

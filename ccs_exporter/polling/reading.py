@@ -147,13 +147,16 @@ class JobReader:
         if previous is None or previous.snapshot is None:  # not expected: the plan checked it
             return Outcome(job_id, previous, "internal_error", "unchanged job without a reading")
         old = previous.snapshot
-        fetch_runs = old.runs is None or runs_in_progress(old)
-        runs = old.runs
-        if fetch_runs:
-            answer = self._client.get_job_runs(job_id, count=self._window, show_messages=True)
-            runs = summarize_runs(answer, old.runs.last_success_seconds if old.runs is not None else None)
-        memory = previous.with_snapshot(old.reread(runs, self._clock()))
-        return Outcome(job_id, memory, None, runs_fetched=fetch_runs)
+        if old.runs is not None and not runs_in_progress(old):
+            # At rest: the memory stands, only its time moves. Updated in place (no object per job and
+            # cycle) as this work sends no request and so runs on the cycle's thread, never on a worker
+            # that a stop may leave running after the cycle.
+            previous.read_at = self._clock()
+            return Outcome(job_id, previous, None)
+        answer = self._client.get_job_runs(job_id, count=self._window, show_messages=True)
+        runs = summarize_runs(answer, old.runs.last_success_seconds if old.runs is not None else None)
+        memory = previous.with_reading(old.with_runs(runs), self._clock())
+        return Outcome(job_id, memory, None, runs_fetched=True)
 
     def _runs_needed(self, job: Job, previous: JobMemory | None) -> bool:
         """True when the job's runs must be read: new to us, changed since, or a run still in progress."""
@@ -203,15 +206,15 @@ class JobReader:
             last_run_status=props.LastRunStatus,
             modified_seconds=modified,
             runs=runs,
-            read_at=self._clock(),
             schedule=schedule.known_schedule,
             run_time_limit_seconds=schedule.known_run_time_limit,
         )
         memory = JobMemory(
-            snapshot=snapshot,
+            snapshot=old if snapshot == old else snapshot,  # unchanged values: the same reading
             job=job if self._track_changes else None,
             runs_key=_runs_key(job),
             schedule=schedule,
             digest=digest,
+            read_at=self._clock(),
         )
         return Outcome(job_id, memory, None, runs_fetched=fetch_runs, change=change)

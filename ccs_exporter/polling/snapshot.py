@@ -45,6 +45,8 @@ class JobSnapshot:
 
     ``schedule`` and ``run_time_limit_seconds`` are None when unknown; the occurrences around a moment
     are computed from ``schedule`` when a snapshot is rendered, so they advance without a new reading.
+    When it was read is no part of it (``JobState.read_at``): a job that does not change keeps the very
+    same reading cycle after cycle, so nothing is allocated for it and comparing it costs nothing.
     """
 
     job_id: str
@@ -55,12 +57,13 @@ class JobSnapshot:
     last_run_status: int
     modified_seconds: float | None
     runs: RunSummary | None
-    read_at: float
     schedule: Schedule | None = None
     run_time_limit_seconds: float | None = None
 
-    def reread(self, runs: RunSummary | None, read_at: float) -> JobSnapshot:
-        """This reading with ``runs``, read at ``read_at`` (the same job definition, read again)."""
+    def with_runs(self, runs: RunSummary | None) -> JobSnapshot:
+        """This reading with ``runs`` (the same job definition, read again): itself if they are equal."""
+        if runs == self.runs:
+            return self
         return JobSnapshot(
             self.job_id,
             self.name,
@@ -70,7 +73,6 @@ class JobSnapshot:
             self.last_run_status,
             self.modified_seconds,
             runs,
-            read_at,
             self.schedule,
             self.run_time_limit_seconds,
         )
@@ -78,12 +80,16 @@ class JobSnapshot:
 
 @dataclass(frozen=True, slots=True)
 class JobState:
-    """One watched job in a published snapshot: its last good values and whether the last poll worked."""
+    """One watched job in a published snapshot: its last good values and whether the last poll worked.
+
+    ``read_at`` is when ``data`` was last read or found unchanged (None without data).
+    """
 
     job_id: str
     data: JobSnapshot | None
     poll_success: bool
     error: str | None = None
+    read_at: float | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -65,7 +65,11 @@ WorkItem = ReadById | ParseItem | ReuseReading | KeepStale | ReportBad | LookUpL
 
 @dataclass(slots=True)
 class JobMemory:
-    """What the poller remembers of a job between cycles (not published)."""
+    """What the poller remembers of a job between cycles (not published).
+
+    ``read_at`` is when ``snapshot`` was last read or found unchanged: a job at rest keeps its memory
+    and its snapshot, and only this time moves (in place, on the cycle's thread).
+    """
 
     snapshot: JobSnapshot | None = None
     job: Job | None = None
@@ -73,10 +77,11 @@ class JobMemory:
     schedule: ScheduleReading | None = None
     error: str | None = None
     digest: bytes | None = None  # of the search item this reading came from
+    read_at: float | None = None
 
-    def with_snapshot(self, snapshot: JobSnapshot) -> JobMemory:
+    def with_reading(self, snapshot: JobSnapshot, read_at: float) -> JobMemory:
         """This memory with another reading (``dataclasses.replace`` costs several times more, per job)."""
-        return JobMemory(snapshot, self.job, self.runs_key, self.schedule, self.error, self.digest)
+        return JobMemory(snapshot, self.job, self.runs_key, self.schedule, self.error, self.digest, read_at)
 
 
 @dataclass(frozen=True, slots=True)
