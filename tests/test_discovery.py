@@ -853,6 +853,19 @@ class TestPollerWithDiscovery:
         assert ccs.by_id == [guid(1), guid(1)]
         assert again.data is first.data and again.read_at == now[0]
 
+    def test_a_search_found_job_is_remembered_as_its_item(self, ccs: FakeCcs) -> None:
+        """With changes tracked, a job parsed from its search item keeps that item's very JSON bytes
+        (about a sixth of the parsed job), and a job read by id keeps the parsed job."""
+        from ccs_exporter.polling.reading import JobReader
+        from ccs_exporter.polling.work import ParseItem, ReadById
+
+        reader = JobReader(ccs, history_window=10, track_changes=True, clock=lambda: 0.0)  # type: ignore[arg-type]
+        (found,) = [item for item in ccs.search_jobs("(JobType = A)").items if item.job_id == guid(1)]
+        parsed = reader.do(ParseItem(guid(1), found), None)
+        by_id = reader.do(ReadById(guid(2)), None)
+        assert parsed.memory is not None and parsed.memory.job is found.text
+        assert by_id.memory is not None and isinstance(by_id.memory.job, Job)
+
     def test_an_unchanged_job_with_a_run_in_progress_has_its_runs_read(
         self, ccs: FakeCcs, make_poller: Callable[..., Any]
     ) -> None:

@@ -81,6 +81,43 @@ class TestLeavingAndComingBack:
         assert all(kind == "changed" for kind, _ in kinds)
 
 
+def _description(job: Job | None) -> str | None:
+    config = job.JobConfigDetails if job is not None else None
+    return config.JobDescription if config is not None else None
+
+
+@pytest.mark.integration
+class TestSearchFoundJobs:
+    """A job a search found is remembered as its item's JSON, parsed again only to hand on a change."""
+
+    def test_a_changed_job_hands_on_its_previous_definition(self, watched: tuple[Simulator, Poller]) -> None:
+        """Edited in the console: job.changed with the definition read before as ``before``, whole."""
+        sim, poller = watched
+        job_id = sim.add_job("Zebra weekly", description="before")
+        read_before = Job.model_validate(sim.job_snapshot(job_id))
+        poller.poll_cycle()
+        poller.poll_cycle()  # at rest: the item read before is used again, not parsed
+        time.sleep(1.1)  # JobModifiedTime has whole seconds: the edit must fall in a later one
+        sim.edit_job(job_id, {"JobDescription": "after"})
+        (change,) = poller.poll_cycle().changes
+        assert (change.kind, change.job_id) == ("changed", job_id)
+        assert (_description(change.before), _description(change.after)) == ("before", "after")
+        assert change.before == read_before
+
+    def test_a_deleted_job_is_handed_on_with_its_last_definition(
+        self, watched: tuple[Simulator, Poller]
+    ) -> None:
+        """Deleted in the console: job.deleted carrying the job as it was last read."""
+        sim, poller = watched
+        job_id = sim.add_job("Zebra monthly", description="last words")
+        read_before = Job.model_validate(sim.job_snapshot(job_id))
+        poller.poll_cycle()
+        sim.remove_job(job_id)
+        (change,) = poller.poll_cycle().changes
+        assert (change.kind, change.job_id, change.after) == ("deleted", job_id, None)
+        assert change.before == read_before and _description(change.before) == "last words"
+
+
 class TestRecreatedUnderTheSameId:
     def test_recorded_as_deleted_then_created(
         self, tmp_path: Path, load_fixture: Callable[[str], Any]

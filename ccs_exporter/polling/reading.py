@@ -12,7 +12,7 @@ from collections.abc import Callable
 
 import structlog
 
-from ccs_exporter.client import CcsClient
+from ccs_exporter.client import CcsClient, SearchItem
 from ccs_exporter.errors import (
     AuthError,
     CcsError,
@@ -68,12 +68,6 @@ def _runs_key(job: Job) -> tuple[object, ...]:
     return (props.LastRunDate, props.LastRunStatus, props.JobModifiedTime)
 
 
-def _gone(job_id: str, previous: JobMemory | None, exc: NotFoundError, *, left: bool = False) -> Outcome:
-    """A 404 by id: the job is gone, and a job we had read is handed on as deleted."""
-    gone = JobChange(job_id, previous.job, None) if previous is not None and previous.job else None
-    return Outcome(job_id, None, "not_found", exc.message, change=gone, left=left)
-
-
 class JobReader:
     """Does one job's work item through the shared client; safe to call from the worker threads."""
 
@@ -118,22 +112,37 @@ class JobReader:
                     return self._reread_unchanged(job_id, previous)
                 case ParseItem(item=found):
                     job = self._client.search_item_job(found)  # BadResponseError: bad_response
-                    return self._read_job(job_id, previous, job, found.digest)
+                    return self._read_job(job_id, previous, job, found)
                 case ReadById():
-                    return self._read_job(job_id, previous, None)
+                    return self._read_job(job_id, previous, self._client.get_job(job_id))
         except NotFoundError as exc:
-            return _gone(job_id, previous, exc)
+            return self._gone(job_id, previous, exc)
         except (CcsError, ConfigError) as exc:
             return Outcome(job_id, previous, error_kind(exc), str(exc), reached_ccs=reached_ccs(exc))
         # Anything else (a bug, data nobody foresaw) is caught by the poller, which counts it in
         # ccs_poll_errors_total{stage="job"}: it costs this job, not the worker or the cycle.
+
+    def _gone(
+        self, job_id: str, previous: JobMemory | None, exc: NotFoundError, *, left: bool = False
+    ) -> Outcome:
+        """A 404 by id: the job is gone, and a job we had read is handed on as deleted."""
+        before = self._remembered(job_id, previous) if previous is not None else None
+        gone = JobChange(job_id, before, None) if before is not None else None
+        return Outcome(job_id, None, "not_found", exc.message, change=gone, left=left)
+
+    def _remembered(self, job_id: str, memory: JobMemory) -> Job | None:
+        """The job's last definition, for a change seen: a search item's JSON is parsed only now."""
+        job = memory.job
+        if isinstance(job, bytes):  # it parsed when it was read: it parses the same way again
+            return self._client.search_item_job(SearchItem(job_id, memory.digest or b"", job))
+        return job
 
     def _look_up_leaving(self, job_id: str, previous: JobMemory | None) -> Outcome:
         """A discovered job no search returns any more: gone (404) or no longer matching."""
         try:
             self._client.get_job(job_id)
         except NotFoundError as exc:
-            return _gone(job_id, previous, exc, left=True)
+            return self._gone(job_id, previous, exc, left=True)
         except (CcsError, ConfigError) as exc:
             log.warning("left_job_lookup_failed", job_id=job_id, error=error_kind(exc), message=str(exc))
             return Outcome(job_id, None, error_kind(exc), str(exc), reached_ccs=reached_ccs(exc), left=True)
@@ -171,9 +180,9 @@ class JobReader:
         )
 
     def _read_job(
-        self, job_id: str, previous: JobMemory | None, found: Job | None, digest: bytes | None = None
+        self, job_id: str, previous: JobMemory | None, job: Job, item: SearchItem | None = None
     ) -> Outcome:
-        job = found if found is not None else self._client.get_job(job_id)
+        """A job read by id, or parsed from the search ``item`` that listed it."""
         props = job.JobProperties
         old = previous.snapshot if previous is not None else None
         old_runs = old.runs if old is not None else None
@@ -196,7 +205,7 @@ class JobReader:
             and old is not None
             and old.modified_seconds != modified
         ):
-            change = JobChange(job_id, previous.job, job)
+            change = JobChange(job_id, self._remembered(job_id, previous), job)
         snapshot = JobSnapshot(
             job_id=job_id,
             name=props.Name,
@@ -209,12 +218,15 @@ class JobReader:
             schedule=schedule.known_schedule,
             run_time_limit_seconds=schedule.known_run_time_limit,
         )
+        # For a change to come, a search item's compact JSON (about 1 KB) is remembered rather than the
+        # parsed job (about 6 KB, and many objects for the garbage collector to walk).
+        remembered = item.text if item is not None else job
         memory = JobMemory(
             snapshot=old if snapshot == old else snapshot,  # unchanged values: the same reading
-            job=job if self._track_changes else None,
+            job=remembered if self._track_changes else None,
             runs_key=_runs_key(job),
             schedule=schedule,
-            digest=digest,
+            digest=item.digest if item is not None else None,
             read_at=self._clock(),
         )
         return Outcome(job_id, memory, None, runs_fetched=fetch_runs, change=change)

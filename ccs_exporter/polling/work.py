@@ -72,7 +72,9 @@ class JobMemory:
     """
 
     snapshot: JobSnapshot | None = None
-    job: Job | None = None
+    # The last definition, kept with the audit trail on to hand on with a change: a job found by a search
+    # as its item's compact JSON (parsed only when needed), a job read by id as parsed.
+    job: Job | bytes | None = None
     runs_key: tuple[object, ...] | None = None
     schedule: ScheduleReading | None = None
     error: str | None = None
