@@ -1,0 +1,305 @@
+"""The scale benchmark's run: serve and the simulator in their own processes, scraped and sampled by phase.
+
+``benchmarks/scale.py`` is the entry point and says what is measured; this module measures it and
+returns a ``Result`` for ``scale_report`` to render.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import requests
+
+from benchmarks.processes import ExporterProcess, SimulatorProcess
+from benchmarks.scrapers import OPENMETRICS_GZIP, TEXT_GZIP, VARIANTS, Variant
+
+SEARCH = "(JobName StartsWith Generated)"  # every job the simulator generates
+PHASES = ("cold start", "at rest", "every job changed")
+
+
+@dataclass(frozen=True)
+class Plan:
+    jobs: int
+    latency_ms: float
+    interval: float
+    scrape_every: float
+    rest_cycles: int
+    soak_minutes: float
+    soak_stress: bool
+    concurrency: int
+    env: dict[str, str]
+    quick: bool
+
+
+@dataclass(frozen=True)
+class Cycle:
+    """One published cycle, from the exporter's ``poll_cycle`` log line, and its CPU when seen."""
+
+    seen_at: float
+    cpu_seconds: float
+    requests: int
+    runs_fetched: int
+    duration: float
+    jobs: int
+
+
+@dataclass(frozen=True)
+class Scrape:
+    phase: str
+    variant: str
+    seconds: float
+    ok: bool
+    size: int
+
+
+@dataclass(frozen=True)
+class RssSample:
+    seconds: float
+    phase: str
+    cycles: int
+    rss_kib: int
+
+
+class Bench:
+    """The shared state of one run: the phase, the cycles seen, scrapes and memory samples."""
+
+    def __init__(self, exporter: ExporterProcess) -> None:
+        self.exporter = exporter
+        self.started = time.monotonic()
+        self.phase = "starting"  # until the first cycle is published
+        self.cycles: list[Cycle] = []
+        self.scrapes: list[Scrape] = []
+        self.rss: list[RssSample] = []
+        self.stop = threading.Event()
+        self.stress = threading.Event()
+        self.periodic = threading.Event()
+        self.periodic.set()
+        self._changed = threading.Condition()
+        self.threads = [
+            threading.Thread(target=self._follow_log, daemon=True),
+            threading.Thread(target=self._sample_memory, daemon=True),
+            threading.Thread(target=self._stress, daemon=True),
+        ]
+
+    def start(self, scrape_every: float) -> None:
+        for variant in (TEXT_GZIP, OPENMETRICS_GZIP):
+            self.threads.append(
+                threading.Thread(target=self._periodic, args=(variant, scrape_every), daemon=True)
+            )
+        for thread in self.threads:
+            thread.start()
+
+    def close(self) -> None:
+        self.stop.set()
+        self.stress.set()  # wake it so it sees the stop
+        self.periodic.set()
+        for thread in self.threads:
+            thread.join(30)
+
+    # --- cycles, from the exporter's log --------------------------------------------------------------
+
+    def _follow_log(self) -> None:
+        with self.exporter.log_path.open("rb") as log:
+            pending = b""
+            while not self.stop.is_set():
+                chunk = log.readline()
+                if not chunk:
+                    time.sleep(0.05)
+                    continue
+                pending += chunk
+                if not pending.endswith(b"\n"):
+                    continue
+                line, pending = pending, b""
+                try:
+                    event = json.loads(line)
+                except ValueError:
+                    continue
+                if event.get("event") != "poll_cycle":
+                    continue
+                cycle = Cycle(
+                    time.monotonic(),
+                    self.exporter.cpu_seconds(),
+                    int(event["requests"]),
+                    int(event["runs_fetched"]),
+                    float(event["duration_seconds"]),
+                    int(event["jobs"]),
+                )
+                with self._changed:
+                    self.cycles.append(cycle)
+                    self._changed.notify_all()
+
+    def wait_cycles(self, count: int, timeout: float) -> list[Cycle]:
+        """Wait for ``count`` more published cycles; return them."""
+        with self._changed:
+            first = len(self.cycles)
+            if not self._changed.wait_for(lambda: len(self.cycles) >= first + count, timeout):
+                raise RuntimeError(
+                    f"{count} cycles did not come within {timeout:g} s; see {self.exporter.log_path}"
+                )
+            return self.cycles[first : first + count]
+
+    def first_cycle(self, timeout: float) -> Cycle:
+        """The first published cycle (its log line comes just after /readyz turns ready)."""
+        with self._changed:
+            if not self._changed.wait_for(lambda: bool(self.cycles), timeout):
+                raise RuntimeError(f"no cycle was logged; see {self.exporter.log_path}")
+            return self.cycles[0]
+
+    # --- memory -------------------------------------------------------------------------------------
+
+    def _sample_memory(self) -> None:
+        while not self.stop.wait(0.5):
+            try:
+                rss = self.exporter.memory_kib()["VmRSS"]
+            except (OSError, KeyError):
+                continue
+            self.rss.append(RssSample(time.monotonic() - self.started, self.phase, len(self.cycles), rss))
+
+    # --- scrapers -----------------------------------------------------------------------------------
+
+    def _scrape(self, session: requests.Session, variant: Variant) -> None:
+        phase = self.phase
+        started = time.perf_counter()
+        try:
+            response = session.get(
+                f"{self.exporter.url}/metrics", headers=variant.headers, stream=True, timeout=30
+            )
+            body = response.raw.read(decode_content=False)
+            elapsed = time.perf_counter() - started
+            response.close()
+        except requests.RequestException:
+            self.scrapes.append(Scrape(phase, variant.label, time.perf_counter() - started, False, 0))
+            return
+        self.scrapes.append(Scrape(phase, variant.label, elapsed, response.status_code == 200, len(body)))
+
+    def _periodic(self, variant: Variant, every: float) -> None:
+        with requests.Session() as session:
+            while not self.stop.wait(every):
+                self.periodic.wait()
+                if not self.stop.is_set():
+                    self._scrape(session, variant)
+
+    def _stress(self) -> None:
+        with requests.Session() as session:
+            turn = 0
+            while not self.stop.is_set():
+                self.stress.wait()
+                if self.stop.is_set():
+                    return
+                self._scrape(session, VARIANTS[turn % len(VARIANTS)])
+                turn += 1
+
+
+@dataclass
+class Result:
+    plan: Plan
+    discovery_seconds: float = 0.0
+    first_cycle: Cycle | None = None
+    rss_at_ready_kib: int = 0
+    hwm_kib: int = 0
+    rest: list[Cycle] = field(default_factory=list)
+    rest_cpu_per_cycle: float = 0.0
+    changed: Cycle | None = None
+    changed_cpu: float = 0.0
+    scrapes: list[Scrape] = field(default_factory=list)
+    rss: list[RssSample] = field(default_factory=list)
+    soak_cycles: int = 0
+    sizes: dict[str, int] = field(default_factory=dict)
+    load: tuple[float, float] = (0.0, 0.0)
+    elapsed: float = 0.0
+
+
+def progress(message: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+
+
+def measure(plan: Plan, workdir: Path) -> Result:
+    result = Result(plan)
+    result.load = (os.getloadavg()[0], 0.0)
+    started = time.monotonic()
+    # A cycle may take as long as reading every job's runs one request after another on the workers.
+    slow = 120 + plan.jobs * (plan.latency_ms / 1000 + 0.004) * 2
+    with SimulatorProcess(plan.jobs, plan.latency_ms, workdir) as sim:
+        settings = {"job_ids": [], "job_search": [SEARCH], "log_level": "info"}
+        progress(f"{plan.jobs:,} jobs: serve, discovery (cold start), scraped every {plan.scrape_every:g} s")
+        launched = time.monotonic()
+        with ExporterProcess(
+            sim, plan.concurrency, workdir, plan.interval, extra_settings=settings, env=plan.env
+        ) as exporter:
+            bench = Bench(exporter)
+            bench.start(plan.scrape_every)
+            try:
+                exporter.wait_ready(slow)
+                result.discovery_seconds = time.monotonic() - launched
+                bench.phase = "cold start"
+                result.rss_at_ready_kib = exporter.memory_kib()["VmRSS"]
+                result.first_cycle = bench.first_cycle(slow)
+                progress("cold start: scraped back to back for two more cycles")
+                bench.stress.set()
+                bench.wait_cycles(2, slow)
+                bench.stress.clear()
+                bench.phase = "settling"
+                sim.control("POST", "finish-runs", {"Status": 4, "RunningOnly": True})
+                bench.wait_cycles(2, slow)  # the first reads the finished runs once
+                progress(f"at rest: {plan.rest_cycles} cycles without scraping (CPU)")
+                bench.phase = "at rest (no scraping)"
+                bench.periodic.clear()
+                time.sleep(1.0)  # a periodic scrape under way finishes
+                window = bench.wait_cycles(plan.rest_cycles + 1, slow)
+                bench.periodic.set()
+                result.rest = window[1:]
+                result.rest_cpu_per_cycle = (
+                    window[-1].cpu_seconds - window[0].cpu_seconds
+                ) / plan.rest_cycles
+                progress(f"at rest: scraped back to back for {plan.rest_cycles} cycles")
+                bench.phase = "at rest"
+                bench.stress.set()
+                bench.wait_cycles(plan.rest_cycles, slow)
+                progress("every job changed: a new run for each, scraped back to back")
+                bench.phase = "every job changed"
+                before = bench.wait_cycles(1, slow)[0]
+                sim.control("POST", "finish-runs", {"Status": 5, "Messages": {"Error": 1}})
+                seen = [before]
+                while seen[-1].runs_fetched < plan.jobs * 0.5:
+                    seen += bench.wait_cycles(1, slow)
+                result.changed = seen[-1]
+                result.changed_cpu = seen[-1].cpu_seconds - seen[-2].cpu_seconds
+                bench.wait_cycles(1, slow)  # and the publish after it, at rest again
+                bench.stress.clear()
+                if plan.soak_minutes > 0:
+                    progress(f"soak: {plan.soak_minutes:g} min, scraped every {plan.scrape_every:g} s")
+                    bench.phase = "soak"
+                    if plan.soak_stress:
+                        bench.stress.set()
+                    first = len(bench.cycles)
+                    time.sleep(plan.soak_minutes * 60)
+                    bench.stress.clear()
+                    result.soak_cycles = len(bench.cycles) - first
+                result.hwm_kib = exporter.memory_kib()["VmHWM"]
+                result.sizes = body_sizes(exporter.url)
+            finally:
+                bench.close()
+            result.scrapes = list(bench.scrapes)
+            result.rss = list(bench.rss)
+    result.load = (result.load[0], os.getloadavg()[0])
+    result.elapsed = time.monotonic() - started
+    return result
+
+
+def body_sizes(url: str) -> dict[str, int]:
+    """The body of each variant on the wire (checks the formats: OpenMetrics ends in # EOF, text not)."""
+    sizes = {}
+    with requests.Session() as session:
+        for variant in VARIANTS:
+            response = session.get(f"{url}/metrics", headers=variant.headers, timeout=60)
+            text = response.content
+            if text.endswith(b"# EOF\n") != variant.label.startswith("OpenMetrics"):
+                raise RuntimeError(f"{variant.label}: not the format asked for")
+            sizes[variant.label] = int(response.headers.get("Content-Length", len(text)))
+    return sizes
