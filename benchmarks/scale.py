@@ -10,7 +10,9 @@ The simulator runs as its own process (generated jobs, runs frozen, 20 ms per re
 (``JOB_SEARCH``, default page size), polling every 5 s. Two Prometheus-like scrapers ask for
 ``/metrics`` every 15 s all along, both with gzip, one in text 0.0.4 and one in OpenMetrics (what
 Prometheus 2 asks for); in the stress phases a third scraper asks back to back, turning through text and
-OpenMetrics, plain and gzip. One run reports: the time to the first published cycle (discovery of every
+OpenMetrics, plain and gzip, in a process of its own (this script's ``--scrape-loop``: one keep-alive
+``http.client`` connection, one line per scrape), so that it does not wait for this process's GIL. One
+run reports: the time to the first published cycle (discovery of every
 job and its runs), resident memory sampled from ``/proc`` all along (peak, by phase, growth per cycle
 in the soak), ``/metrics`` latency (p50 / p99, request sent to whole body, never decompressed) per
 format and encoding in each phase (cold start, cycles at rest, the cycle after every job changed), CPU
@@ -31,6 +33,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))  # run from a checkout without installing
 
+from benchmarks import scrapers  # noqa: E402  (the standard library only)
+
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
@@ -48,7 +52,20 @@ def main(argv: list[str] | None = None) -> int:
         "--env", action="append", default=[], metavar="NAME=VALUE", help="environment of the exporter"
     )
     parser.add_argument("--quick", action="store_true", help="50 jobs, no latency: a smoke run")
+    internal = parser.add_argument_group(
+        "internal", "the back-to-back scraper's own process, which the benchmark starts and stops itself"
+    )
+    internal.add_argument(
+        "--scrape-loop",
+        metavar="URL",
+        help="scrape URL (http://HOST:PORT/metrics) back to back until stopped, one line per scrape: "
+        "monotonic send time, variant, ms, bytes, status (tab-separated)",
+    )
+    internal.add_argument("--scrape-out", metavar="FILE", type=Path, help="append those lines to FILE")
     args = parser.parse_args(argv)
+    if args.scrape_loop:
+        scrapers.run_scrape_loop(args.scrape_loop, scrapers.VARIANTS, args.scrape_out)
+        return 0
     # Imported here rather than at the top: the measurement and its report need requests, pydantic and the
     # exporter's modules, which a process of this script that only scrapes has no use for.
     import requests
@@ -58,7 +75,7 @@ def main(argv: list[str] | None = None) -> int:
 
     env = dict(item.split("=", 1) for item in args.env)
     if args.quick:
-        plan = Plan(50, 0.0, 1.0, 1.0, 2, 0.2, False, args.concurrency, env, True)
+        plan = Plan(50, 0.0, 1.0, 1.0, 2, 0.2, args.soak_stress, args.concurrency, env, True)
     else:
         plan = Plan(
             args.jobs,

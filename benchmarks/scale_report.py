@@ -6,7 +6,7 @@ import statistics
 
 from benchmarks import measures
 from benchmarks.run import machine
-from benchmarks.scale_run import PHASES, SEARCH, Result, RssSample, Scrape
+from benchmarks.scale_run import PHASES, SEARCH, Plan, Result, RssSample, Scrape
 from benchmarks.scrapers import OPENMETRICS_GZIP, TEXT_GZIP, VARIANTS
 
 
@@ -82,14 +82,17 @@ def rows(result: Result) -> list[tuple[str, str]]:
             f"{result.changed.runs_fetched:,} / {result.changed_cpu:.1f}",
         ),
     ]
-    for phase in PHASES:
+    stressed = (*PHASES, "soak") if plan.soak_stress else PHASES
+    back_to_back = [scrape for scrape in result.scrapes if scrape.back_to_back]
+    periodic = [scrape for scrape in result.scrapes if not scrape.back_to_back]
+    for phase in stressed:
         for variant in VARIANTS:
-            scrapes = [s for s in result.scrapes if s.phase == phase and s.variant == variant.label]
+            scrapes = [s for s in back_to_back if s.phase == phase and s.variant == variant.label]
             lines.append(
                 (f"/metrics {phase}, {variant.label} (back to back): p50 / p99 ms", latency_cell(scrapes))
             )
     for variant in (TEXT_GZIP, OPENMETRICS_GZIP):
-        scrapes = [s for s in result.scrapes if s.variant == variant.label and s.phase not in PHASES]
+        scrapes = [s for s in periodic if s.variant == variant.label and s.phase not in stressed]
         lines.append(
             (
                 f"/metrics every {plan.scrape_every:g} s, {variant.label}, other phases: p50 / p99 ms",
@@ -116,6 +119,15 @@ def minute_maxima(samples: list[RssSample]) -> list[int]:
     return [maxima[minute] for minute in sorted(maxima)]
 
 
+def scrape_pattern(plan: Plan) -> str:
+    soak = f"{plan.soak_minutes:g} min of soak{' with the stress scraper' if plan.soak_stress else ''}"
+    return (
+        f"two scrapers every {plan.scrape_every:g} s all along (text + gzip, OpenMetrics + gzip); in the "
+        "stress phases a third, in its own process, back to back turning through text and OpenMetrics, "
+        f"plain and gzip; {soak}"
+    )
+
+
 def render_report(result: Result) -> str:
     plan = result.plan
     table = rows(result)
@@ -130,10 +142,7 @@ def render_report(result: Result) -> str:
             f"- setup: {plan.jobs:,} simulated jobs, {plan.latency_ms:g} ms per request, one search "
             f"`{SEARCH}`, default page size (100), concurrency {plan.concurrency}, poll interval "
             f"{plan.interval:g} s; extra environment: {env}",
-            f"- scrape pattern: two scrapers every {plan.scrape_every:g} s all along (text + gzip, "
-            "OpenMetrics + gzip); in the stress phases a third back to back turning through text and "
-            "OpenMetrics, plain and gzip; "
-            f"{plan.soak_minutes:g} min of soak{' with the stress scraper' if plan.soak_stress else ''}",
+            f"- scrape pattern: {scrape_pattern(plan)}",
             f"- load average {result.load[0]:.1f} at the start, {result.load[1]:.1f} at the end (2 shared "
             f"cores); whole run {result.elapsed / 60:.1f} min",
             "",

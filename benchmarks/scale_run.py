@@ -6,6 +6,7 @@ returns a ``Result`` for ``scale_report`` to render.
 
 from __future__ import annotations
 
+import bisect
 import json
 import os
 import sys
@@ -16,9 +17,10 @@ from pathlib import Path
 
 import requests
 
-from benchmarks.processes import ExporterProcess, SimulatorProcess
-from benchmarks.scrapers import OPENMETRICS_GZIP, TEXT_GZIP, VARIANTS, Variant
+from benchmarks.processes import ChildProcess, ExporterProcess, SimulatorProcess
+from benchmarks.scrapers import OPENMETRICS_GZIP, TEXT_GZIP, VARIANTS, ScrapeLine, Variant
 
+SCRIPT = Path(__file__).resolve().parent / "scale.py"
 SEARCH = "(JobName StartsWith Generated)"  # every job the simulator generates
 PHASES = ("cold start", "at rest", "every job changed")
 
@@ -56,6 +58,7 @@ class Scrape:
     seconds: float
     ok: bool
     size: int
+    back_to_back: bool  # the stress scraper's, not a Prometheus-like one's
 
 
 @dataclass(frozen=True)
@@ -66,26 +69,91 @@ class RssSample:
     rss_kib: int
 
 
+class StressScraper:
+    """The back-to-back scraper: ``scale.py --scrape-loop`` in a process of its own for each stress phase.
+
+    In this process it would wait for the GIL behind the Prometheus-like scrapers, the log follower and
+    the memory sampler, and its latencies with it. Each start writes a file of its own, one line per scrape.
+    """
+
+    def __init__(self, url: str, workdir: Path) -> None:
+        self._url = f"{url}/metrics"
+        self._workdir = workdir
+        self._outputs: list[Path] = []
+        self._process: ChildProcess | None = None
+
+    def start(self) -> None:
+        output = self._workdir / f"stress-{len(self._outputs) + 1}.tsv"
+        argv = [sys.executable, str(SCRIPT), "--scrape-loop", self._url, "--scrape-out", str(output)]
+        self._process = ChildProcess(argv, output.with_suffix(".log"))
+        self._outputs.append(output)
+
+    def stop(self) -> None:
+        """Stop it by its PID (SIGTERM, then SIGKILL); RuntimeError if it had stopped by itself."""
+        process, self._process = self._process, None
+        if process is None:
+            return
+        exited = process.popen.poll()
+        process.stop(grace_seconds=5.0)
+        if exited is not None:
+            raise RuntimeError(f"the stress scraper exited by itself ({exited}); see {process.log_path}")
+
+    def scrapes(self) -> list[ScrapeLine]:
+        return [
+            ScrapeLine.parse(line)
+            for output in self._outputs
+            if output.exists()
+            for line in output.read_text(encoding="utf-8").splitlines()
+        ]
+
+
 class Bench:
     """The shared state of one run: the phase, the cycles seen, scrapes and memory samples."""
 
-    def __init__(self, exporter: ExporterProcess) -> None:
+    def __init__(self, exporter: ExporterProcess, workdir: Path) -> None:
         self.exporter = exporter
         self.started = time.monotonic()
-        self.phase = "starting"  # until the first cycle is published
+        # (monotonic time, phase) from each change on: the stress scraper's lines are placed by their time.
+        self._marks: list[tuple[float, str]] = [(self.started, "starting")]  # until the first cycle
         self.cycles: list[Cycle] = []
         self.scrapes: list[Scrape] = []
         self.rss: list[RssSample] = []
         self.stop = threading.Event()
-        self.stress = threading.Event()
+        self.stress = StressScraper(exporter.url, workdir)
         self.periodic = threading.Event()
         self.periodic.set()
         self._changed = threading.Condition()
         self.threads = [
             threading.Thread(target=self._follow_log, daemon=True),
             threading.Thread(target=self._sample_memory, daemon=True),
-            threading.Thread(target=self._stress, daemon=True),
         ]
+
+    @property
+    def phase(self) -> str:
+        return self._marks[-1][1]
+
+    @phase.setter
+    def phase(self, name: str) -> None:
+        self._marks.append((time.monotonic(), name))
+
+    def phase_at(self, moment: float) -> str:
+        index = bisect.bisect_right(self._marks, moment, key=lambda mark: mark[0])
+        return self._marks[max(index - 1, 0)][1]
+
+    def all_scrapes(self) -> list[Scrape]:
+        """The Prometheus-like scrapes and the stress scraper's, each in the phase it was sent in."""
+        back_to_back = [
+            Scrape(
+                self.phase_at(line.sent_at),
+                line.variant,
+                line.milliseconds / 1000,
+                line.status == 200,
+                line.size,
+                True,
+            )
+            for line in self.stress.scrapes()
+        ]
+        return [*self.scrapes, *back_to_back]
 
     def start(self, scrape_every: float) -> None:
         for variant in (TEXT_GZIP, OPENMETRICS_GZIP):
@@ -97,10 +165,10 @@ class Bench:
 
     def close(self) -> None:
         self.stop.set()
-        self.stress.set()  # wake it so it sees the stop
         self.periodic.set()
         for thread in self.threads:
             thread.join(30)
+        self.stress.stop()
 
     # --- cycles, from the exporter's log --------------------------------------------------------------
 
@@ -174,9 +242,11 @@ class Bench:
             elapsed = time.perf_counter() - started
             response.close()
         except requests.RequestException:
-            self.scrapes.append(Scrape(phase, variant.label, time.perf_counter() - started, False, 0))
+            self.scrapes.append(Scrape(phase, variant.label, time.perf_counter() - started, False, 0, False))
             return
-        self.scrapes.append(Scrape(phase, variant.label, elapsed, response.status_code == 200, len(body)))
+        self.scrapes.append(
+            Scrape(phase, variant.label, elapsed, response.status_code == 200, len(body), False)
+        )
 
     def _periodic(self, variant: Variant, every: float) -> None:
         with requests.Session() as session:
@@ -184,16 +254,6 @@ class Bench:
                 self.periodic.wait()
                 if not self.stop.is_set():
                     self._scrape(session, variant)
-
-    def _stress(self) -> None:
-        with requests.Session() as session:
-            turn = 0
-            while not self.stop.is_set():
-                self.stress.wait()
-                if self.stop.is_set():
-                    return
-                self._scrape(session, VARIANTS[turn % len(VARIANTS)])
-                turn += 1
 
 
 @dataclass
@@ -232,7 +292,7 @@ def measure(plan: Plan, workdir: Path) -> Result:
         with ExporterProcess(
             sim, plan.concurrency, workdir, plan.interval, extra_settings=settings, env=plan.env
         ) as exporter:
-            bench = Bench(exporter)
+            bench = Bench(exporter, workdir)
             bench.start(plan.scrape_every)
             try:
                 exporter.wait_ready(slow)
@@ -241,9 +301,9 @@ def measure(plan: Plan, workdir: Path) -> Result:
                 result.rss_at_ready_kib = exporter.memory_kib()["VmRSS"]
                 result.first_cycle = bench.first_cycle(slow)
                 progress("cold start: scraped back to back for two more cycles")
-                bench.stress.set()
+                bench.stress.start()
                 bench.wait_cycles(2, slow)
-                bench.stress.clear()
+                bench.stress.stop()
                 bench.phase = "settling"
                 sim.control("POST", "finish-runs", {"Status": 4, "RunningOnly": True})
                 bench.wait_cycles(2, slow)  # the first reads the finished runs once
@@ -259,7 +319,7 @@ def measure(plan: Plan, workdir: Path) -> Result:
                 ) / plan.rest_cycles
                 progress(f"at rest: scraped back to back for {plan.rest_cycles} cycles")
                 bench.phase = "at rest"
-                bench.stress.set()
+                bench.stress.start()
                 bench.wait_cycles(plan.rest_cycles, slow)
                 progress("every job changed: a new run for each, scraped back to back")
                 bench.phase = "every job changed"
@@ -271,21 +331,21 @@ def measure(plan: Plan, workdir: Path) -> Result:
                 result.changed = seen[-1]
                 result.changed_cpu = seen[-1].cpu_seconds - seen[-2].cpu_seconds
                 bench.wait_cycles(1, slow)  # and the publish after it, at rest again
-                bench.stress.clear()
+                bench.stress.stop()
                 if plan.soak_minutes > 0:
                     progress(f"soak: {plan.soak_minutes:g} min, scraped every {plan.scrape_every:g} s")
                     bench.phase = "soak"
                     if plan.soak_stress:
-                        bench.stress.set()
+                        bench.stress.start()
                     first = len(bench.cycles)
                     time.sleep(plan.soak_minutes * 60)
-                    bench.stress.clear()
+                    bench.stress.stop()
                     result.soak_cycles = len(bench.cycles) - first
                 result.hwm_kib = exporter.memory_kib()["VmHWM"]
                 result.sizes = body_sizes(exporter.url)
             finally:
                 bench.close()
-            result.scrapes = list(bench.scrapes)
+            result.scrapes = bench.all_scrapes()
             result.rss = list(bench.rss)
     result.load = (result.load[0], os.getloadavg()[0])
     result.elapsed = time.monotonic() - started
