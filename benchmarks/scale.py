@@ -3,6 +3,7 @@
     python benchmarks/scale.py                          # 10,000 jobs, 5 minutes of soak at the end
     python benchmarks/scale.py --jobs 50000 --soak-minutes 2
     python benchmarks/scale.py --soak-minutes 30        # the flatness run
+    python benchmarks/scale.py --stress-gzip-only       # back to back in gzip only, as Prometheus asks
     python benchmarks/scale.py --quick                  # 50 jobs, no latency: a smoke run (about 30 s)
 
 The simulator runs as its own process (generated jobs, runs frozen, 20 ms per request) and
@@ -10,11 +11,11 @@ The simulator runs as its own process (generated jobs, runs frozen, 20 ms per re
 (``JOB_SEARCH``, default page size), polling every 5 s. Two Prometheus-like scrapers ask for
 ``/metrics`` every 15 s all along, both with gzip, one in text 0.0.4 and one in OpenMetrics (what
 Prometheus 2 asks for); in the stress phases a third scraper asks back to back, turning through text and
-OpenMetrics, plain and gzip, in a process of its own (this script's ``--scrape-loop``: one keep-alive
-``http.client`` connection, one line per scrape), so that it does not wait for this process's GIL. One
-run reports: the time to the first published cycle (discovery of every
-job and its runs), resident memory sampled from ``/proc`` all along (peak, by phase, growth per cycle
-in the soak), ``/metrics`` latency (p50 / p99, request sent to whole body, never decompressed) per
+OpenMetrics, plain and gzip (gzip only with ``--stress-gzip-only``), in a process of its own (this
+script's ``--scrape-loop``: one keep-alive ``http.client`` connection, one line per scrape), so that it
+does not wait for this process's GIL. One run reports: the time to the first published cycle (discovery
+of every job and its runs), resident memory sampled from ``/proc`` all along (peak, by phase, growth per
+cycle in the soak), ``/metrics`` latency (p50 / p99, request sent to whole body, never decompressed) per
 format and encoding in each phase (cold start, cycles at rest, the cycle after every job changed), CPU
 seconds of the exporter process per cycle at rest (from ``/proc``, no scraping meanwhile), and requests
 per cycle (the exporter's own count, from its ``poll_cycle`` log lines). Linux only; traffic stays on
@@ -24,6 +25,7 @@ per cycle (the exporter's own count, from its ``poll_cycle`` log lines). Linux o
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import signal
 import sys
@@ -47,6 +49,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rest-cycles", type=int, default=4, help="cycles measured at rest (4)")
     parser.add_argument("--soak-minutes", type=float, default=5.0, help="soak at the end, minutes (5)")
     parser.add_argument("--soak-stress", action="store_true", help="scrape back to back in the soak too")
+    parser.add_argument(
+        "--stress-gzip-only",
+        action="store_true",
+        help="the back-to-back scraper asks for gzip only, text and OpenMetrics in turn (as Prometheus does)",
+    )
     parser.add_argument("--concurrency", type=int, default=8, help="exporter concurrency (8, the default)")
     parser.add_argument(
         "--env", action="append", default=[], metavar="NAME=VALUE", help="environment of the exporter"
@@ -64,7 +71,9 @@ def main(argv: list[str] | None = None) -> int:
     internal.add_argument("--scrape-out", metavar="FILE", type=Path, help="append those lines to FILE")
     args = parser.parse_args(argv)
     if args.scrape_loop:
-        scrapers.run_scrape_loop(args.scrape_loop, scrapers.VARIANTS, args.scrape_out)
+        scrapers.run_scrape_loop(
+            args.scrape_loop, scrapers.stress_variants(args.stress_gzip_only), args.scrape_out
+        )
         return 0
     # Imported here rather than at the top: the measurement and its report need requests, pydantic and the
     # exporter's modules, which a process of this script that only scrapes has no use for.
@@ -73,21 +82,22 @@ def main(argv: list[str] | None = None) -> int:
     from benchmarks.scale_report import render_report
     from benchmarks.scale_run import Plan, measure
 
-    env = dict(item.split("=", 1) for item in args.env)
-    if args.quick:
-        plan = Plan(50, 0.0, 1.0, 1.0, 2, 0.2, args.soak_stress, args.concurrency, env, True)
-    else:
-        plan = Plan(
-            args.jobs,
-            args.latency_ms,
-            args.interval,
-            args.scrape_every,
-            args.rest_cycles,
-            args.soak_minutes,
-            args.soak_stress,
-            args.concurrency,
-            env,
-            False,
+    plan = Plan(
+        jobs=args.jobs,
+        latency_ms=args.latency_ms,
+        interval=args.interval,
+        scrape_every=args.scrape_every,
+        rest_cycles=args.rest_cycles,
+        soak_minutes=args.soak_minutes,
+        soak_stress=args.soak_stress,
+        stress_gzip_only=args.stress_gzip_only,
+        concurrency=args.concurrency,
+        env=dict(item.split("=", 1) for item in args.env),
+        quick=args.quick,
+    )
+    if args.quick:  # the size and the pace of a smoke run; the other options apply as given
+        plan = dataclasses.replace(
+            plan, jobs=50, latency_ms=0.0, interval=1.0, scrape_every=1.0, rest_cycles=2, soak_minutes=0.2
         )
     for name in ("NO_PROXY", "no_proxy"):  # 127.0.0.1 only, never through a proxy from the environment
         os.environ[name] = ",".join(filter(None, (os.environ.get(name), "127.0.0.1", "localhost")))

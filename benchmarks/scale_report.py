@@ -7,7 +7,7 @@ import statistics
 from benchmarks import measures
 from benchmarks.run import machine
 from benchmarks.scale_run import PHASES, SEARCH, Plan, Result, RssSample, Scrape
-from benchmarks.scrapers import OPENMETRICS_GZIP, TEXT_GZIP, VARIANTS
+from benchmarks.scrapers import OPENMETRICS_GZIP, TEXT_GZIP, VARIANTS, stress_variants
 
 
 def _mib(kib: float) -> str:
@@ -86,7 +86,7 @@ def rows(result: Result) -> list[tuple[str, str]]:
     back_to_back = [scrape for scrape in result.scrapes if scrape.back_to_back]
     periodic = [scrape for scrape in result.scrapes if not scrape.back_to_back]
     for phase in stressed:
-        for variant in VARIANTS:
+        for variant in stress_variants(plan.stress_gzip_only):
             scrapes = [s for s in back_to_back if s.phase == phase and s.variant == variant.label]
             lines.append(
                 (f"/metrics {phase}, {variant.label} (back to back): p50 / p99 ms", latency_cell(scrapes))
@@ -121,10 +121,11 @@ def minute_maxima(samples: list[RssSample]) -> list[int]:
 
 def scrape_pattern(plan: Plan) -> str:
     soak = f"{plan.soak_minutes:g} min of soak{' with the stress scraper' if plan.soak_stress else ''}"
+    encodings = "gzip only (as Prometheus asks)" if plan.stress_gzip_only else "plain and gzip"
     return (
-        f"two scrapers every {plan.scrape_every:g} s all along (text + gzip, OpenMetrics + gzip); in the "
-        "stress phases a third, in its own process, back to back turning through text and OpenMetrics, "
-        f"plain and gzip; {soak}"
+        f"stress {'gzip only' if plan.stress_gzip_only else 'plain+gzip'}: two scrapers every "
+        f"{plan.scrape_every:g} s all along (text + gzip, OpenMetrics + gzip); in the stress phases a third, "
+        f"in its own process, back to back turning through text and OpenMetrics, {encodings}; {soak}"
     )
 
 

@@ -34,6 +34,7 @@ class Plan:
     rest_cycles: int
     soak_minutes: float
     soak_stress: bool
+    stress_gzip_only: bool
     concurrency: int
     env: dict[str, str]
     quick: bool
@@ -76,8 +77,9 @@ class StressScraper:
     the memory sampler, and its latencies with it. Each start writes a file of its own, one line per scrape.
     """
 
-    def __init__(self, url: str, workdir: Path) -> None:
+    def __init__(self, url: str, workdir: Path, gzip_only: bool) -> None:
         self._url = f"{url}/metrics"
+        self._options = ["--stress-gzip-only"] if gzip_only else []
         self._workdir = workdir
         self._outputs: list[Path] = []
         self._process: ChildProcess | None = None
@@ -85,6 +87,7 @@ class StressScraper:
     def start(self) -> None:
         output = self._workdir / f"stress-{len(self._outputs) + 1}.tsv"
         argv = [sys.executable, str(SCRIPT), "--scrape-loop", self._url, "--scrape-out", str(output)]
+        argv += self._options
         self._process = ChildProcess(argv, output.with_suffix(".log"))
         self._outputs.append(output)
 
@@ -110,7 +113,7 @@ class StressScraper:
 class Bench:
     """The shared state of one run: the phase, the cycles seen, scrapes and memory samples."""
 
-    def __init__(self, exporter: ExporterProcess, workdir: Path) -> None:
+    def __init__(self, exporter: ExporterProcess, workdir: Path, plan: Plan) -> None:
         self.exporter = exporter
         self.started = time.monotonic()
         # (monotonic time, phase) from each change on: the stress scraper's lines are placed by their time.
@@ -119,7 +122,7 @@ class Bench:
         self.scrapes: list[Scrape] = []
         self.rss: list[RssSample] = []
         self.stop = threading.Event()
-        self.stress = StressScraper(exporter.url, workdir)
+        self.stress = StressScraper(exporter.url, workdir, plan.stress_gzip_only)
         self.periodic = threading.Event()
         self.periodic.set()
         self._changed = threading.Condition()
@@ -292,7 +295,7 @@ def measure(plan: Plan, workdir: Path) -> Result:
         with ExporterProcess(
             sim, plan.concurrency, workdir, plan.interval, extra_settings=settings, env=plan.env
         ) as exporter:
-            bench = Bench(exporter, workdir)
+            bench = Bench(exporter, workdir, plan)
             bench.start(plan.scrape_every)
             try:
                 exporter.wait_ready(slow)

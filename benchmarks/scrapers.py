@@ -44,6 +44,11 @@ VARIANTS = (
 )
 
 
+def stress_variants(gzip_only: bool) -> tuple[Variant, ...]:
+    """What the back-to-back scraper turns through: all four, or gzip only as Prometheus asks."""
+    return (TEXT_GZIP, OPENMETRICS_GZIP) if gzip_only else VARIANTS
+
+
 @dataclass(frozen=True)
 class ScrapeLine:
     """One back-to-back scrape, as the scraper's process writes it and the benchmark reads it back."""

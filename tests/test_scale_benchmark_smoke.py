@@ -3,7 +3,8 @@
 No timing is asserted (CI machines vary); the figures are benchmarks/README.md's business. What is
 checked is that each figure was measured and makes sense: memory within what a process can hold, one
 listing's requests per cycle at rest, every job's runs read in the cycle after every job changed, a
-latency for each format, encoding and phase with p50 not above p99.
+latency for each format, encoding and phase with p50 not above p99, and only the encodings the back-to-back
+scraper was told to ask for.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ pytestmark = pytest.mark.integration
 SCRIPT = Path(__file__).resolve().parent.parent / "benchmarks" / "scale.py"
 PHASES = ("cold start", "at rest", "every job changed")
 VARIANTS = ("text, plain", "text, gzip", "OpenMetrics, plain", "OpenMetrics, gzip")
+GZIP_VARIANTS = ("text, gzip", "OpenMetrics, gzip")
 
 
 def _table(stdout: str) -> dict[str, str]:
@@ -34,10 +36,19 @@ def _table(stdout: str) -> dict[str, str]:
 class TestScaleBenchmark:
     """The quick mode of the scale benchmark, run as a user would."""
 
-    def test_quick_run_reports_every_figure(self, tmp_path: Path) -> None:
+    @pytest.mark.parametrize(
+        ("options", "pattern", "stressed"),
+        [
+            pytest.param([], "stress plain+gzip", VARIANTS, id="plain-and-gzip"),
+            pytest.param(["--stress-gzip-only"], "stress gzip only", GZIP_VARIANTS, id="gzip-only"),
+        ],
+    )
+    def test_quick_run_reports_every_figure(
+        self, tmp_path: Path, options: list[str], pattern: str, stressed: tuple[str, ...]
+    ) -> None:
         """A --quick run exits 0 and reports discovery, memory, CPU, requests and every latency, all sane."""
         result = subprocess.run(
-            [sys.executable, str(SCRIPT), "--quick"],
+            [sys.executable, str(SCRIPT), "--quick", *options],
             capture_output=True,
             text=True,
             timeout=300,
@@ -45,6 +56,7 @@ class TestScaleBenchmark:
             cwd=tmp_path,
         )
         assert result.returncode == 0, result.stderr[-3000:]
+        assert f"- scrape pattern: {pattern}: " in result.stdout
         table = _table(result.stdout)
         assert 0 < float(table["discovery: start to first published cycle, s"]) < 120
         assert "(50 jobs)" in table["first cycle: wall s / requests"]
@@ -64,11 +76,13 @@ class TestScaleBenchmark:
         changed = table["every job changed: the cycle's wall s / requests / runs read / CPU s"].split(" / ")
         assert changed[2] == "50"  # every job's runs read again
         for phase in PHASES:
-            for variant in VARIANTS:
+            for variant in stressed:
                 cell = table[f"/metrics {phase}, {variant} (back to back): p50 / p99 ms"]
                 match = re.match(r"^(\d+\.\d) / (\d+\.\d) \(n=(\d+)\)$", cell)
                 assert match, f"{phase}, {variant}: {cell}"
                 p50, p99, count = float(match[1]), float(match[2]), int(match[3])
                 assert 0 < p50 <= p99 and count > 0
+        back_to_back = {label for label in table if label.endswith("(back to back): p50 / p99 ms")}
+        assert len(back_to_back) == len(PHASES) * len(stressed)
         assert table["scrapes after the first cycle: all / failed"].endswith(" / 0")
         assert "RSS by minute (max, MiB): " in result.stdout
