@@ -1,11 +1,13 @@
 """The benchmark's separate processes: the CCS simulator and ``ccs-exporter serve``, stopped by PID.
 
 Both run as their own Python processes so that neither the client under test nor the scraper shares a
-GIL with them. Every wait is bounded; ``stop`` sends SIGTERM, then SIGKILL after a grace period.
+GIL with them. Every wait is bounded; ``stop`` sends SIGTERM, then SIGKILL after a grace period. ``cpus``
+pins a process to those CPUs from its start (Linux).
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import re
@@ -28,7 +30,13 @@ _LISTENING = re.compile(r"listening on (http://127\.0\.0\.1:\d+)")
 class ChildProcess:
     """A child process stopped by its own PID (SIGTERM, then SIGKILL): never by name."""
 
-    def __init__(self, argv: list[str], log_path: Path, env: dict[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        argv: list[str],
+        log_path: Path,
+        env: dict[str, str] | None = None,
+        cpus: frozenset[int] | None = None,
+    ) -> None:
         self.log_path = log_path
         self._log = log_path.open("wb")
         self.popen = subprocess.Popen(
@@ -36,6 +44,10 @@ class ChildProcess:
             stdout=subprocess.PIPE,
             stderr=self._log,
             env={**os.environ, **(env or {})},
+            # Pinned between fork and exec, so every thread the program starts inherits it. The child runs
+            # only sched_setaffinity there, which takes no lock another thread of this process may hold
+            # (what makes preexec_fn unsafe in a threaded parent; glibc resets malloc's locks at fork).
+            preexec_fn=None if cpus is None else functools.partial(os.sched_setaffinity, 0, cpus),
         )
 
     @property
@@ -73,7 +85,9 @@ class ChildProcess:
 class SimulatorProcess(ChildProcess):
     """``python -m ccs_exporter simulate`` with N generated jobs and a per-request latency."""
 
-    def __init__(self, jobs: int, latency_ms: float, workdir: Path) -> None:
+    def __init__(
+        self, jobs: int, latency_ms: float, workdir: Path, cpus: frozenset[int] | None = None
+    ) -> None:
         self.ids_file = workdir / f"sim-{jobs}-ids.txt"
         argv = [
             sys.executable,
@@ -89,7 +103,7 @@ class SimulatorProcess(ChildProcess):
             "--job-ids-file",
             str(self.ids_file),
         ]
-        super().__init__(argv, workdir / f"sim-{jobs}.log")
+        super().__init__(argv, workdir / f"sim-{jobs}.log", cpus=cpus)
         self.url = self._read_url()
         self.job_ids = self.ids_file.read_text(encoding="utf-8").split()
         self.username = DEFAULT_USERNAME
@@ -154,6 +168,7 @@ class ExporterProcess(ChildProcess):
         extra_settings: dict[str, Any] | None = None,
         env: dict[str, str] | None = None,
         ca_file: Path | None = None,
+        cpus: frozenset[int] | None = None,
     ) -> None:
         jobs = len(simulator.job_ids)
         config = workdir / f"exporter-{jobs}.json"
@@ -179,7 +194,7 @@ class ExporterProcess(ChildProcess):
             encoding="utf-8",
         )
         argv = [sys.executable, "-m", "ccs_exporter", "serve", "--config", str(config)]
-        super().__init__(argv, workdir / f"exporter-{jobs}.log", env)
+        super().__init__(argv, workdir / f"exporter-{jobs}.log", env, cpus)
         # With TLS (a tls_server_config in the web config), ``ca_file`` verifies the exporter's certificate.
         self.ca_file = ca_file
         self.url = f"{'https' if ca_file else 'http'}://127.0.0.1:{self.port}"

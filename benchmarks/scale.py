@@ -4,6 +4,7 @@
     python benchmarks/scale.py --jobs 50000 --soak-minutes 2
     python benchmarks/scale.py --soak-minutes 30        # the flatness run
     python benchmarks/scale.py --stress-gzip-only       # back to back in gzip only, as Prometheus asks
+    python benchmarks/scale.py --pin                    # the exporter alone on one CPU, the rest on another
     python benchmarks/scale.py --quick                  # 50 jobs, no latency: a smoke run (about 30 s)
 
 The simulator runs as its own process (generated jobs, runs frozen, 20 ms per request) and
@@ -54,6 +55,12 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="the back-to-back scraper asks for gzip only, text and OpenMetrics in turn (as Prometheus does)",
     )
+    parser.add_argument(
+        "--pin",
+        action="store_true",
+        help="pin the exporter alone to one CPU and the simulator, the scrapers and this process to another "
+        "(the first two this process may use; Linux)",
+    )
     parser.add_argument("--concurrency", type=int, default=8, help="exporter concurrency (8, the default)")
     parser.add_argument(
         "--env", action="append", default=[], metavar="NAME=VALUE", help="environment of the exporter"
@@ -80,7 +87,12 @@ def main(argv: list[str] | None = None) -> int:
     import requests
 
     from benchmarks.scale_report import render_report
-    from benchmarks.scale_run import Plan, measure
+    from benchmarks.scale_run import Pinning, Plan, measure
+
+    try:
+        pin = Pinning.two_cpus() if args.pin else None
+    except ValueError as exc:
+        parser.error(str(exc))
 
     plan = Plan(
         jobs=args.jobs,
@@ -91,6 +103,7 @@ def main(argv: list[str] | None = None) -> int:
         soak_minutes=args.soak_minutes,
         soak_stress=args.soak_stress,
         stress_gzip_only=args.stress_gzip_only,
+        pin=pin,
         concurrency=args.concurrency,
         env=dict(item.split("=", 1) for item in args.env),
         quick=args.quick,

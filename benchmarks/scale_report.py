@@ -6,7 +6,7 @@ import statistics
 
 from benchmarks import measures
 from benchmarks.run import machine
-from benchmarks.scale_run import PHASES, SEARCH, Plan, Result, RssSample, Scrape
+from benchmarks.scale_run import PHASES, SEARCH, Plan, Result, RssSample, Scrape, cpu_list
 from benchmarks.scrapers import OPENMETRICS_GZIP, TEXT_GZIP, VARIANTS, stress_variants
 
 
@@ -119,6 +119,12 @@ def minute_maxima(samples: list[RssSample]) -> list[int]:
     return [maxima[minute] for minute in sorted(maxima)]
 
 
+def cpu_placement(result: Result) -> str:
+    """Where each process could run, as read from the system during the run."""
+    placed = ", ".join(f"{name} {cpu_list(cpus)}" for name, cpus in result.cpus.items())
+    return f"{'pinned' if result.plan.pin else 'not pinned'} ({placed})"
+
+
 def scrape_pattern(plan: Plan) -> str:
     soak = f"{plan.soak_minutes:g} min of soak{' with the stress scraper' if plan.soak_stress else ''}"
     encodings = "gzip only (as Prometheus asks)" if plan.stress_gzip_only else "plain and gzip"
@@ -143,6 +149,7 @@ def render_report(result: Result) -> str:
             f"- setup: {plan.jobs:,} simulated jobs, {plan.latency_ms:g} ms per request, one search "
             f"`{SEARCH}`, default page size (100), concurrency {plan.concurrency}, poll interval "
             f"{plan.interval:g} s; extra environment: {env}",
+            f"- CPUs: {cpu_placement(result)}",
             f"- scrape pattern: {scrape_pattern(plan)}",
             f"- load average {result.load[0]:.1f} at the start, {result.load[1]:.1f} at the end (2 shared "
             f"cores); whole run {result.elapsed / 60:.1f} min",

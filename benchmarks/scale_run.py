@@ -7,11 +7,13 @@ returns a ``Result`` for ``scale_report`` to render.
 from __future__ import annotations
 
 import bisect
+import contextlib
 import json
 import os
 import sys
 import threading
 import time
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -26,6 +28,44 @@ PHASES = ("cold start", "at rest", "every job changed")
 
 
 @dataclass(frozen=True)
+class Pinning:
+    """The CPUs of each process with ``--pin``: the exporter alone on one, everything else on another."""
+
+    exporter: frozenset[int]
+    others: frozenset[int]  # the simulator, the stress scraper, this process (Prometheus-like scrapers)
+
+    @classmethod
+    def two_cpus(cls) -> Pinning:
+        """The first two CPUs this process may use; ValueError where there are fewer, or no affinity."""
+        if not hasattr(os, "sched_setaffinity"):
+            raise ValueError("--pin needs Linux (os.sched_setaffinity)")
+        usable = sorted(os.sched_getaffinity(0))
+        if len(usable) < 2:
+            raise ValueError(
+                f"--pin needs 2 CPUs; this process may run on {len(usable)} ({cpu_list(usable)})"
+            )
+        return cls(frozenset(usable[:1]), frozenset(usable[1:2]))
+
+
+@contextlib.contextmanager
+def pinned(cpus: frozenset[int] | None) -> Iterator[None]:
+    """This process on ``cpus`` while it measures (the threads it starts meanwhile inherit it), then back."""
+    if cpus is None:
+        yield
+        return
+    before = os.sched_getaffinity(0)
+    os.sched_setaffinity(0, cpus)
+    try:
+        yield
+    finally:
+        os.sched_setaffinity(0, before)
+
+
+def cpu_list(cpus: Iterable[int]) -> str:
+    return ",".join(str(cpu) for cpu in sorted(cpus))
+
+
+@dataclass(frozen=True)
 class Plan:
     jobs: int
     latency_ms: float
@@ -35,6 +75,7 @@ class Plan:
     soak_minutes: float
     soak_stress: bool
     stress_gzip_only: bool
+    pin: Pinning | None
     concurrency: int
     env: dict[str, str]
     quick: bool
@@ -77,9 +118,11 @@ class StressScraper:
     the memory sampler, and its latencies with it. Each start writes a file of its own, one line per scrape.
     """
 
-    def __init__(self, url: str, workdir: Path, gzip_only: bool) -> None:
+    def __init__(self, url: str, workdir: Path, gzip_only: bool, cpus: frozenset[int] | None) -> None:
         self._url = f"{url}/metrics"
         self._options = ["--stress-gzip-only"] if gzip_only else []
+        self._cpus = cpus
+        self.ran_on: frozenset[int] = frozenset()  # the CPUs its last process could use
         self._workdir = workdir
         self._outputs: list[Path] = []
         self._process: ChildProcess | None = None
@@ -88,8 +131,9 @@ class StressScraper:
         output = self._workdir / f"stress-{len(self._outputs) + 1}.tsv"
         argv = [sys.executable, str(SCRIPT), "--scrape-loop", self._url, "--scrape-out", str(output)]
         argv += self._options
-        self._process = ChildProcess(argv, output.with_suffix(".log"))
+        self._process = ChildProcess(argv, output.with_suffix(".log"), cpus=self._cpus)
         self._outputs.append(output)
+        self.ran_on = frozenset(os.sched_getaffinity(self._process.pid))
 
     def stop(self) -> None:
         """Stop it by its PID (SIGTERM, then SIGKILL); RuntimeError if it had stopped by itself."""
@@ -122,7 +166,9 @@ class Bench:
         self.scrapes: list[Scrape] = []
         self.rss: list[RssSample] = []
         self.stop = threading.Event()
-        self.stress = StressScraper(exporter.url, workdir, plan.stress_gzip_only)
+        self.stress = StressScraper(
+            exporter.url, workdir, plan.stress_gzip_only, plan.pin.others if plan.pin else None
+        )
         self.periodic = threading.Event()
         self.periodic.set()
         self._changed = threading.Condition()
@@ -276,6 +322,7 @@ class Result:
     sizes: dict[str, int] = field(default_factory=dict)
     load: tuple[float, float] = (0.0, 0.0)
     elapsed: float = 0.0
+    cpus: dict[str, frozenset[int]] = field(default_factory=dict)  # what each process could run on
 
 
 def progress(message: str) -> None:
@@ -288,13 +335,24 @@ def measure(plan: Plan, workdir: Path) -> Result:
     started = time.monotonic()
     # A cycle may take as long as reading every job's runs one request after another on the workers.
     slow = 120 + plan.jobs * (plan.latency_ms / 1000 + 0.004) * 2
-    with SimulatorProcess(plan.jobs, plan.latency_ms, workdir) as sim:
+    exporter_cpus, other_cpus = (plan.pin.exporter, plan.pin.others) if plan.pin else (None, None)
+    with pinned(other_cpus), SimulatorProcess(plan.jobs, plan.latency_ms, workdir, other_cpus) as sim:
         settings = {"job_ids": [], "job_search": [SEARCH], "log_level": "info"}
         progress(f"{plan.jobs:,} jobs: serve, discovery (cold start), scraped every {plan.scrape_every:g} s")
         launched = time.monotonic()
         with ExporterProcess(
-            sim, plan.concurrency, workdir, plan.interval, extra_settings=settings, env=plan.env
+            sim,
+            plan.concurrency,
+            workdir,
+            plan.interval,
+            extra_settings=settings,
+            env=plan.env,
+            cpus=exporter_cpus,
         ) as exporter:
+            result.cpus = {
+                name: frozenset(os.sched_getaffinity(pid))
+                for name, pid in (("exporter", exporter.pid), ("simulator", sim.pid), ("this process", 0))
+            }
             bench = Bench(exporter, workdir, plan)
             bench.start(plan.scrape_every)
             try:
@@ -349,6 +407,7 @@ def measure(plan: Plan, workdir: Path) -> Result:
             finally:
                 bench.close()
             result.scrapes = bench.all_scrapes()
+            result.cpus["stress scraper"] = bench.stress.ran_on
             result.rss = list(bench.rss)
     result.load = (result.load[0], os.getloadavg()[0])
     result.elapsed = time.monotonic() - started

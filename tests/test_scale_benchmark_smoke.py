@@ -3,12 +3,13 @@
 No timing is asserted (CI machines vary); the figures are benchmarks/README.md's business. What is
 checked is that each figure was measured and makes sense: memory within what a process can hold, one
 listing's requests per cycle at rest, every job's runs read in the cycle after every job changed, a
-latency for each format, encoding and phase with p50 not above p99, and only the encodings the back-to-back
-scraper was told to ask for.
+latency for each format, encoding and phase with p50 not above p99, only the encodings the back-to-back
+scraper was told to ask for, and with --pin the exporter alone on its CPU.
 """
 
 from __future__ import annotations
 
+import os
 import re
 import subprocess
 import sys
@@ -22,6 +23,10 @@ SCRIPT = Path(__file__).resolve().parent.parent / "benchmarks" / "scale.py"
 PHASES = ("cold start", "at rest", "every job changed")
 VARIANTS = ("text, plain", "text, gzip", "OpenMetrics, plain", "OpenMetrics, gzip")
 GZIP_VARIANTS = ("text, gzip", "OpenMetrics, gzip")
+PLACEMENT = re.compile(
+    r"^- CPUs: pinned \(exporter (\d+), simulator (\d+), this process (\d+), stress scraper (\d+)\)$", re.M
+)
+TWO_CPUS = len(os.sched_getaffinity(0)) >= 2 if hasattr(os, "sched_getaffinity") else False
 
 
 def _table(stdout: str) -> dict[str, str]:
@@ -41,6 +46,13 @@ class TestScaleBenchmark:
         [
             pytest.param([], "stress plain+gzip", VARIANTS, id="plain-and-gzip"),
             pytest.param(["--stress-gzip-only"], "stress gzip only", GZIP_VARIANTS, id="gzip-only"),
+            pytest.param(
+                ["--pin"],
+                "stress plain+gzip",
+                VARIANTS,
+                id="pinned",
+                marks=pytest.mark.skipif(not TWO_CPUS, reason="--pin needs 2 CPUs"),
+            ),
         ],
     )
     def test_quick_run_reports_every_figure(
@@ -57,6 +69,12 @@ class TestScaleBenchmark:
         )
         assert result.returncode == 0, result.stderr[-3000:]
         assert f"- scrape pattern: {pattern}: " in result.stdout
+        placement = PLACEMENT.search(result.stdout)
+        if "--pin" in options:  # the exporter alone on its CPU; the others together on another
+            assert placement, result.stdout
+            assert placement[1] != placement[2] == placement[3] == placement[4]
+        else:
+            assert placement is None and "- CPUs: not pinned (" in result.stdout
         table = _table(result.stdout)
         assert 0 < float(table["discovery: start to first published cycle, s"]) < 120
         assert "(50 jobs)" in table["first cycle: wall s / requests"]
