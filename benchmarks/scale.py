@@ -5,6 +5,7 @@
     python benchmarks/scale.py --soak-minutes 30        # the flatness run
     python benchmarks/scale.py --stress-gzip-only       # back to back in gzip only, as Prometheus asks
     python benchmarks/scale.py --pin                    # the exporter alone on one CPU, the rest on another
+    python benchmarks/scale.py --audit                  # with the audit log: memory with the trail on
     python benchmarks/scale.py --quick                  # 50 jobs, no latency: a smoke run (about 30 s)
 
 The simulator runs as its own process (generated jobs, runs frozen, 20 ms per request) and
@@ -61,6 +62,12 @@ def main(argv: list[str] | None = None) -> int:
         help="pin the exporter alone to one CPU and the simulator, the scrapers and this process to another "
         "(the first two this process may use; Linux)",
     )
+    parser.add_argument(
+        "--audit",
+        action="store_true",
+        help="the exporter writes an audit log (observed changes recorded); jobs are created and deleted "
+        "behind its back before the soak",
+    )
     parser.add_argument("--concurrency", type=int, default=8, help="exporter concurrency (8, the default)")
     parser.add_argument(
         "--env", action="append", default=[], metavar="NAME=VALUE", help="environment of the exporter"
@@ -104,6 +111,7 @@ def main(argv: list[str] | None = None) -> int:
         soak_stress=args.soak_stress,
         stress_gzip_only=args.stress_gzip_only,
         pin=pin,
+        audit=args.audit,
         concurrency=args.concurrency,
         env=dict(item.split("=", 1) for item in args.env),
         quick=args.quick,

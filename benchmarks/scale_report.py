@@ -99,6 +99,8 @@ def rows(result: Result) -> list[tuple[str, str]]:
                 latency_cell(scrapes),
             )
         )
+    if plan.audit:
+        lines += audit_rows(result)
     counted = [scrape for scrape in result.scrapes if scrape.phase != "starting"]
     errors = sum(1 for scrape in counted if not scrape.ok)
     lines.append(("scrapes after the first cycle: all / failed", f"{len(counted):,} / {errors}"))
@@ -109,6 +111,22 @@ def rows(result: Result) -> list[tuple[str, str]]:
         )
     )
     return lines
+
+
+def audit_rows(result: Result) -> list[tuple[str, str]]:
+    counts = result.audit_counts
+    records = sum(value for action, value in counts.items() if action != "write errors")
+    return [
+        (
+            "audit: jobs created / deleted elsewhere, recorded as observed",
+            f"{counts.get('job.created', 0):g} / {counts.get('job.deleted', 0):g} "
+            f"of {result.changed_elsewhere} each",
+        ),
+        (
+            "audit log at the end: records / KiB / write errors",
+            f"{records:g} / {result.audit_log_bytes / 1024:,.0f} / {counts.get('write errors', 0):g}",
+        ),
+    ]
 
 
 def minute_maxima(samples: list[RssSample]) -> list[int]:
@@ -148,7 +166,8 @@ def render_report(result: Result) -> str:
             *(f"- {text}" for text in machine()),
             f"- setup: {plan.jobs:,} simulated jobs, {plan.latency_ms:g} ms per request, one search "
             f"`{SEARCH}`, default page size (100), concurrency {plan.concurrency}, poll interval "
-            f"{plan.interval:g} s; extra environment: {env}",
+            f"{plan.interval:g} s; extra environment: {env}; audit log "
+            f"{'on (observed changes recorded)' if plan.audit else 'off'}",
             f"- CPUs: {cpu_placement(result)}",
             f"- scrape pattern: {scrape_pattern(plan)}",
             f"- load average {result.load[0]:.1f} at the start, {result.load[1]:.1f} at the end (2 shared "

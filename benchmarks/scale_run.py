@@ -10,6 +10,7 @@ import bisect
 import contextlib
 import json
 import os
+import re
 import sys
 import threading
 import time
@@ -76,6 +77,7 @@ class Plan:
     soak_stress: bool
     stress_gzip_only: bool
     pin: Pinning | None
+    audit: bool  # the exporter writes an audit log: it keeps each job's definition to record its changes
     concurrency: int
     env: dict[str, str]
     quick: bool
@@ -323,6 +325,9 @@ class Result:
     load: tuple[float, float] = (0.0, 0.0)
     elapsed: float = 0.0
     cpus: dict[str, frozenset[int]] = field(default_factory=dict)  # what each process could run on
+    changed_elsewhere: int = 0  # with the audit log: jobs created, and as many deleted, behind its back
+    audit_counts: dict[str, float] = field(default_factory=dict)  # ccs_audit_* at the end, by action
+    audit_log_bytes: int = 0
 
 
 def progress(message: str) -> None:
@@ -337,7 +342,10 @@ def measure(plan: Plan, workdir: Path) -> Result:
     slow = 120 + plan.jobs * (plan.latency_ms / 1000 + 0.004) * 2
     exporter_cpus, other_cpus = (plan.pin.exporter, plan.pin.others) if plan.pin else (None, None)
     with pinned(other_cpus), SimulatorProcess(plan.jobs, plan.latency_ms, workdir, other_cpus) as sim:
-        settings = {"job_ids": [], "job_search": [SEARCH], "log_level": "info"}
+        settings: dict[str, object] = {"job_ids": [], "job_search": [SEARCH], "log_level": "info"}
+        audit_log = workdir / "audit.jsonl"
+        if plan.audit:  # with an audit log, serve records the changes it observes (docs/audit-trail.md)
+            settings["audit_log"] = str(audit_log)
         progress(f"{plan.jobs:,} jobs: serve, discovery (cold start), scraped every {plan.scrape_every:g} s")
         launched = time.monotonic()
         with ExporterProcess(
@@ -393,6 +401,8 @@ def measure(plan: Plan, workdir: Path) -> Result:
                 result.changed_cpu = seen[-1].cpu_seconds - seen[-2].cpu_seconds
                 bench.wait_cycles(1, slow)  # and the publish after it, at rest again
                 bench.stress.stop()
+                if plan.audit:
+                    result.changed_elsewhere = change_elsewhere(bench, sim, plan, slow)
                 if plan.soak_minutes > 0:
                     progress(f"soak: {plan.soak_minutes:g} min, scraped every {plan.scrape_every:g} s")
                     bench.phase = "soak"
@@ -404,6 +414,9 @@ def measure(plan: Plan, workdir: Path) -> Result:
                     result.soak_cycles = len(bench.cycles) - first
                 result.hwm_kib = exporter.memory_kib()["VmHWM"]
                 result.sizes = body_sizes(exporter.url)
+                if plan.audit:
+                    result.audit_counts = audit_counts(exporter.url)
+                    result.audit_log_bytes = audit_log.stat().st_size
             finally:
                 bench.close()
             result.scrapes = bench.all_scrapes()
@@ -412,6 +425,38 @@ def measure(plan: Plan, workdir: Path) -> Result:
     result.load = (result.load[0], os.getloadavg()[0])
     result.elapsed = time.monotonic() - started
     return result
+
+
+def change_elsewhere(bench: Bench, sim: SimulatorProcess, plan: Plan, slow: float) -> int:
+    """Create jobs and delete as many behind the exporter's back; wait until it recorded them (audit log)."""
+    count = max(5, plan.jobs // 100)
+    progress(f"audit: {count} jobs created and {count} deleted elsewhere, recorded as observed changes")
+    bench.phase = "changed elsewhere (audit)"
+    for index in range(count):
+        sim.control("POST", "jobs", {"Name": f"Generated elsewhere {index}"})  # found by the search
+    for job_id in sim.job_ids[:count]:
+        sim.control("DELETE", f"jobs/{job_id}")
+    for _ in range(5):  # the next listing shows both; a job gone is looked up by id once (404)
+        bench.wait_cycles(1, slow)
+        counts = audit_counts(bench.exporter.url)
+        if min(counts.get("job.created", 0), counts.get("job.deleted", 0)) >= count:
+            break
+    return count
+
+
+def audit_counts(url: str) -> dict[str, float]:
+    """The exporter's own count of audit records by action (``ccs_audit_records_total``), and write errors."""
+    counts: dict[str, float] = {}
+    with requests.get(f"{url}/metrics", headers=TEXT_GZIP.headers, stream=True, timeout=60) as response:
+        response.raise_for_status()
+        for line in response.iter_lines():
+            if line.startswith(b"ccs_audit_records_total{"):
+                match = re.search(rb'action="([^"]*)"', line)
+                action = match[1].decode() if match else "?"
+                counts[action] = counts.get(action, 0.0) + float(line.rsplit(b" ", 1)[1])
+            elif line.startswith(b"ccs_audit_write_errors_total "):
+                counts["write errors"] = float(line.rsplit(b" ", 1)[1])
+    return counts
 
 
 def body_sizes(url: str) -> dict[str, int]:

@@ -4,7 +4,8 @@ No timing is asserted (CI machines vary); the figures are benchmarks/README.md's
 checked is that each figure was measured and makes sense: memory within what a process can hold, one
 listing's requests per cycle at rest, every job's runs read in the cycle after every job changed, a
 latency for each format, encoding and phase with p50 not above p99, only the encodings the back-to-back
-scraper was told to ask for, and with --pin the exporter alone on its CPU.
+scraper was told to ask for, with --pin the exporter alone on its CPU, with --audit every job created or
+deleted elsewhere recorded.
 """
 
 from __future__ import annotations
@@ -38,6 +39,30 @@ def _table(stdout: str) -> dict[str, str]:
     }
 
 
+def _check_placement(stdout: str, *, pinned: bool) -> None:
+    """Pinned: the exporter alone on its CPU, the simulator and the scrapers together on another."""
+    placement = PLACEMENT.search(stdout)
+    if pinned:
+        assert placement, stdout
+        assert placement[1] != placement[2] == placement[3] == placement[4]
+    else:
+        assert placement is None and "- CPUs: not pinned (" in stdout
+
+
+def _check_audit(stdout: str, table: dict[str, str], *, audited: bool) -> None:
+    """Audited: the 5 jobs created and the 5 deleted elsewhere (50 jobs) each recorded, nothing failed."""
+    if not audited:
+        assert "; audit log off" in stdout
+        assert not [label for label in table if label.startswith("audit")]
+        return
+    assert "; audit log on (observed changes recorded)" in stdout
+    assert table["audit: jobs created / deleted elsewhere, recorded as observed"] == "5 / 5 of 5 each"
+    records, size, errors = table["audit log at the end: records / KiB / write errors"].split(" / ")
+    assert int(records) >= 10 and int(size) > 0 and errors == "0"
+    low, _, high = table["RSS changed elsewhere (audit): min / median / max MiB"].split(" / ")
+    assert 0 < int(low) <= int(high)
+
+
 class TestScaleBenchmark:
     """The quick mode of the scale benchmark, run as a user would."""
 
@@ -45,7 +70,9 @@ class TestScaleBenchmark:
         ("options", "pattern", "stressed"),
         [
             pytest.param([], "stress plain+gzip", VARIANTS, id="plain-and-gzip"),
-            pytest.param(["--stress-gzip-only"], "stress gzip only", GZIP_VARIANTS, id="gzip-only"),
+            pytest.param(
+                ["--stress-gzip-only", "--audit"], "stress gzip only", GZIP_VARIANTS, id="gzip-only-audit"
+            ),
             pytest.param(
                 ["--pin"],
                 "stress plain+gzip",
@@ -69,13 +96,9 @@ class TestScaleBenchmark:
         )
         assert result.returncode == 0, result.stderr[-3000:]
         assert f"- scrape pattern: {pattern}: " in result.stdout
-        placement = PLACEMENT.search(result.stdout)
-        if "--pin" in options:  # the exporter alone on its CPU; the others together on another
-            assert placement, result.stdout
-            assert placement[1] != placement[2] == placement[3] == placement[4]
-        else:
-            assert placement is None and "- CPUs: not pinned (" in result.stdout
+        _check_placement(result.stdout, pinned="--pin" in options)
         table = _table(result.stdout)
+        _check_audit(result.stdout, table, audited="--audit" in options)
         assert 0 < float(table["discovery: start to first published cycle, s"]) < 120
         assert "(50 jobs)" in table["first cycle: wall s / requests"]
         peak = int(table["RSS peak (VmHWM), MiB"])
