@@ -82,6 +82,25 @@ def rows(result: Result) -> list[tuple[str, str]]:
             f"{result.changed.runs_fetched:,} / {result.changed_cpu:.1f}",
         ),
     ]
+    lines += latency_rows(result)
+    if plan.audit:
+        lines += audit_rows(result)
+    counted = [scrape for scrape in result.scrapes if scrape.phase != "starting"]
+    errors = sum(1 for scrape in counted if not scrape.ok)
+    lines.append(("scrapes after the first cycle: all / failed", f"{len(counted):,} / {errors}"))
+    lines.append(
+        (
+            "exposition on the wire: text plain / gzip, KiB",
+            " / ".join(f"{result.sizes[v.label] / 1024:,.0f}" for v in VARIANTS[:2]),
+        )
+    )
+    return lines
+
+
+def latency_rows(result: Result) -> list[tuple[str, str]]:
+    """p50 / p99 of the back-to-back scrapes by phase and variant, and of the periodic ones elsewhere."""
+    plan = result.plan
+    lines: list[tuple[str, str]] = []
     stressed = (*PHASES, "soak") if plan.soak_stress else PHASES
     back_to_back = [scrape for scrape in result.scrapes if scrape.back_to_back]
     periodic = [scrape for scrape in result.scrapes if not scrape.back_to_back]
@@ -99,17 +118,6 @@ def rows(result: Result) -> list[tuple[str, str]]:
                 latency_cell(scrapes),
             )
         )
-    if plan.audit:
-        lines += audit_rows(result)
-    counted = [scrape for scrape in result.scrapes if scrape.phase != "starting"]
-    errors = sum(1 for scrape in counted if not scrape.ok)
-    lines.append(("scrapes after the first cycle: all / failed", f"{len(counted):,} / {errors}"))
-    lines.append(
-        (
-            "exposition on the wire: text plain / gzip, KiB",
-            " / ".join(f"{result.sizes[v.label] / 1024:,.0f}" for v in VARIANTS[:2]),
-        )
-    )
     return lines
 
 

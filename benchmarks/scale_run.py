@@ -124,10 +124,10 @@ class StressScraper:
         self._url = f"{url}/metrics"
         self._options = ["--stress-gzip-only"] if gzip_only else []
         self._cpus = cpus
-        self.ran_on: frozenset[int] = frozenset()  # the CPUs its last process could use
         self._workdir = workdir
         self._outputs: list[Path] = []
         self._process: ChildProcess | None = None
+        self.ran_on: frozenset[int] = frozenset()  # the CPUs its last process could use
 
     def start(self) -> None:
         output = self._workdir / f"stress-{len(self._outputs) + 1}.tsv"
@@ -217,9 +217,11 @@ class Bench:
     def close(self) -> None:
         self.stop.set()
         self.periodic.set()
-        for thread in self.threads:
-            thread.join(30)
-        self.stress.stop()
+        try:
+            self.stress.stop()
+        finally:
+            for thread in self.threads:
+                thread.join(30)
 
     # --- cycles, from the exporter's log --------------------------------------------------------------
 

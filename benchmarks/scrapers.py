@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import http.client
 import itertools
+import signal
 import sys
 import time
 from collections.abc import Sequence
@@ -114,6 +115,9 @@ def scrape_back_to_back(url: str, variants: Sequence[Variant], out: TextIO) -> N
 
 def run_scrape_loop(url: str, variants: Sequence[Variant], output: Path | None) -> None:
     """``scale.py --scrape-loop``: lines to ``output`` (appended) or stdout, each written when complete."""
+    # Ctrl-C reaches the whole process group: the benchmark stops this process by its PID, once its phase
+    # is over, and tells an early exit from that.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     if output is None:
         sys.stdout.reconfigure(line_buffering=True)  # type: ignore[union-attr]
         scrape_back_to_back(url, variants, sys.stdout)
