@@ -448,7 +448,12 @@ class TestLogVolume:
         from ccs_exporter.polling.cycle import Poller
 
         client = CcsClient(
-            ccs.sim.url, ccs.sim.username, SecretStr(ccs.sim.password), timeout=TIMEOUT, backoff_seconds=0
+            ccs.sim.url,
+            ccs.sim.username,
+            SecretStr(ccs.sim.password),
+            timeout=TIMEOUT,
+            backoff_seconds=0,
+            pool_size=12,  # one connection per worker: urllib3 warns when a 13th is discarded
         )
         poller = Poller(client, ccs.sim.job_ids, concurrency=12)
         try:

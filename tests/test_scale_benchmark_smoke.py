@@ -105,7 +105,9 @@ class TestScaleBenchmark:
         assert 10 < peak < 1024
         for phase in ("cold start", "at rest", "every job changed", "soak"):
             low, middle, high = (int(v) for v in table[f"RSS {phase}: min / median / max MiB"].split(" / "))
-            assert 0 < low <= middle <= high <= peak
+            # The kernel raises VmHWM at some points only (not when madvise gives pages back), so a
+            # VmRSS sample taken in between may pass it by a little.
+            assert 0 < low <= middle <= high <= peak + 2
         assert re.match(
             r"^[+-]\d+\.\d over \d+ cycles",
             table["RSS soak growth per cycle, KiB (after a quarter of warm-up)"],
