@@ -7,7 +7,9 @@ The simulator runs as its own process (no latency); this process runs the export
 (``CcsClient`` + ``Poller`` with one search + ``ExpositionStore``) under tracemalloc: a cold cycle, then
 cycles at rest. It prints what is held between cycles (after the last publish) by the part of the code
 that allocated it, the exposition's own bytes by kind (sample parts, headers, gzip members), the peak
-traced during a cycle at rest and during its publish, and what a listing holds while a cycle runs.
+traced during a cycle at rest and during its publish, and what a listing holds while a cycle runs; then a
+cycle where every job changed (a new run for each: every search item parsed again, every job's runs read),
+its peak and what it holds on top of the state at rest when it ends, before its publish.
 Python objects only: what the allocator keeps beyond them (fragmentation, arenas) shows as the
 difference to the process's RSS, printed too.
 """
@@ -87,6 +89,46 @@ def exposition_bytes(store: ExpositionStore) -> dict[str, int]:
     return dict(kinds)
 
 
+def print_diff(diff: list[tracemalloc.StatisticDiff], top: int) -> None:
+    sizes: dict[str, list[int]] = defaultdict(lambda: [0, 0])
+    for stat in diff:
+        entry = sizes[holder(stat)]
+        entry[0] += stat.size_diff
+        entry[1] += stat.count_diff
+    for name, (size, count) in sorted(sizes.items(), key=lambda item: -item[1][0])[:top]:
+        print(f"  {size / MB:8.2f} MiB {count:9,} blocks  {name}")
+
+
+def print_changed_cycle(poller: Poller, store: ExpositionStore, sim: SimulatorProcess, top: int) -> None:
+    """The cycle where every job changed: its peak, its publish's, and what it holds when it ends."""
+    sim.control("POST", "finish-runs", {"Status": 5, "Messages": {"Error": 1}})
+    gc.collect()
+    rest = tracemalloc.take_snapshot()
+    tracemalloc.reset_peak()
+    before = tracemalloc.get_traced_memory()[0]
+    snapshot = poller.poll_cycle()
+    held, cycle_peak = tracemalloc.get_traced_memory()
+    ended = tracemalloc.take_snapshot().filter_traces([tracemalloc.Filter(False, tracemalloc.__file__)])
+    tracemalloc.reset_peak()
+    before_publish = tracemalloc.get_traced_memory()[0]
+    store.publish(snapshot)
+    publish_peak = tracemalloc.get_traced_memory()[1] - before_publish
+    print("\nthe cycle where every job changed (a new run for each)")
+    print(f"- peak added during the cycle: {(cycle_peak - before) / MB:.1f} MiB")
+    print(f"- held when it ends, before its publish: {(held - before) / MB:.1f} MiB more than at rest")
+    print(f"- peak added during its publish (render + gzip): {publish_peak / MB:.1f} MiB")
+    print(f"- process RSS now: {rss_mib():.0f} MiB")
+    print("held when it ends on top of the state at rest, by where it was allocated:")
+    print_diff(ended.compare_to(rest, "traceback"), top)
+    del snapshot, ended
+    for _ in range(2):  # at rest again: what stays is held for good (or kept by the allocator)
+        store.publish(poller.poll_cycle())
+    gc.collect()
+    after = tracemalloc.take_snapshot().filter_traces([tracemalloc.Filter(False, tracemalloc.__file__)])
+    added = sum(stat.size_diff for stat in after.compare_to(rest, "filename"))
+    print(f"- two cycles later, at rest: {added / MB:.1f} MiB more than before it; RSS {rss_mib():.0f} MiB")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -137,7 +179,6 @@ def main(argv: list[str] | None = None) -> int:
         item_text = sum(len(item.text) for item in discovery.fresh.values())
         del discovery
         pool.close()
-        tracemalloc.stop()
         print(f"\n{args.jobs:,} jobs, after {args.rest_cycles} cycles at rest (traced Python objects)")
         print(f"- held between cycles, traced since before the first cycle: {total_held / MB:.1f} MiB")
         print(f"- process RSS now: {rss_mib():.0f} MiB (tracemalloc's own bookkeeping included)")
@@ -149,16 +190,11 @@ def main(argv: list[str] | None = None) -> int:
         )
         print("- the exposition's bytes objects by kind:")
         for kind, size in exposition_bytes(store).items():
-            print(f"    {kind}: {size / MB:.1f} MiB")
+            print(f"    {kind}: {size / 1024:,.0f} KiB")
         print("\nheld between cycles, by where it was allocated (innermost package frame):")
-        diff = held.compare_to(base, "traceback")
-        sizes: dict[str, list[int]] = defaultdict(lambda: [0, 0])
-        for stat in diff:
-            entry = sizes[holder(stat)]
-            entry[0] += stat.size_diff
-            entry[1] += stat.count_diff
-        for name, (size, count) in sorted(sizes.items(), key=lambda item: -item[1][0])[: args.top]:
-            print(f"  {size / MB:8.2f} MiB {count:9,} blocks  {name}")
+        print_diff(held.compare_to(base, "traceback"), args.top)
+        print_changed_cycle(poller, store, sim, args.top)
+        tracemalloc.stop()
         poller.close()
         client.close()
     return 0

@@ -415,6 +415,9 @@ def measure(plan: Plan, workdir: Path) -> Result:
                     bench.stress.stop()
                     result.soak_cycles = len(bench.cycles) - first
                 result.hwm_kib = exporter.memory_kib()["VmHWM"]
+                # Its own phase: a plain scrape makes the exposition's plain copy (22 MB at 10,000 jobs),
+                # which a gzip-only soak never held.
+                bench.phase = "the end (each variant once, plain included)"
                 result.sizes = body_sizes(exporter.url)
                 if plan.audit:
                     result.audit_counts = audit_counts(exporter.url)
