@@ -113,7 +113,8 @@ class TestScaleBenchmark:
             table["RSS soak growth per cycle, KiB (after a quarter of warm-up)"],
         )
         cpu = float(table["at rest: CPU s per cycle per 1,000 jobs (no scraping)"].split()[0])
-        assert 0 < cpu < 10
+        # /proc counts CPU in clock ticks (10 ms): four cycles of 50 jobs at rest may take less than one.
+        assert 0 <= cpu < 10
         # 50 jobs: one page and the empty page that ends the listing, no request of any job.
         assert set(table["at rest: requests per cycle"].split(" / ")) == {"2"}
         changed = table["every job changed: the cycle's wall s / requests / runs read / CPU s"].split(" / ")
