@@ -904,6 +904,24 @@ class TestPageReuse:
             guid(n) for n in range(1, 6)
         ]
 
+    def test_a_shard_keeps_no_json_of_the_jobs_of_other_shards(
+        self, ccs: FakeCcs, make_poller: Callable[..., Any]
+    ) -> None:
+        """A replica lists every job but reads only its own: the pages it keeps between cycles hold no
+        item text at all, neither of its own jobs (read) nor of the others (never read here)."""
+        mine = {guid(2), guid(5)}
+        poller = make_poller(page_size=2, owns=lambda job_id: job_id in mine)
+        for _ in range(2):
+            snapshot = poller.poll_cycle()
+        assert {job.job_id for job in snapshot.jobs if job.poll_success} == mine
+        kept = [
+            item
+            for search in poller._discoverer._searches.values()
+            for page in search.pages
+            for item in page.items
+        ]
+        assert len(kept) == 5 and all(item.text == b"" for item in kept)
+
     def test_a_page_whose_bytes_changed_is_parsed_and_its_change_seen(
         self, ccs: FakeCcs, make_poller: Callable[..., Any], monkeypatch: pytest.MonkeyPatch
     ) -> None:

@@ -128,11 +128,12 @@ class Poller:
         stopping = stop is not None and stop.is_set()
         discovery = None
         if watch.searches and login_error is None and not stopping:
-            # Items of jobs whose reading came from the very same item are kept without their text: the
-            # plan reuses those readings (the book does not change while the searches are listed).
+            # Items of jobs whose reading came from the very same item, or that another shard owns, are
+            # kept without their text: the plan reuses those readings or leaves the jobs alone (the book
+            # does not change while the searches are listed).
             try:
                 discovery = self._discoverer.discover(
-                    self._pool, listing_started, stop, known=self._book.holds_reading
+                    self._pool, listing_started, stop, known=self._needs_no_text
                 )
             except Exception as exc:  # a bug in listing: the jobs found before stay, as for a stop
                 self.health.error("discovery", exc)
@@ -183,6 +184,12 @@ class Poller:
             return None
 
         return self._pool.map(attempt, [None], stop)[0]
+
+    def _needs_no_text(self, job_id: str, digest: bytes) -> bool:
+        """True when a search item's text will not be parsed: the job's reading came from the very same
+        item, or another shard owns the job (a replica never reads it, so its kept pages hold no JSON
+        of other shards' jobs)."""
+        return (self._owns is not None and not self._owns(job_id)) or self._book.holds_reading(job_id, digest)
 
     def _owned(self, job_ids: Iterable[str]) -> list[str]:
         """The jobs this process watches, of the given ones: the one ownership filter (sharding)."""
