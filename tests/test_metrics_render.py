@@ -16,7 +16,7 @@ from prometheus_client.metrics_core import GaugeMetricFamily, InfoMetricFamily, 
 from prometheus_client.openmetrics.exposition import generate_latest as generate_openmetrics
 from prometheus_client.registry import Collector
 
-from ccs_exporter.exposition import renderer
+from ccs_exporter.exposition import formats, renderer
 from ccs_exporter.exposition.cycle import CycleCollector
 from ccs_exporter.exposition.families import label_value
 from ccs_exporter.exposition.formats import Format
@@ -414,3 +414,32 @@ class TestHeldCompressed:
         again = cold.body()  # a plain scrape now inflates everything anew
         assert not {id(part) for part in rest} & {id(part) for part in again}
         assert b"".join(again) == b"".join(render_exposition(at_rest(15)).body())
+
+    def test_a_plain_copy_failing_at_publish_leaves_the_publish_done(
+        self, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """Out of memory while making the plain copy at publish: the new exposition is current all the
+        same (the poll loop's publish does not fail), and the first plain scrape makes the copy."""
+        store = ExpositionStore()
+        store.plain_asked()
+        snapshot = _snapshot(7, jobs=30)
+
+        def out_of_memory(member: bytes) -> bytes:
+            raise MemoryError
+
+        monkeypatch.setattr(formats, "inflate", out_of_memory)
+        store.publish(snapshot)
+        assert store.current is not None and not store.current.plain_ready
+        monkeypatch.undo()
+        assert b"".join(store.current.body()) == b"".join(render_exposition(snapshot).body())
+
+    def test_a_stalled_exposition_shares_the_plain_copies(self) -> None:
+        """The watchdog's stalled exposition uses the loop's plain copies: warm, it holds one set of them
+        and a later cold publish lets them all go."""
+        store = ExpositionStore()
+        store.plain_asked()
+        store.publish(_snapshot(8, jobs=30))
+        stalled = dataclasses.replace(_snapshot(8, jobs=30), stalled=True)
+        store.publish(stalled)
+        assert store.current is not None and store.current.plain_ready and store.stalled
+        assert store.current.inflations is store._renderer.inflations

@@ -21,6 +21,7 @@ import pytest
 import requests
 from web_helpers import SMALL, Pki, deflated_exposition_of, exposition_of, make_pki, metrics_servers
 
+from ccs_exporter.exposition.formats import Exposition, RenderedFamily
 from ccs_exporter.web.endpoints import accepts_gzip
 from ccs_exporter.web.server import MetricsServer, ServerLimits
 
@@ -93,6 +94,24 @@ def closed_by_server(sock: socket.socket, within: float) -> bool:
         except OSError:
             return True
     return False
+
+
+def get_body(server: MetricsServer, path: str = "/metrics", **headers: str) -> bytes:
+    """The body of one GET on a new connection, as sent (not decompressed)."""
+    connection = http.client.HTTPConnection("127.0.0.1", server.port, timeout=10)
+    connection.request(
+        "GET", path, headers={name.replace("_", "-"): value for name, value in headers.items()}
+    )
+    response = connection.getresponse()
+    body = response.read()
+    connection.close()
+    assert response.status == 200, (response.status, body)
+    return body
+
+
+def broken_family() -> RenderedFamily:
+    """A deflated family whose one member is no gzip member (inflating it fails)."""
+    return RenderedFamily.of_deflated("ccs_up", "gauge", "Test family.", (b"not a gzip member",))
 
 
 def basic(user: str, password: str) -> str:
@@ -296,6 +315,61 @@ class TestMetricsEncoding:
                     assert expected in text  # after the live lines, before OpenMetrics' # EOF
                     assert text.endswith(b"# EOF\n") == bool(accept)
         assert server.endpoints._store.plain_asks == 4  # type: ignore[attr-defined]
+
+    def test_a_plain_selection_inflates_only_what_it_selects(
+        self, serve: Callable[..., MetricsServer]
+    ) -> None:
+        """A plain scrape with name[] gets the families it selects without making the whole plain copy,
+        and does not ask for plain copies at publish (only whole plain scrapes do)."""
+        exposition = deflated_exposition_of(b"ccs_up 1\n", b'ccs_up{x="2"} 2\n')
+        server = serve(exposition=exposition)
+        plain = get_body(server, "/metrics?name[]=ccs_up", Accept_Encoding="identity")
+        assert b'ccs_up 1\nccs_up{x="2"} 2\n' in plain
+        assert b"ccs_up" not in get_body(server, "/metrics?name[]=ccs_nothing", Accept_Encoding="identity")
+        assert not exposition.plain_ready
+        assert server.endpoints._store.plain_asks == 0  # type: ignore[attr-defined]
+
+    def test_gzip_scrapes_do_not_wait_for_a_plain_copy(
+        self, serve: Callable[..., MetricsServer], monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """While a plain copy is being made (here: held up), gzip scrapes and probes are answered."""
+        from ccs_exporter.exposition import formats
+
+        release = threading.Event()
+        real_inflate = formats.inflate
+
+        def held_up(member: bytes) -> bytes:
+            release.wait(10)
+            return real_inflate(member)
+
+        monkeypatch.setattr(formats, "inflate", held_up)
+        server = serve(exposition=deflated_exposition_of(b"ccs_up 1\n"))
+        plain: list[bytes] = []
+        waiting = threading.Thread(target=lambda: plain.append(get_body(server, Accept_Encoding="identity")))
+        waiting.start()
+        try:
+            time.sleep(0.2)  # the plain scrape is in the inflating thread
+            started = time.monotonic()
+            assert gzip.decompress(get_body(server, Accept_Encoding="gzip")).endswith(b"ccs_up 1\n")
+            assert get(server, "/healthz").status == 200
+            assert time.monotonic() - started < 3 and not plain
+        finally:
+            release.set()
+            waiting.join(10)
+        assert plain and plain[0].endswith(b"ccs_up 1\n")
+
+    def test_a_plain_copy_that_cannot_be_made_is_a_500(self, serve: Callable[..., MetricsServer]) -> None:
+        """A member that does not inflate fails the plain scrape with a 500 (every time), not the
+        connection; gzip scrapes get the members as they are."""
+        server = serve(exposition=Exposition((broken_family(),)))
+        with connect(server) as sock:
+            reader = _Reader(sock)
+            for _ in range(2):
+                sock.sendall(b"GET /metrics HTTP/1.1\r\nAccept-Encoding: identity\r\n\r\n")
+                response, body = reader.response()
+                assert response.status == 500 and b"could not be made" in body
+            sock.sendall(b"GET /metrics HTTP/1.1\r\nAccept-Encoding: gzip\r\n\r\n")
+            assert reader.response()[0].status == 200
 
 
 @pytest.mark.integration

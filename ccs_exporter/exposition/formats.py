@@ -208,7 +208,10 @@ class RenderedFamily:
         )
 
     def parts(self, fmt: Format, gzipped: bool) -> tuple[bytes, ...]:
-        """The family's bytes in ``fmt``: plain parts, or gzip members."""
+        """The family's bytes in ``fmt``: plain parts (a deflated family's inflated for this call), or gzip
+        members."""
+        if self.deflated and not gzipped:
+            return self.inflated(tuple(map(inflate, self.members))).parts(fmt, gzipped)
         if fmt is Format.OPENMETRICS:
             return self.openmetrics_gzip if gzipped else self.openmetrics
         return self.text_gzip if gzipped else self.text
@@ -221,8 +224,7 @@ class RenderedFamily:
         wanted = self.samples.intersection(names)
         if not wanted:
             return ()
-        plain = self.inflated(tuple(map(inflate, self.members))) if self.deflated else self
-        kept = _samples_named(b"".join(plain.parts(fmt, gzipped=False)), wanted, self.names | wanted)
+        kept = _samples_named(b"".join(self.parts(fmt, gzipped=False)), wanted, self.names | wanted)
         return (gzip_member((kept,)),) if gzipped else (kept,)
 
 
@@ -345,10 +347,17 @@ class Exposition:
     ) -> tuple[bytes, ...]:
         """The families ``names`` selects (all when None) in ``fmt``, without the OpenMetrics ``# EOF``.
 
-        Plain, from the plain copy (inflating the deflated families on the first call): the server asks
-        for it off its event loop while ``plain_ready`` is False.
+        Plain and whole, from the plain copy (inflating the deflated families on the first call); plain
+        and selected, from the plain copy when it is made, else inflating only the families selected (the
+        copy is not made for them). The server asks for plain bodies off its event loop while
+        ``plain_ready`` is False.
         """
-        families = self.families if gzipped else self.plain()
+        if gzipped:
+            families = self.families
+        elif names is None:
+            families = self.plain()
+        else:
+            families = self._plain.families or self.families
         if names is None:
             return tuple(part for family in families for part in family.parts(fmt, gzipped))
         return tuple(part for family in families for part in family.selected_parts(fmt, gzipped, names))

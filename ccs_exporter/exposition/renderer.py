@@ -15,6 +15,8 @@ from collections.abc import Iterator, Sequence
 from datetime import datetime, timezone
 from typing import NamedTuple
 
+import structlog
+
 from ccs_exporter.exposition.cycle import CycleCollector
 from ccs_exporter.exposition.families import JOB_FAMILIES, JobsView, ScheduleTimes, schedule_times
 from ccs_exporter.exposition.formats import Exposition, Format, Inflations, RenderedFamily, gzip_member
@@ -36,6 +38,8 @@ def render_exposition(snapshot: PollSnapshot, *, sparse_status: bool = False) ->
     """
     return ExpositionRenderer(sparse_status=sparse_status).render(snapshot)
 
+
+log = structlog.get_logger(__name__)
 
 JOBS_PER_PART = 512
 # How long after a plain scrape each publish makes the plain copy (a scraper that asked for plain once
@@ -92,11 +96,11 @@ class ExpositionRenderer:
     every value its lines show is equal, and schedule times are computed again once an occurrence passed.
     """
 
-    def __init__(self, *, sparse_status: bool = False) -> None:
+    def __init__(self, *, sparse_status: bool = False, inflations: Inflations | None = None) -> None:
         self._sparse_status = sparse_status
         self._rendered: list[_RenderedJobs] = []
         self._times: dict[str, _KnownTimes] = {}
-        self.inflations = Inflations()
+        self.inflations = inflations if inflations is not None else Inflations()
 
     def render(self, snapshot: PollSnapshot) -> Exposition:
         """The job and cycle families of ``snapshot``, each ready in both formats, plain and gzip."""
@@ -175,17 +179,23 @@ class ExpositionStore:
         made here too while scrapers ask for plain, so that their scrapes rarely wait for it.
         """
         if snapshot.stalled:
-            exposition = ExpositionRenderer(sparse_status=self._sparse_status).render(snapshot)
+            # Its plain copies share the loop's (Inflations has its own lock): one set of them held.
+            inflations = self._renderer.inflations
+            renderer = ExpositionRenderer(sparse_status=self._sparse_status, inflations=inflations)
+            exposition = renderer.render(snapshot)
         else:
             exposition = self._renderer.render(snapshot)
         self._current = exposition
         self._stalled = snapshot.stalled
-        if time.monotonic() - self._plain_asked_at <= PLAIN_WARM_SECONDS:
+        if time.monotonic() - self._plain_asked_at > PLAIN_WARM_SECONDS:
+            exposition.inflations.clear()
+            return
+        try:
             # After the swap, so that the last exposition's copy can go first; a plain scrape meanwhile
             # waits for this copy instead of making another.
             exposition.plain()
-        else:
-            exposition.inflations.clear()
+        except Exception as exc:  # out of memory, say: the publish stands; the first plain scrape retries
+            log.warning("plain_copy_failed", error=type(exc).__name__, message=str(exc))
 
     def plain_asked(self) -> None:
         """A scraper asked for a plain body: plain copies are made at publish for a while."""

@@ -22,6 +22,8 @@ from http import HTTPStatus
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
+import structlog
+
 from ccs_exporter import __version__
 from ccs_exporter.exposition.formats import EOF, EOF_GZIP, MAX_SELECTED_NAMES, Format, negotiate
 from ccs_exporter.exposition.live import LiveMetrics
@@ -30,6 +32,8 @@ from ccs_exporter.web.auth import BasicAuthChecker, FailureBackoff
 from ccs_exporter.web.config import TokenBucket
 from ccs_exporter.web.config_watcher import WebState
 from ccs_exporter.web.metrics import WebStats
+
+log = structlog.get_logger(__name__)
 
 _SERVER = f"ccs-exporter/{__version__}"
 # Basic auth guards everything but the health endpoints (TLS, when configured, covers all of them).
@@ -309,21 +313,13 @@ class Endpoints:
         fmt, content_type = negotiate(request.headers.get("Accept", ""))
         gzipped = accepts_gzip(request.headers.get("Accept-Encoding", ""))
         live = self._live.render(fmt, names)
-        exposition = self._store.current
-        if not gzipped:
-            self._store.plain_asked()
-        # The exposition's parts are passed on as they are, never copied or rendered again: at 10,000
-        # jobs they are 20 MB (4 MB gzipped). Concatenated gzip members are one valid gzip stream.
-        body: tuple[bytes, ...] = ()
-        inflating = exposition is not None and (names is not None or not exposition.plain_ready)
-        if exposition is not None and exposition.deflated and inflating:
-            # Inflating (the plain copy, or the families some sample names select) takes tens of
-            # milliseconds at 10,000 jobs: off the event loop, so that other requests go on meanwhile.
-            loop = asyncio.get_running_loop()
-            select = functools.partial(exposition.body, fmt, gzipped=gzipped, names=names)
-            body = await loop.run_in_executor(self._inflater, select)
-        elif exposition is not None:
-            body = exposition.body(fmt, gzipped=gzipped, names=names)
+        if not gzipped and names is None:
+            self._store.plain_asked()  # plain copies are made at publish for a while
+        try:
+            body = await self._exposition_body(fmt, gzipped, names)
+        except Exception as exc:  # inflating failed (out of memory, say): this scrape fails, not the server
+            log.error("metrics_plain_body_failed", error=type(exc).__name__, message=str(exc))
+            return text_response(500, "the plain exposition could not be made: see the exporter's log")
         if gzipped:
             live = gzip.compress(live, compresslevel=1, mtime=0)
         end = () if fmt is Format.TEXT else (EOF_GZIP,) if gzipped else (EOF,)
@@ -331,6 +327,22 @@ class Endpoints:
         if gzipped:
             headers.append(("Content-Encoding", "gzip"))
         return Response(200, (live, *body, *end), content_type, headers)
+
+    async def _exposition_body(
+        self, fmt: Format, gzipped: bool, names: frozenset[str] | None
+    ) -> tuple[bytes, ...]:
+        """The last cycle's families as sent: their parts passed on as they are, never copied or rendered
+        again (at 10,000 jobs 22 MB plain, 4.4 MB gzip; concatenated gzip members are one valid stream)."""
+        exposition = self._store.current
+        if exposition is None:
+            return ()
+        if exposition.deflated and not gzipped and (names is not None or not exposition.plain_ready):
+            # Inflating (the plain copy, or the families selected) takes tens of milliseconds at 10,000
+            # jobs: off the event loop, so that other requests, gzip scrapes among them, go on meanwhile.
+            loop = asyncio.get_running_loop()
+            select = functools.partial(exposition.body, fmt, gzipped=False, names=names)
+            return await loop.run_in_executor(self._inflater, select)
+        return exposition.body(fmt, gzipped=gzipped, names=names)
 
 
 def _retry_after(bucket: TokenBucket) -> str:
