@@ -118,7 +118,9 @@ class TestSlowReaders:
         long as it liked (30 readers over 13 cycles: 86 -> 113 MB).
         """
         parts = [bytes([65 + n % 26]) * (128 * 1024 - 1) + b"\n" for n in range(384)]
-        limits = ServerLimits(write_timeout=2.0, response_timeout=3.0)
+        # The write timeout well past the response deadline: a reader starved of CPU for a moment on a
+        # busy machine must not be closed by it (at 2 s) before the deadline this test is about.
+        limits = ServerLimits(write_timeout=10.0, response_timeout=3.0)
         server = serve(tls_config(pki) if tls else None, limits=limits, exposition=exposition_of(*parts))
         raw = socket.socket()
         raw.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 256 * 1024)
