@@ -922,6 +922,26 @@ class TestPageReuse:
         ]
         assert len(kept) == 5 and all(item.text == b"" for item in kept)
 
+    def test_kept_pages_let_go_of_the_json_of_jobs_read_in_the_cycle(
+        self, ccs: FakeCcs, make_poller: Callable[..., Any]
+    ) -> None:
+        """The first cycle, and one where a job changed, parse the items they need; the pages kept after
+        them hold no JSON of those jobs (it would otherwise wait a whole interval for the next listing)."""
+        poller = make_poller(page_size=2)
+
+        def kept_texts() -> list[bytes]:
+            searches = poller._discoverer._searches.values()
+            return [
+                item.text for search in searches for page in search.pages for item in page.items if item.text
+            ]
+
+        poller.poll_cycle()
+        assert kept_texts() == []
+        ccs.jobs[guid(4)]["JobProperties"]["Name"] = "Job 4, renamed"
+        snapshot = poller.poll_cycle()
+        assert {job.data.name for job in snapshot.jobs if job.data is not None} >= {"Job 4, renamed"}
+        assert kept_texts() == []
+
     def test_a_page_whose_bytes_changed_is_parsed_and_its_change_seen(
         self, ccs: FakeCcs, make_poller: Callable[..., Any], monkeypatch: pytest.MonkeyPatch
     ) -> None:

@@ -140,6 +140,8 @@ class Poller:
         plan = self._plan(watch, discovery)
         outcomes = self._outcomes(plan, login_error, stop)
         states = self._book.apply(plan, outcomes, quiet=login_error is not None)
+        if discovery is not None:
+            self._discoverer.drop_read_texts(self._needs_no_text)
         reached = discovery is not None and discovery.reached_ccs
         up = login_error is None and (
             not plan.items

@@ -35,6 +35,7 @@ from ccs_exporter.polling.listing import (
     Listing,
     list_search,
     reuse_kept,
+    without_read_texts,
 )
 from ccs_exporter.polling.snapshot import SearchState
 from ccs_exporter.polling.workers import WorkerPool
@@ -252,6 +253,12 @@ class Discoverer:
         forgotten = frozenset(self._forgotten)
         self._forgotten.clear()
         return Discovery(fresh, bad, stale, tuple(states), reached, since, forgotten)
+
+    def drop_read_texts(self, known: KnownItem) -> None:
+        """Drop from the kept pages the text of the items read since they were listed (jobs new or changed
+        this cycle): a page then holds a job's JSON no longer than the cycle that parsed it."""
+        for search in self._searches.values():
+            search.pages = tuple(without_read_texts(page, known) for page in search.pages)
 
     def _attempt(
         self,

@@ -95,6 +95,17 @@ def list_search(
     return listing
 
 
+def without_read_texts(page: SearchPage, known: KnownItem) -> SearchPage:
+    """``page`` with the text of every item ``known`` says was read dropped (the same page when none is)."""
+    if not any(item.text and known(item.job_id, item.digest) for item in page.items):
+        return page
+    items = tuple(
+        SearchItem(item.job_id, item.digest, b"") if item.text and known(item.job_id, item.digest) else item
+        for item in page.items
+    )
+    return SearchPage(items, page.bad_items, page.digest)
+
+
 def reuse_kept(kept: SearchPage, known: KnownItem | None) -> PageReuse:
     """What lets an answer with the same bytes as ``kept`` (a page of the last listing of the same search)
     be taken as ``kept``, not parsed again.
