@@ -2,8 +2,8 @@
 
 No size is asserted beyond sense (Python objects, machines vary); the figures are benchmarks/README.md's
 business. Checked: every section is there, each size is a number, the exposition holds gzip members and
-only headers plain (the job samples are held compressed), and the cycle where every job changed held more
-than the state at rest.
+only headers plain (the job samples are held compressed), and the cycle where every job changed peaked above
+the state at rest, higher than what it held when it ended.
 """
 
 from __future__ import annotations
@@ -51,8 +51,8 @@ class TestMemoryProfile:
         assert set(kinds) == {"text", "openmetrics", "text gzip", "openmetrics gzip"}
         assert kinds["text"] < kinds["text gzip"]  # headers only held plain: the samples are gzip members
         changed = out.split("the cycle where every job changed", 1)[1]
-        assert _mib(changed, "peak added during the cycle") > 0
-        assert _mib(changed, "held when it ends, before its publish") > 0
+        peak = _mib(changed, "peak added during the cycle")
+        assert peak > 0 and _mib(changed, "held when it ends, before its publish") <= peak
         assert re.search(r"^ +-?\d+\.\d\d MiB +[\d,-]+ blocks +\S+:\d+$", changed, re.M), changed
         later = r"two cycles later, at rest: -?\d+\.\d MiB more than before it; RSS \d+ MiB"
         assert re.search(later, changed), changed
