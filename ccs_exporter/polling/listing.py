@@ -64,19 +64,14 @@ def list_search(
             return listing
         readable = 0
         new = 0
-        items: list[SearchItem] = []
-        dropped = False
-        for item in answer.items:
+        kept = without_read_texts(answer, known) if known is not None else answer
+        listing.kept.append(kept)
+        for item in kept.items:
             readable += 1
             if item.job_id not in listing.jobs and item.job_id not in listing.bad:
                 new += 1
             listing.bad.pop(item.job_id, None)
-            if item.text and known is not None and known(item.job_id, item.digest):
-                item = SearchItem(item.job_id, item.digest, b"")
-                dropped = True
-            items.append(item)
             listing.jobs[item.job_id] = item  # the later copy of a job listed twice is the fresher one
-        listing.kept.append(SearchPage(tuple(items), answer.bad_items, answer.digest) if dropped else answer)
         for bad in answer.bad_items:
             if bad.job_id is None:
                 listing.unreadable += 1
